@@ -1,0 +1,147 @@
+"""The one container every loader returns: train/test tensors plus what a plot needs to show them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from .._cache import hash_tensors
+
+
+@dataclass
+class Data:
+    """Train and test tensors of one dataset, with metadata.
+
+    ``X_*`` are float tensors (images as ``(N, C, H, W)``), ``y_*`` are int64 class labels.
+    ``input_shape`` is the shape of one input; ``is_image`` says whether inputs can be drawn
+    as thumbnails; ``info`` keeps how the data were made (seed, subset, standardisation).
+    """
+
+    name: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: list[str]
+    input_shape: tuple[int, ...]
+    is_image: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
+            if X.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"{self.name}: X_{split} has {X.shape[0]} rows but y_{split} has {y.shape[0]}"
+                )
+            if tuple(X.shape[1:]) != tuple(self.input_shape):
+                raise ValueError(
+                    f"{self.name}: X_{split} inputs have shape {tuple(X.shape[1:])}, "
+                    f"metadata says {tuple(self.input_shape)}"
+                )
+
+    @property
+    def train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.X_train, self.y_train
+
+    @property
+    def test(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.X_test, self.y_test
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_features(self) -> int:
+        n = 1
+        for s in self.input_shape:
+            n *= s
+        return n
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Data:
+        """A copy with inputs cast to ``dtype`` and all tensors moved to ``device``."""
+        kw = {}
+        for split in ("train", "test"):
+            X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
+            kw[f"X_{split}"] = X.to(device=device, dtype=dtype)
+            kw[f"y_{split}"] = y.to(device=device)
+        return replace(self, **kw)
+
+    def fingerprint(self) -> str:
+        """A hash of the tensors: equal data give equal fingerprints (used in cache keys)."""
+        return hash_tensors(self.X_train, self.y_train, self.X_test, self.y_test)
+
+    def __repr__(self) -> str:
+        return (
+            f"Data({self.name!r}, train={tuple(self.X_train.shape)}, test={tuple(self.X_test.shape)}, "
+            f"classes={self.n_classes}, is_image={self.is_image})"
+        )
+
+
+def split_indices(n: int, test_fraction: float, seed: int, y: torch.Tensor | None = None):
+    """Deterministic (stratified when ``y`` is given) train/test index split."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    g = torch.Generator().manual_seed(seed)
+    if y is None:
+        perm = torch.randperm(n, generator=g)
+        n_test = max(1, round(n * test_fraction))
+        return perm[n_test:].sort().values, perm[:n_test].sort().values
+    train_idx, test_idx = [], []
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = max(1, round(len(idx) * test_fraction))
+        test_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    return torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+
+
+def subset(X: torch.Tensor, y: torch.Tensor, size: int | None, seed: int):
+    """A deterministic random subset of ``size`` rows (all rows when ``size`` is None)."""
+    if size is None or size >= X.shape[0]:
+        return X, y
+    if size <= 0:
+        raise ValueError(f"subset size must be positive, got {size}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(X.shape[0], generator=g)[:size].sort().values
+    return X[idx], y[idx]
+
+
+def standardize(X_train: torch.Tensor, X_test: torch.Tensor, per_channel: bool = False):
+    """Standardise with the *training* mean and std (per feature, or per channel for images)."""
+    if per_channel and X_train.dim() == 4:
+        dims = (0, 2, 3)
+        mean = X_train.mean(dim=dims, keepdim=True)
+        std = X_train.std(dim=dims, keepdim=True)
+    else:
+        mean = X_train.mean(dim=0, keepdim=True)
+        std = X_train.std(dim=0, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (X_train - mean) / std, (X_test - mean) / std, {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+
+
+def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept ``(X, y)`` tensor pairs or a map-style torch ``Dataset`` of ``(x, y)`` items."""
+    if isinstance(data, Data):
+        raise TypeError("pass data.train or data.test, not the whole Data object")
+    if isinstance(data, Sequence) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        X, y = data
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}; they must match")
+        return X, y
+    if isinstance(data, torch.utils.data.Dataset):
+        n = len(data)  # type: ignore[arg-type]
+        if n == 0:
+            raise ValueError("the dataset is empty")
+        xs, ys = zip(*(data[i] for i in range(n)), strict=True)
+        X = torch.stack([torch.as_tensor(x) for x in xs])
+        y = torch.as_tensor([int(v) for v in ys])
+        return X, y
+    raise TypeError(
+        f"expected an (X, y) pair of tensors or a torch Dataset, got {type(data).__name__}"
+    )

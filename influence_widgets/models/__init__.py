@@ -1,0 +1,18 @@
+"""Models: architectures from a ModelSpec, functional training with TrainConfig, and the zoo."""
+
+from .architectures import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    MLP,
+    SMOOTH_ACTIVATIONS,
+    ModelSpec,
+    check_input_shape,
+    count_parameters,
+    mlp_spec,
+)
+from .training import TrainConfig, TrainedModel, train
+
+__all__ = [
+    "ACTIVATIONS", "ARCHITECTURES", "MLP", "SMOOTH_ACTIVATIONS", "ModelSpec", "TrainConfig",
+    "TrainedModel", "check_input_shape", "count_parameters", "mlp_spec", "train",
+]

@@ -1,0 +1,458 @@
+"""Training as one functional engine, shared by :func:`train` and leave-one-out retraining.
+
+Every run optimises the training objective of DESIGN.md,
+``sum_i w_i * loss_i / sum_i w_i + (weight_decay / 2) * ||theta||^2``, with ``w_i = 1`` for a
+normal run and ``w_i = 0`` for removed points. ``C`` copies of the parameters can be trained at
+once ("stacked" along a leading dimension, forward through ``torch.func.vmap``): first-order
+optimisers (SGD, Adam) act element-wise, so stacked copies follow exactly the trajectories they
+would follow one at a time. L-BFGS is not element-wise and runs copy by copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .._devices import dtype_name, resolve_device, resolve_dtype
+from .architectures import ModelSpec
+from .losses import LOSSES, per_sample_loss
+from .params import ParamSelection, select_params
+
+OPTIMIZERS = ("sgd", "adam", "lbfgs")
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is (re)trained; the same config retrains it the same way.
+
+    Attributes:
+        optimizer: "sgd", "adam" or "lbfgs" (full batch only).
+        lr: learning rate.
+        steps: optimiser updates; if ``None`` it comes from ``epochs`` (default 1000 steps).
+        epochs: passes over the data (``steps = epochs * ceil(n / batch_size)``).
+        batch_size: mini-batch size; ``None`` is full batch.
+        weight_decay: the L2 term ``(weight_decay / 2) * ||theta||^2`` of the objective, the same
+            for every optimiser (it is part of the loss, not an optimiser option).
+        momentum: SGD momentum.
+        seed: seeds the initialisation (models built from a spec) and the batch order.
+        device: "cpu", "cuda" or ``None`` (CUDA when available).
+        dtype: "float32" or "float64" (use float64 for models whose influence is checked exactly).
+        loss: "cross_entropy" or "mse".
+        polish_steps: after the main optimiser, up to this many full-batch L-BFGS iterations to
+            reach a stationary point (influence functions assume one); 0 turns it off.
+        grad_tol: gradient norm under which a run counts as converged (and L-BFGS stops).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 0.01
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    seed: int = 0
+    device: str | None = None
+    dtype: str = "float32"
+    loss: str = "cross_entropy"
+    polish_steps: int = 0
+    grad_tol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid names: {', '.join(LOSSES)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give steps or epochs, not both")
+        for name in ("steps", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        if self.weight_decay < 0 or self.momentum < 0 or self.polish_steps < 0 or self.grad_tol <= 0:
+            raise ValueError("weight_decay, momentum and polish_steps must be >= 0 and grad_tol > 0")
+        if self.optimizer == "lbfgs" and self.batch_size is not None:
+            raise ValueError("lbfgs is full batch: set batch_size=None or use sgd/adam")
+        resolve_dtype(self.dtype)
+
+    def n_steps(self, n_train: int) -> int:
+        """The number of optimiser updates for ``n_train`` points."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            b = self.batch_size or n_train
+            return self.epochs * math.ceil(n_train / b)
+        return 1000
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> TrainConfig:
+        """Named presets: "exact" (float64 L-BFGS to a stationary point), "adam", "quick"."""
+        presets = {
+            "exact": cls(optimizer="lbfgs", lr=1.0, steps=2000, dtype="float64", grad_tol=1e-6),
+            "adam": cls(optimizer="adam", lr=0.01, steps=3000, dtype="float64", polish_steps=500),
+            "quick": cls(optimizer="adam", lr=0.01, steps=300),
+        }
+        try:
+            return replace(presets[name], **changes)
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; valid names: {', '.join(presets)}") from None
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with everything needed to retrain it the same way.
+
+    ``model`` holds the trained parameters; ``init_params`` the parameters it started from;
+    ``X_train``/``y_train`` the data it saw; ``diagnostics`` the final objective, the norm of its
+    gradient (weight decay included) and whether that is under ``config.grad_tol``.
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    init_params: dict[str, torch.Tensor]
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    diagnostics: dict[str, Any]
+    spec: ModelSpec | None = None
+    name: str | None = None
+    data: Any = None  # the Data it came from, when known (widgets use its test split)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.X_train, self.y_train
+
+    @property
+    def grad_norm(self) -> float:
+        return float(self.diagnostics["grad_norm"])
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.diagnostics["converged"])
+
+    def __repr__(self) -> str:
+        d = self.diagnostics
+        return (
+            f"TrainedModel({self.name or (self.spec.describe() if self.spec else type(self.model).__name__)}, "
+            f"objective={d['objective']:.6g}, grad_norm={d['grad_norm']:.2e}, "
+            f"converged={d['converged']}, steps={d['steps']})"
+        )
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class Copies:
+    """``C`` stacked copies of a model's trainable parameters, the rest shared and frozen."""
+
+    def __init__(self, model: nn.Module, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor]):
+        self.model = model
+        self.trainable = trainable  # name -> (C, *shape) leaf tensors
+        self.frozen = frozen  # name -> tensor (parameters not trained, and buffers)
+        self.n = next(iter(trainable.values())).shape[0]
+
+    def outputs(self, X: torch.Tensor) -> torch.Tensor:
+        """Model outputs of every copy: ``(C, N, K)``."""
+        if self.n == 1:
+            p = {k: v[0] for k, v in self.trainable.items()}
+            return functional_call(self.model, {**self.frozen, **p}, (X,)).unsqueeze(0)
+
+        def one(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.model, {**self.frozen, **p}, (x,))
+
+        return vmap(one, in_dims=(0, None))(self.trainable, X)
+
+    def objective(self, X, y, w, config: TrainConfig) -> torch.Tensor:
+        """Per-copy objective ``(C,)``: weighted mean loss plus the L2 term."""
+        losses = per_sample_loss(self.outputs(X), y, config.loss)  # (C, N)
+        wsum = w.sum(dim=1).clamp_min(torch.finfo(w.dtype).tiny)
+        obj = (losses * w).sum(dim=1) / wsum
+        if config.weight_decay:
+            sq = sum((v.reshape(self.n, -1) ** 2).sum(dim=1) for v in self.trainable.values())
+            obj = obj + 0.5 * config.weight_decay * sq
+        return obj
+
+    def grad_norms(self, X, y, w, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-batch objective and the norm of its gradient, per copy."""
+        leaves = list(self.trainable.values())
+        obj = self.objective(X, y, w, config)
+        grads = torch.autograd.grad(obj.sum(), leaves)
+        sq = sum((g.reshape(self.n, -1) ** 2).sum(dim=1) for g in grads)
+        return obj.detach(), sq.sqrt().detach()
+
+
+def fit_copies(
+    model: nn.Module,
+    start: dict[str, torch.Tensor],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    config: TrainConfig,
+    *,
+    trainable: Sequence[str] | None = None,
+    steps: int | None = None,
+    progress: Progress | None = None,
+    polish: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train ``C = weights.shape[0]`` copies of ``model`` from ``start`` (a full state dict).
+
+    ``weights`` (C, N) weights each training point per copy (0 removes it). Only the parameters
+    named in ``trainable`` (default: all) change; every other tensor stays bit-identical. Returns
+    the stacked trained parameters ``name -> (C, *shape)`` (trainable ones only) and diagnostics
+    (objective and gradient norm per copy, steps, seconds).
+    """
+    device, dtype = X.device, X.dtype
+    names = list(trainable) if trainable is not None else select_params(model, "all")
+    C = weights.shape[0]
+    n_steps = config.n_steps(X.shape[0]) if steps is None else steps
+    if _has_batchnorm(model) and C > 1:
+        # Batch-norm statistics are updated in place: train the copies one by one.
+        outs, diags = [], []
+        for c in range(C):
+            p, d = fit_copies(model, start, X, y, weights[c : c + 1], config, trainable=names,
+                              steps=n_steps, progress=progress, polish=polish, should_stop=should_stop)
+            outs.append(p)
+            diags.append(d)
+        stacked = {k: torch.cat([o[k] for o in outs]) for k in names}
+        diag = {k: torch.cat([d[k] for d in diags]) for k in ("objective", "grad_norm")}
+        diag.update(steps=n_steps, seconds=sum(d["seconds"] for d in diags), nan_step=None)
+        return stacked, diag
+
+    t0 = time.perf_counter()
+    leaves = {}
+    for k in names:
+        v = start[k].detach().to(device=device, dtype=dtype)
+        leaves[k] = v.unsqueeze(0).repeat(C, *([1] * v.dim())).requires_grad_(True)
+    frozen = {k: v.detach().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype).clone()
+              for k, v in start.items() if k not in leaves}
+    copies = Copies(model, leaves, frozen)
+    w = weights.to(device=device, dtype=dtype)
+    was_training = model.training
+    model.train()
+    try:
+        if config.optimizer == "lbfgs":
+            if C > 1:
+                outs, diags = [], []
+                for c in range(C):
+                    p, d = fit_copies(model, start, X, y, weights[c : c + 1], config, trainable=names,
+                                      steps=n_steps, progress=progress, polish=polish,
+                                      should_stop=should_stop)
+                    outs.append(p)
+                    diags.append(d)
+                stacked = {k: torch.cat([o[k] for o in outs]) for k in names}
+                diag = {k: torch.cat([d[k] for d in diags]) for k in ("objective", "grad_norm")}
+                diag.update(steps=n_steps, seconds=time.perf_counter() - t0, nan_step=None)
+                return stacked, diag
+            _lbfgs(copies, X, y, w, config, n_steps, progress, should_stop)
+        else:
+            _first_order(copies, X, y, w, config, n_steps, progress, should_stop)
+        if polish and config.polish_steps and config.optimizer != "lbfgs":
+            if C > 1:
+                for c in range(C):
+                    sub = Copies(model, {k: v[c : c + 1].detach().clone().requires_grad_(True)
+                                         for k, v in leaves.items()}, frozen)
+                    _lbfgs(sub, X, y, w[c : c + 1], config, config.polish_steps, None, should_stop)
+                    with torch.no_grad():
+                        for k in leaves:
+                            leaves[k][c] = sub.trainable[k][0]
+            else:
+                _lbfgs(copies, X, y, w, config, config.polish_steps, None, should_stop)
+        model.eval()
+        obj, gn = copies.grad_norms(X, y, w, config)
+    finally:
+        model.train(was_training)
+    out = {k: v.detach() for k, v in leaves.items()}
+    return out, {"objective": obj, "grad_norm": gn, "steps": n_steps,
+                 "seconds": time.perf_counter() - t0, "nan_step": None}
+
+
+def _check_finite(obj: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(obj).all():
+        bad = torch.nonzero(~torch.isfinite(obj)).flatten().tolist()
+        raise FloatingPointError(
+            f"the training loss became NaN/inf at step {step} (copies {bad[:5]}); "
+            "lower the learning rate, add weight decay, or check the inputs for NaN"
+        )
+
+
+def _first_order(copies: Copies, X, y, w, config: TrainConfig, n_steps: int,
+                 progress: Progress | None, should_stop) -> None:
+    params = list(copies.trainable.values())
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    n = X.shape[0]
+    B = config.batch_size or n
+    g = torch.Generator().manual_seed(config.seed)
+    check_every = 1 if X.device.type == "cpu" else 25
+    order = None
+    per_epoch = math.ceil(n / B)
+    report_every = max(1, n_steps // 100)
+    for step in range(n_steps):
+        if B >= n:
+            Xb, yb, wb = X, y, w
+        else:
+            j = step % per_epoch
+            if j == 0:
+                order = torch.randperm(n, generator=g).to(X.device)
+            idx = order[j * B : (j + 1) * B]
+            Xb, yb, wb = X[idx], y[idx], w[:, idx]
+        opt.zero_grad(set_to_none=True)
+        obj = copies.objective(Xb, yb, wb, config)
+        total = obj.sum()
+        if step % check_every == 0 or step == n_steps - 1:
+            _check_finite(obj.detach(), step)
+        total.backward()
+        opt.step()
+        if progress is not None and (step % report_every == 0 or step == n_steps - 1):
+            progress(step + 1, n_steps, {"objective": float(obj.detach().mean())})
+        if should_stop is not None and should_stop():
+            raise InterruptedError(f"training cancelled at step {step + 1} of {n_steps}")
+
+
+def _lbfgs(copies: Copies, X, y, w, config: TrainConfig, max_iter: int,
+           progress: Progress | None, should_stop) -> None:
+    params = list(copies.trainable.values())
+    lr = config.lr if config.optimizer == "lbfgs" else 1.0
+    chunk = 50
+    done = 0
+    while done < max_iter:
+        it = min(chunk, max_iter - done)
+        opt = torch.optim.LBFGS(params, lr=lr, max_iter=it, history_size=50,
+                                tolerance_grad=config.grad_tol * 1e-3, tolerance_change=0.0,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            obj = copies.objective(X, y, w, config).sum()
+            obj.backward()
+            return obj
+
+        opt.step(closure)
+        done += it
+        obj, gn = copies.grad_norms(X, y, w, config)
+        _check_finite(obj, done)
+        if progress is not None:
+            progress(done, max_iter, {"objective": float(obj.mean()), "grad_norm": float(gn.max())})
+        if float(gn.max()) < config.grad_tol * 0.1 or opt.state[opt._params[0]]["n_iter"] < it:
+            break
+        if should_stop is not None and should_stop():
+            raise InterruptedError(f"training cancelled after {done} L-BFGS iterations")
+
+
+# ----------------------------------------------------------------------------- front end
+
+
+def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of all parameters and buffers (for checkpoints and restarts)."""
+    return {k: v.detach().clone() for k, v in {**dict(model.named_parameters()),
+                                               **dict(model.named_buffers())}.items()}
+
+
+def train(
+    model: nn.Module | ModelSpec,
+    train: Any,
+    config: TrainConfig | None = None,
+    *,
+    params: ParamSelection = "all",
+    name: str | None = None,
+    data: Any = None,
+    progress: Progress | bool | None = None,
+) -> TrainedModel:
+    """Train ``model`` on ``train`` (an ``(X, y)`` pair or a torch Dataset) with ``config``.
+
+    A :class:`ModelSpec` is built with ``config.seed``; a module passed in is copied and never
+    edited. Returns a :class:`TrainedModel` with the trained copy, its initial parameters, the
+    config and convergence diagnostics (objective and gradient norm with weight decay).
+    ``progress=True`` shows a tqdm bar; a callable receives ``(step, total, info)``.
+    """
+    from ..datasets.base import as_tensors
+    from .architectures import check_input_shape
+
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    dtype = config.torch_dtype
+    spec = model if isinstance(model, ModelSpec) else getattr(model, "_iw_spec", None)
+    module = model.build(seed=config.seed) if isinstance(model, ModelSpec) else copy.deepcopy(model)
+    module = module.to(device=device, dtype=dtype)
+    X, y = as_tensors(train)
+    if X.shape[0] == 0:
+        raise ValueError("the training set is empty")
+    X = X.to(device=device, dtype=dtype)
+    y = y.to(device=device) if config.loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    check_input_shape(module, X, spec)
+    init = state_of(module)
+    names = select_params(module, params)
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.n_steps(X.shape[0]), desc="training", leave=False)
+
+        def progress(step, total, info, _bar=bar):  # noqa: F811
+            _bar.total = total
+            _bar.n = step
+            _bar.set_postfix(objective=f"{info.get('objective', float('nan')):.4g}")
+            _bar.refresh()
+    elif progress is False:
+        progress = None
+    try:
+        trained, diag = fit_copies(module, init, X, y, torch.ones(1, X.shape[0]), config,
+                                   trainable=names, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    with torch.no_grad():
+        named = dict(module.named_parameters())
+        for k, v in trained.items():
+            named[k].copy_(v[0])
+    module.eval()
+    module._iw_spec = spec  # type: ignore[attr-defined]
+    gn = float(diag["grad_norm"][0])
+    diagnostics = {
+        "objective": float(diag["objective"][0]),
+        "grad_norm": gn,
+        "converged": gn < config.grad_tol,
+        "grad_tol": config.grad_tol,
+        "steps": diag["steps"],
+        "seconds": diag["seconds"],
+        "params": params if isinstance(params, str) else list(params),
+        "dtype": dtype_name(dtype),
+        "device": str(device),
+    }
+    return TrainedModel(module, config, {k: v.cpu() for k, v in init.items()}, X, y, diagnostics,
+                        spec=spec, name=name, data=data)
