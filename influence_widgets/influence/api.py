@@ -1,0 +1,212 @@
+"""``iw.influence`` and ``iw.hessian_spectrum``, and the engine that reuses fitted solvers."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._devices import resolve_device
+from ..datasets.base import as_tensors
+from ..models.architectures import check_input_shape
+from ..models.params import ParamSelection
+from ..models.training import TrainedModel
+from .objective import Objective
+from .solvers import Progress, Solver, make_solver
+
+
+@dataclass
+class InfluenceResult:
+    """Scores with the settings and solver diagnostics that produced them."""
+
+    values: torch.Tensor
+    solver: str
+    damping: float
+    params: str
+    curvature: str
+    weight_decay: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _unpack_model(model: nn.Module | TrainedModel, weight_decay, loss):
+    if isinstance(model, TrainedModel):
+        wd = model.config.weight_decay if weight_decay is None else weight_decay
+        return model.model, wd, loss or model.config.loss, model.spec
+    return model, (0.0 if weight_decay is None else weight_decay), loss or "cross_entropy", getattr(model, "_iw_spec", None)
+
+
+def _check_indices(test_indices, n_test: int) -> torch.Tensor:
+    idx = torch.as_tensor(test_indices, dtype=torch.long).reshape(-1)
+    if idx.numel() == 0:
+        raise ValueError("test_indices is empty; pass at least one test index")
+    bad = idx[(idx < 0) | (idx >= n_test)]
+    if bad.numel():
+        raise IndexError(f"test index {int(bad[0])} is out of range: the test set has {n_test} points "
+                         f"(valid indices 0..{n_test - 1})")
+    return idx
+
+
+class InfluenceEngine:
+    """Holds one objective and its fitted solvers, so a new test point or a new damping of the exact
+    solver costs no new Hessian. :func:`influence` is a one-shot front end over it."""
+
+    def __init__(self, model: nn.Module | TrainedModel, train: Any, *, weight_decay: float | None = None,
+                 params: ParamSelection = "all", loss: str | None = None, curvature: str = "hessian",
+                 device: str | torch.device | None = None, chunk_size: int | None = None,
+                 hvp_mode: str = "auto") -> None:
+        module, wd, loss, spec = _unpack_model(model, weight_decay, loss)
+        X, y = as_tensors(train)
+        if device is not None:
+            dev = resolve_device(device)
+            if next(module.parameters()).device != dev:
+                module = _copy_to(module, dev)
+        first = next(module.parameters())
+        check_input_shape(module, X.to(first.device, first.dtype), spec)
+        self.module = module
+        self.objective = Objective(module, X.to(first.device, first.dtype), y, loss=loss,
+                                   weight_decay=wd, params=params, curvature=curvature,
+                                   chunk_size=chunk_size, hvp_mode=hvp_mode)
+        self._solvers: dict[tuple, Solver] = {}
+        self._train_grads: torch.Tensor | None = None
+        self.fits = 0
+
+    @property
+    def train_grads(self) -> torch.Tensor:
+        if self._train_grads is None:
+            self._train_grads = self.objective.per_sample_grads(self.objective.X, self.objective.y)
+        return self._train_grads
+
+    def solver(self, name: str = "exact", damping: float = 0.0, progress: Progress | None = None,
+               **options: Any) -> Solver:
+        """A fitted solver; exact and Arnoldi fits are shared across dampings."""
+        shares_fit = name in ("exact", "arnoldi")
+        key = (name, None if shares_fit else damping, tuple(sorted(options.items())))
+        s = self._solvers.get(key)
+        if s is None:
+            s = make_solver(name, damping=damping, progress=progress, **options)
+            s.fit(self.objective)
+            self.fits += 1
+            self._solvers[key] = s
+        s.damping = float(damping)
+        s.progress = progress
+        return s
+
+    def scores(self, test: Any, *, solver: str = "exact", damping: float = 0.0,
+               test_indices: Any = None, progress: Progress | None = None,
+               wd_correction: bool = False, **options: Any) -> InfluenceResult:
+        """Estimated change in each test loss when each training point is removed (see :func:`influence`)."""
+        t0 = time.perf_counter()
+        Xt, yt = as_tensors(test)
+        if test_indices is not None:
+            idx = _check_indices(test_indices, Xt.shape[0])
+            Xt, yt = Xt[idx], yt[idx]
+        obj = self.objective
+        if tuple(Xt.shape[1:]) != tuple(obj.X.shape[1:]):
+            raise ValueError(f"test inputs have shape {tuple(Xt.shape[1:])} per row but the training "
+                             f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
+        s = self.solver(solver, damping, progress, **options)
+        g_test = obj.per_sample_grads(Xt, yt)
+        ihvp = s.inverse_hvp(g_test)  # (n_test, p)
+        values = ihvp @ self.train_grads.T / obj.n
+        if wd_correction and obj.weight_decay:
+            values = values + (ihvp @ (obj.weight_decay * obj.theta)).unsqueeze(1) / (obj.n - 1)
+        diag = dict(s.diagnostics)
+        self._warn_indefinite(diag, damping)
+        diag["grad_norm"] = float(obj.gradient().norm())
+        return InfluenceResult(values.detach(), solver, float(damping), obj.params_label, obj.curvature,
+                               obj.weight_decay, diag, time.perf_counter() - t0)
+
+    @staticmethod
+    def _warn_indefinite(diag: dict[str, Any], damping: float) -> None:
+        lo = diag.get("min_eigenvalue")
+        if lo is not None and lo + damping <= 0:
+            diag["warning"] = (f"H is indefinite: its most negative eigenvalue is {lo:.4g} and damping "
+                               f"{damping:.3g} does not make H + damping I positive definite; estimates "
+                               f"may be unreliable (try damping > {-lo:.3g} or curvature='ggn')")
+            warnings.warn(diag["warning"], RuntimeWarning, stacklevel=4)
+
+
+def _copy_to(module: nn.Module, device: torch.device) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module).to(device)
+
+
+def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_decay: float | None = None,
+              solver: str = "exact", damping: float = 0.0, params: ParamSelection = "all",
+              loss: str | None = None, device: str | torch.device | None = None,
+              curvature: str = "hessian", test_indices: Any = None, chunk_size: int | None = None,
+              wd_correction: bool = False, return_result: bool = False,
+              progress: Progress | None = None, **solver_options: Any) -> torch.Tensor | InfluenceResult:
+    """Estimated influence of every training point on every test point.
+
+    Returns a ``(n_test, n_train)`` tensor whose entry ``[t, i]`` estimates the *change in the loss
+    of test point t when training point i is removed and the model retrained*; positive means i
+    was helping t. The first-order estimate is::
+
+        (1 / n) * g_t^T (H + damping * I)^{-1} g_i
+
+    with ``g`` per-sample loss gradients at the trained parameters, ``n`` the number of training
+    points and ``H`` the curvature (``curvature="hessian"``, or ``"ggn"``) of the training objective
+    ``mean_i loss_i + (weight_decay / 2) ||theta||^2`` over the parameters in ``params``.
+
+    Args:
+        model: a ``TrainedModel`` (its weight decay and loss are used unless given) or an ``nn.Module``.
+        train, test: ``(X, y)`` tensor pairs or torch Datasets.
+        weight_decay: the L2 coefficient the model was trained with (``None``: from the
+            ``TrainedModel``, else 0.0).
+        solver: "exact", "cg", "lissa" or "arnoldi"; ``solver_options`` go to it (e.g. ``tol``,
+            ``max_iter``, ``scale``, ``depth``, ``repeats``, ``batch_size``, ``rank``).
+        params: "all", "last_layer" or a list of parameter names.
+        test_indices: score only these rows of ``test``.
+        wd_correction: add the term ``g_t^T H^{-1} (weight_decay theta) / (n - 1)`` that retraining
+            on ``n - 1`` points with the same weight decay adds to every LOO effect (off by default).
+        return_result: return an :class:`InfluenceResult` with the solver's diagnostics.
+    """
+    engine = InfluenceEngine(model, train, weight_decay=weight_decay, params=params, loss=loss,
+                             curvature=curvature, device=device, chunk_size=chunk_size)
+    res = engine.scores(test, solver=solver, damping=damping, test_indices=test_indices,
+                        progress=progress, wd_correction=wd_correction, **solver_options)
+    return res if return_result else res.values
+
+
+def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_decay: float | None = None,
+                     params: ParamSelection = "all", loss: str | None = None, curvature: str = "hessian",
+                     method: str = "auto", k: int = 10, max_exact: int = 4000,
+                     device: str | torch.device | None = None) -> dict[str, Any]:
+    """Eigenvalues of the training objective's curvature at the trained parameters.
+
+    ``method="exact"`` returns all eigenvalues (ascending); ``"lanczos"`` the top and bottom ``k``
+    through scipy's ``eigsh`` on a ``LinearOperator`` of HVPs; ``"auto"`` is exact up to
+    ``max_exact`` parameters. Returns ``{"eigenvalues", "top", "bottom", "method", "n_params"}``.
+    """
+    engine = InfluenceEngine(model, train, weight_decay=weight_decay, params=params, loss=loss,
+                             curvature=curvature, device=device)
+    obj = engine.objective
+    if method == "auto":
+        method = "exact" if obj.p <= max_exact else "lanczos"
+    if method == "exact":
+        ev = torch.linalg.eigvalsh(obj.hessian()).cpu()
+        return {"eigenvalues": ev, "top": float(ev[-1]), "bottom": float(ev[0]), "method": "exact",
+                "n_params": obj.p}
+    if method != "lanczos":
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'exact' or 'lanczos'")
+    import numpy as np
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    def mv(v: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(np.asarray(v).reshape(-1), dtype=obj.dtype, device=obj.device)
+        return obj.hvp(t).detach().cpu().double().numpy()
+
+    op = LinearOperator((obj.p, obj.p), matvec=mv, dtype=np.float64)
+    k = min(k, obj.p - 1)
+    top = eigsh(op, k=k, which="LA", return_eigenvectors=False, tol=1e-6)
+    bottom = eigsh(op, k=k, which="SA", return_eigenvectors=False, tol=1e-6)
+    ev = torch.as_tensor(np.unique(np.concatenate([bottom, top])))
+    return {"eigenvalues": ev, "top": float(ev[-1]), "bottom": float(ev[0]), "method": "lanczos",
+            "n_params": obj.p}
