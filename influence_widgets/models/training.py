@@ -356,7 +356,7 @@ def _lbfgs(copies: Copies, X, y, w, config: TrainConfig, max_iter: int,
                                 tolerance_grad=config.grad_tol * 1e-3, tolerance_change=0.0,
                                 line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure(opt=opt):
             opt.zero_grad(set_to_none=True)
             obj = copies.objective(X, y, w, config).sum()
             obj.backward()

@@ -1,0 +1,47 @@
+# Two commands do all the set-up (see README): `make lab` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: lab lab-headless reproduce test test-slow test-gpu test-all bench lint clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+## Main job: JupyterLab on the quickstart notebook.
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/00_quickstart.ipynb
+
+## Headless variant: JupyterLab server without opening a browser (for remote machines/scripts).
+lab-headless: $(STAMP)
+	$(BIN)/jupyter lab --no-browser notebooks/00_quickstart.ipynb
+
+## Headless reproduction of the depth study (table, figures and summary under reproduce_out/).
+reproduce: $(STAMP)
+	$(BIN)/python -m influence_widgets reproduce depth --preset quick --out reproduce_out/depth
+
+## The test command (CI runs exactly this): unit tests, notebooks in quick mode, the browser test.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)
