@@ -77,8 +77,14 @@ class TrainConfig:
             raise ValueError("give steps or epochs, not both")
         for name in ("steps", "epochs", "batch_size"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        for name in ("weight_decay", "momentum", "grad_tol"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if isinstance(self.polish_steps, bool) or not isinstance(self.polish_steps, int):
+            raise ValueError(f"polish_steps must be an integer >= 0, got {self.polish_steps!r}")
         if self.weight_decay < 0 or self.momentum < 0 or self.polish_steps < 0 or self.grad_tol <= 0:
             raise ValueError("weight_decay, momentum and polish_steps must be >= 0 and grad_tol > 0")
         if self.optimizer == "lbfgs" and self.batch_size is not None:
@@ -276,7 +282,7 @@ def fit_copies(
                 diag = {k: torch.cat([d[k] for d in diags]) for k in ("objective", "grad_norm")}
                 diag.update(steps=n_steps, seconds=time.perf_counter() - t0, nan_step=None)
                 return stacked, diag
-            _lbfgs(copies, X, y, w, config, n_steps, progress, should_stop)
+            n_steps = _lbfgs(copies, X, y, w, config, n_steps, progress, should_stop)
         else:
             _first_order(copies, X, y, w, config, n_steps, progress, should_stop)
         if polish and config.polish_steps and config.optimizer != "lbfgs":
@@ -345,33 +351,41 @@ def _first_order(copies: Copies, X, y, w, config: TrainConfig, n_steps: int,
 
 
 def _lbfgs(copies: Copies, X, y, w, config: TrainConfig, max_iter: int,
-           progress: Progress | None, should_stop) -> None:
+           progress: Progress | None, should_stop) -> int:
+    """Full-batch L-BFGS (strong Wolfe) for up to ``max_iter`` iterations; returns those done."""
     params = list(copies.trainable.values())
     lr = config.lr if config.optimizer == "lbfgs" else 1.0
     chunk = 50
+    opt = torch.optim.LBFGS(params, lr=lr, max_iter=chunk, max_eval=4 * chunk, history_size=50,
+                            tolerance_grad=config.grad_tol * 1e-3, tolerance_change=0.0,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        obj = copies.objective(X, y, w, config).sum()
+        obj.backward()
+        return obj
+
+    state = opt.state[params[0]]
     done = 0
     while done < max_iter:
         it = min(chunk, max_iter - done)
-        opt = torch.optim.LBFGS(params, lr=lr, max_iter=it, history_size=50,
-                                tolerance_grad=config.grad_tol * 1e-3, tolerance_change=0.0,
-                                line_search_fn="strong_wolfe")
-
-        def closure(opt=opt):
-            opt.zero_grad(set_to_none=True)
-            obj = copies.objective(X, y, w, config).sum()
-            obj.backward()
-            return obj
-
+        opt.param_groups[0]["max_iter"] = it
+        opt.param_groups[0]["max_eval"] = 4 * it
+        iters0, evals0 = state.get("n_iter", 0), state.get("func_evals", 0)
         opt.step(closure)
-        done += it
+        ran = state["n_iter"] - iters0
+        done += ran
         obj, gn = copies.grad_norms(X, y, w, config)
         _check_finite(obj, done)
         if progress is not None:
             progress(done, max_iter, {"objective": float(obj.mean()), "grad_norm": float(gn.max())})
-        if float(gn.max()) < config.grad_tol * 0.1 or opt.state[opt._params[0]]["n_iter"] < it:
+        stalled = ran < it and state["func_evals"] - evals0 < 4 * it  # L-BFGS stopped by itself
+        if float(gn.max()) < config.grad_tol or stalled or ran == 0:
             break
         if should_stop is not None and should_stop():
             raise InterruptedError(f"training cancelled after {done} L-BFGS iterations")
+    return done
 
 
 # ----------------------------------------------------------------------------- front end

@@ -1,0 +1,458 @@
+"""A zoo of named trained models: trained on demand, cached on disk, reloaded safely.
+
+``load(name)`` trains a preset the first time and caches it under
+``cache_dir()/zoo/<name>-<key>.pt`` (a plain dict of tensors, read back with
+``weights_only=True``: loading never runs pickled code) and ``<name>-<key>.json`` (spec, config,
+diagnostics). The key hashes everything the model depends on (spec, TrainConfig, dataset and its
+fingerprint, cache format and package version), so changed settings train a new file; a cached
+file that is corrupted or does not match is an error, never silently reused.
+
+Users can add their own trained models with :func:`register`; they then appear in :func:`names`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._cache import atomic_torch_save, atomic_write_text, cache_dir, hash_settings, safe_torch_load
+from .._devices import dtype_name, resolve_device
+from .architectures import ModelSpec
+from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, train
+
+FORMAT = 2  # bump when the layout of the cached files changes
+
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "ZooCacheError",
+    "cache_paths",
+    "describe",
+    "get_preset",
+    "load",
+    "names",
+    "register",
+    "unregister",
+]
+
+
+class ZooCacheError(RuntimeError):
+    """A cached zoo file is corrupted or does not match the settings it is loaded for."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe for a trained model: dataset, architecture and how to train it.
+
+    ``arch`` and ``options`` make the :class:`ModelSpec` (input shape and classes come from the
+    data); ``config`` is the :class:`TrainConfig`; the data are loaded only by :meth:`load_data`.
+    """
+
+    name: str
+    dataset: str
+    dataset_kwargs: dict[str, Any]
+    arch: str
+    options: dict[str, Any]
+    config: TrainConfig
+    description: str = ""
+
+    def load_data(self) -> Any:
+        """The dataset (:class:`~influence_widgets.datasets.Data`); may raise FileNotFoundError."""
+        from .. import datasets
+
+        return datasets.load(self.dataset, **self.dataset_kwargs)
+
+    def spec(self, data: Any) -> ModelSpec:
+        return ModelSpec(self.arch, tuple(data.input_shape), data.n_classes, dict(self.options))
+
+    def key(self, data: Any) -> str:
+        """Hash of everything the trained model depends on."""
+        import influence_widgets
+
+        return hash_settings(
+            {
+                "format": FORMAT,
+                "version": influence_widgets.__version__,
+                "spec": self.spec(data).to_dict(),
+                "config": self.config.to_dict(),
+                "dataset": self.dataset,
+                "dataset_kwargs": self.dataset_kwargs,
+                "data": data.fingerprint(),
+            }
+        )
+
+
+# ----------------------------------------------------------------------------- the presets
+
+IRIS_WEIGHT_DECAY = 0.005
+
+
+def _iris_config(depth: int, weight_decay: float) -> TrainConfig:
+    # Float64 L-BFGS on CPU: smooth (tanh) nets reach a gradient norm < 1e-5 in well under a
+    # second to a few seconds; ReLU/SELU nets stall on a kink and say so in their diagnostics.
+    return TrainConfig.preset("exact", weight_decay=weight_decay, grad_tol=1e-5, device="cpu")
+
+
+def _iris(depth: int, width: int, act: str, weight_decay: float) -> Preset:
+    suffix = ("" if act == "tanh" else f"-{act}") + ("-wd" if weight_decay else "")
+    config = _iris_config(depth, weight_decay)
+    return Preset(
+        name=f"iris-mlp-d{depth}-w{width}{suffix}",
+        dataset="iris",
+        dataset_kwargs={},
+        arch="mlp",
+        options={"depth": depth, "width": width, "activation": act},
+        config=config,
+        description=f"Iris MLP, {depth} hidden layer(s) of {width} {act} units, "
+        f"weight decay {weight_decay}, float64 {config.optimizer}"
+        + (" + L-BFGS polish" if config.polish_steps else ""),
+    )
+
+
+def _iris_grid() -> list[Preset]:
+    archs = sorted({(d, 5) for d in (1, 2, 3, 4, 6, 8)} | {(1, w) for w in (5, 10, 20, 30, 40, 50)})
+    out = [_iris(d, w, "tanh", wd) for d, w in archs for wd in (IRIS_WEIGHT_DECAY, 0.0)]
+    out += [_iris(d, 5, act, IRIS_WEIGHT_DECAY) for act in ("relu", "selu") for d in (1, 2, 4, 8)]
+    return out
+
+
+_ADAM = {"optimizer": "adam", "lr": 1e-3}
+_MNIST = {"train_size": 5000, "test_size": 1000}
+_CIFAR = {"train_size": 10000, "test_size": 2000}
+
+# name, dataset, dataset kwargs, arch, options, TrainConfig fields, description
+# fmt: off
+_IMAGE_TABLE: list[tuple[str, str, dict, str, dict, dict, str]] = [
+    ("digits-mlp", "digits", {}, "mlp", {"depth": 1, "width": 128, "activation": "tanh"},
+     {**_ADAM, "steps": 3000, "polish_steps": 500, "dtype": "float64", "weight_decay": 1e-3,
+      "device": "cpu"},
+     "8x8 digits, MLP 64-128-10 tanh, float64 Adam + L-BFGS polish"),
+    ("digits-cnn", "digits", {"flat": False}, "small_cnn", {"channels": 8},
+     {**_ADAM, "epochs": 50, "batch_size": 128, "weight_decay": 1e-3},
+     "8x8 digits as images, small CNN (8 channels, ReLU), float32 Adam"),
+    ("mnist-small-mlp", "mnist", _MNIST, "mlp", {"depth": 1, "width": 128, "activation": "tanh"},
+     {**_ADAM, "epochs": 30, "batch_size": 128, "weight_decay": 1e-3},
+     "MNIST subset (5,000 train), MLP 784-128-10 tanh, float32 Adam"),
+    ("mnist-small-cnn", "mnist", _MNIST, "small_cnn", {"channels": 16},
+     {**_ADAM, "epochs": 20, "batch_size": 128, "weight_decay": 5e-4},
+     "MNIST subset (5,000 train), small CNN (16 channels, ReLU), float32 Adam"),
+    ("cifar10-small-cnn", "cifar10", _CIFAR, "small_cnn", {"channels": 32},
+     {**_ADAM, "epochs": 30, "batch_size": 128, "weight_decay": 5e-4},
+     "CIFAR-10 subset (10,000 train), small CNN (32 channels, ReLU), float32 Adam"),
+    ("cifar10-vgg", "cifar10", _CIFAR, "vgg", {"depth": 6, "width": 32},
+     {**_ADAM, "epochs": 30, "batch_size": 128, "weight_decay": 5e-4},
+     "CIFAR-10 subset (10,000 train), VGG-style 6 conv layers (32-128 channels), float32 Adam"),
+    ("cifar10-resnet18", "cifar10", _CIFAR, "resnet18", {"norm": "group"},
+     {**_ADAM, "epochs": 20, "batch_size": 128, "weight_decay": 5e-4},
+     "CIFAR-10 subset (10,000 train), ResNet-18 with GroupNorm, float32 Adam"),
+]
+# fmt: on
+
+
+def _image_presets() -> list[Preset]:
+    return [
+        Preset(name, ds, dict(kw), arch, dict(opts), TrainConfig(**cfg), desc)
+        for name, ds, kw, arch, opts, cfg, desc in _IMAGE_TABLE
+    ]
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in _iris_grid() + _image_presets()}
+_REGISTERED: dict[str, TrainedModel] = {}
+
+
+# ----------------------------------------------------------------------------- listing
+
+
+def names() -> list[str]:
+    """Names of all presets (in table order) followed by registered models."""
+    return list(PRESETS) + [n for n in _REGISTERED if n not in PRESETS]
+
+
+def _unknown(name: str) -> ValueError:
+    valid = names()
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    return ValueError(f"unknown zoo model {name!r}; {hint}valid names: {', '.join(valid)}")
+
+
+def get_preset(name: str) -> Preset:
+    """The :class:`Preset` called ``name`` (ValueError with close matches if there is none)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise _unknown(name) from None
+
+
+def describe() -> Any:
+    """A pandas DataFrame with one row per model: name, dataset, arch, options, training."""
+    import pandas as pd
+
+    rows = []
+    for p in PRESETS.values():
+        rows.append(_row(p.name, p.dataset, p.arch, p.options, p.config, "preset", p.description))
+    for name, tm in _REGISTERED.items():
+        arch = tm.spec.arch if tm.spec is not None else type(tm.model).__name__
+        opts = tm.spec.options if tm.spec is not None else {}
+        dataset = getattr(tm.data, "name", None)
+        rows.append(_row(name, dataset, arch, opts, tm.config, "registered", ""))
+    return pd.DataFrame(rows)
+
+
+def _row(name, dataset, arch, options, config: TrainConfig, source: str, description: str) -> dict:
+    return {
+        "name": name,
+        "dataset": dataset,
+        "arch": arch,
+        "options": ", ".join(f"{k}={v}" for k, v in sorted(options.items())),
+        "weight_decay": config.weight_decay,
+        "optimizer": config.optimizer,
+        "dtype": config.dtype,
+        "source": source,
+        "description": description,
+    }
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def cache_paths(name: str, key: str) -> tuple[Path, Path]:
+    """The weights (``.pt``) and metadata (``.json``) paths of a cached model."""
+    folder = cache_dir() / "zoo"
+    return folder / f"{name}-{key}.pt", folder / f"{name}-{key}.json"
+
+
+def load(
+    name: str, *, retrain: bool = False, progress: Progress | bool | None = None, cache: bool = True
+) -> TrainedModel:
+    """The trained model ``name``: from the cache, or trained now (and cached when ``cache``).
+
+    ``retrain=True`` trains again and overwrites the cached files. A cached file that is
+    corrupted or does not match the preset raises :class:`ZooCacheError` (pass ``retrain=True``).
+    ``progress=True`` shows a tqdm bar while training; a callable gets ``(step, total, info)``.
+    """
+    if name in _REGISTERED:
+        if retrain:
+            raise ValueError(f"{name!r} is a registered model: the zoo cannot retrain it")
+        tm = _REGISTERED[name]
+        return copy.deepcopy(tm, memo={id(tm.data): tm.data})
+    preset = get_preset(name)
+    data = preset.load_data()
+    key = preset.key(data)
+    weights, meta = cache_paths(name, key)
+    if cache and not retrain and meta.exists():
+        return _read(preset, data, key, weights, meta)
+    spec = preset.spec(data)
+    tm = train(spec, data.train, preset.config, name=name, data=data, progress=progress)
+    tm.extra.update(init_known=True, cache_key=key)
+    if cache:
+        _write(preset, data, key, tm, weights, meta)
+        tm.extra["cache_path"] = str(weights)
+    return tm
+
+
+def _write(
+    preset: Preset, data: Any, key: str, tm: TrainedModel, weights: Path, meta: Path
+) -> None:
+    blob = {
+        "format": FORMAT,
+        "key": key,
+        "state": {k: v.detach().cpu() for k, v in state_of(tm.model).items()},
+        "init": {k: v.detach().cpu() for k, v in tm.init_params.items()},
+    }
+    atomic_torch_save(blob, weights)
+    info = {
+        "format": FORMAT,
+        "key": key,
+        "name": preset.name,
+        "dataset": preset.dataset,
+        "dataset_kwargs": preset.dataset_kwargs,
+        "data_fingerprint": data.fingerprint(),
+        "spec": tm.spec.to_dict() if tm.spec is not None else preset.spec(data).to_dict(),
+        "config": tm.config.to_dict(),
+        "diagnostics": tm.diagnostics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    # The JSON is written last: it marks the entry as complete.
+    atomic_write_text(meta, json.dumps(info, indent=1, sort_keys=True))
+
+
+def _bad(path: Path, problem: str) -> ZooCacheError:
+    return ZooCacheError(
+        f"cached zoo file {path} {problem}; it was not used. "
+        "Pass retrain=True to train the model again and overwrite it."
+    )
+
+
+def _read(preset: Preset, data: Any, key: str, weights: Path, meta: Path) -> TrainedModel:
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _bad(meta, f"cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(info, dict) or info.get("key") != key or info.get("format") != FORMAT:
+        found = info.get("key") if isinstance(info, dict) else None
+        raise _bad(meta, f"does not match the preset's settings (key {found!r}, expected {key!r})")
+    if not isinstance(info.get("diagnostics"), dict):
+        raise _bad(meta, "has no diagnostics")
+    if not weights.exists():
+        raise _bad(weights, "is missing (its metadata file exists)")
+    try:
+        blob = safe_torch_load(weights)
+    except Exception as e:  # truncated, garbage, or a pickle that is not plain tensors
+        raise _bad(
+            weights,
+            "cannot be loaded as plain tensors: it is truncated, corrupted or "
+            f"holds pickled objects ({type(e).__name__}: {e})",
+        ) from e
+    if not isinstance(blob, dict) or blob.get("key") != key:
+        raise _bad(weights, f"does not match the preset's settings (expected key {key!r})")
+
+    try:
+        spec, config = ModelSpec.from_dict(info["spec"]), TrainConfig.from_dict(info["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise _bad(meta, f"has an invalid spec or config ({type(e).__name__}: {e})") from e
+    if spec != preset.spec(data) or config != preset.config:
+        raise _bad(meta, "holds a spec or config that differs from the preset's")
+    device, dtype = resolve_device(config.device), config.torch_dtype
+    model = spec.build(seed=config.seed).to(device=device, dtype=dtype)
+    expected = state_of(model)
+    for part in ("state", "init"):
+        tensors = blob.get(part)
+        if not isinstance(tensors, dict):
+            raise _bad(weights, f"has no {part!r} tensors")
+        _check_tensors(weights, part, tensors, expected)
+    with torch.no_grad():
+        model.load_state_dict(blob["state"], strict=True)
+    model.eval()
+    model._iw_spec = spec  # type: ignore[attr-defined]
+    X, y = data.train
+    X = X.to(device=device, dtype=dtype)
+    y = y.to(device=device) if config.loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    extra = {"init_known": True, "cache_key": key, "cache_path": str(weights)}
+    return TrainedModel(
+        model,
+        config,
+        dict(blob["init"]),
+        X,
+        y,
+        info["diagnostics"],
+        spec=spec,
+        name=preset.name,
+        data=data,
+        extra=extra,
+    )
+
+
+def _check_tensors(path: Path, part: str, tensors: dict, expected: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        problem = f"missing {missing}, unexpected {unexpected}"
+        raise _bad(path, f"{part}: tensor names differ from the model's ({problem})")
+    for k, v in tensors.items():
+        want = expected[k]
+        if not isinstance(v, torch.Tensor) or v.shape != want.shape or v.dtype != want.dtype:
+            got = (tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise _bad(
+                path,
+                f"{part}: tensor {k!r} is {got}, the model expects "
+                f"{(tuple(want.shape), want.dtype)}",
+            )
+
+
+# ----------------------------------------------------------------------------- user models
+
+
+def register(
+    name: str,
+    model_or_trained: nn.Module | TrainedModel,
+    *,
+    config: TrainConfig | None = None,
+    data: Any = None,
+    spec: ModelSpec | None = None,
+    overwrite: bool = False,
+) -> TrainedModel:
+    """Add a user's trained model to the zoo (in memory) so that ``load(name)`` returns it.
+
+    A ``TrainedModel`` is kept as is (``config``/``data``/``spec`` replace its own if given).
+    A plain ``nn.Module`` needs the ``config`` it was trained with and the ``data`` (a ``Data``);
+    it is copied, and since its initial parameters are unknown, ``init_params`` holds its current
+    parameters and ``extra["init_known"]`` is False (use it for warm-start leave-one-out only).
+    """
+    if name in PRESETS:
+        raise ValueError(f"{name!r} is a preset name; register the model under another name")
+    if name in _REGISTERED and not overwrite:
+        raise ValueError(f"{name!r} is already registered; pass overwrite=True to replace it")
+    if isinstance(model_or_trained, TrainedModel):
+        src = model_or_trained
+        tm = copy.deepcopy(src, memo={id(src.data): src.data, id(data): data})
+        tm.config = config or tm.config
+        tm.data = data if data is not None else tm.data
+        tm.spec = spec or tm.spec
+        tm.extra = {"init_known": True, **tm.extra}
+    elif isinstance(model_or_trained, nn.Module):
+        if config is None or data is None:
+            raise ValueError("registering an nn.Module needs config= (its TrainConfig) and data=")
+        tm = _from_module(model_or_trained, config, data, spec)
+    else:
+        raise TypeError(
+            f"expected an nn.Module or a TrainedModel, got {type(model_or_trained).__name__}"
+        )
+    if tm.data is None:
+        raise ValueError(f"{name!r}: pass data= (the Data the model was trained on)")
+    tm.name = name
+    _REGISTERED[name] = tm
+    return tm
+
+
+def _from_module(
+    module: nn.Module, config: TrainConfig, data: Any, spec: ModelSpec | None
+) -> TrainedModel:
+    from .architectures import check_input_shape
+
+    device, dtype = resolve_device(config.device), config.torch_dtype
+    model = copy.deepcopy(module).to(device=device, dtype=dtype)
+    spec = spec or getattr(module, "_iw_spec", None)
+    X, y = data.train
+    X = X.to(device=device, dtype=dtype)
+    y = y.to(device=device) if config.loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    check_input_shape(model, X, spec)
+    state = state_of(model)
+    # Zero steps: only the objective and its gradient norm at the given parameters.
+    _, diag = fit_copies(
+        model, state, X, y, torch.ones(1, X.shape[0]), config, steps=0, polish=False
+    )
+    model.eval()
+    model._iw_spec = spec  # type: ignore[attr-defined]
+    gn = float(diag["grad_norm"][0])
+    diagnostics = {
+        "objective": float(diag["objective"][0]),
+        "grad_norm": gn,
+        "converged": gn < config.grad_tol,
+        "grad_tol": config.grad_tol,
+        "steps": 0,
+        "seconds": 0.0,
+        "params": "all",
+        "dtype": dtype_name(dtype),
+        "device": str(device),
+    }
+    init = {k: v.cpu() for k, v in state.items()}
+    return TrainedModel(
+        model, config, init, X, y, diagnostics, spec=spec, data=data, extra={"init_known": False}
+    )
+
+
+def unregister(name: str) -> None:
+    """Remove a registered model (presets cannot be removed)."""
+    if name in PRESETS:
+        raise ValueError(f"{name!r} is a preset, not a registered model")
+    try:
+        del _REGISTERED[name]
+    except KeyError:
+        raise _unknown(name) from None

@@ -1,0 +1,226 @@
+"""Training engine: determinism, the objective by hand, optimisers, steps, NaN and input errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from influence_widgets.datasets import iris
+from influence_widgets.models.architectures import mlp_spec
+from influence_widgets.models.training import TrainConfig, fit_copies, state_of, train
+
+SPEC = mlp_spec((4,), 3, depth=1, width=5)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: threads only add contention on shared CI machines.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = iris()
+    return d.X_train.double(), d.y_train
+
+
+def cfg(**kw) -> TrainConfig:
+    base = {"optimizer": "adam", "lr": 0.01, "steps": 100, "dtype": "float64", "device": "cpu"}
+    return TrainConfig(**{**base, **kw})
+
+
+def objective_by_hand(model: nn.Module, X, y, wd: float) -> torch.Tensor:
+    loss = F.cross_entropy(model(X), y)
+    return loss + 0.5 * wd * sum((p**2).sum() for p in model.parameters())
+
+
+def params(tm) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in tm.model.parameters()]
+
+
+def test_same_seed_is_bit_identical_and_other_seed_differs(data):
+    a, b = train(SPEC, data, cfg(seed=3)), train(SPEC, data, cfg(seed=3))
+    c = train(SPEC, data, cfg(seed=4))
+    assert all(torch.equal(p, q) for p, q in zip(params(a), params(b)))
+    assert a.diagnostics["objective"] == b.diagnostics["objective"]
+    assert not any(torch.equal(p, q) for p, q in zip(params(a), params(c)))
+
+
+def test_objective_and_grad_norm_match_hand_computation(data):
+    X, y = data
+    wd = 0.02
+    tm = train(SPEC, data, cfg(weight_decay=wd, steps=150))
+    model = tm.model
+    obj = objective_by_hand(model, X, y, wd)
+    grads = torch.autograd.grad(obj, list(model.parameters()))
+    gn = math.sqrt(sum(float((g**2).sum()) for g in grads))
+    obj = obj.detach()
+    assert tm.diagnostics["objective"] == pytest.approx(float(obj), rel=1e-12)
+    assert tm.diagnostics["grad_norm"] == pytest.approx(gn, rel=1e-9)
+    # the weight-decay term is really in there
+    with torch.no_grad():
+        assert float(obj) - float(F.cross_entropy(model(X), y)) > 1e-3
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("adam", 0.01), ("lbfgs", 1.0)])
+def test_each_optimizer_reduces_the_objective(data, optimizer, lr):
+    X, y = data
+    tm = train(SPEC, data, cfg(optimizer=optimizer, lr=lr, steps=50, weight_decay=0.01))
+    start = SPEC.build(seed=0).double()
+    start.load_state_dict(tm.init_params)
+    with torch.no_grad():
+        before = float(objective_by_hand(start, X, y, 0.01))
+    assert tm.diagnostics["objective"] < before - 0.1
+
+
+def test_epochs_and_batch_size_give_the_number_of_steps(data):
+    calls: list[int] = []
+    config = cfg(optimizer="sgd", lr=0.1, steps=None, epochs=3, batch_size=32)
+    tm = train(SPEC, data, config, progress=lambda step, total, info: calls.append(step))
+    assert config.n_steps(120) == 3 * 4  # ceil(120 / 32) = 4 batches per epoch
+    assert tm.diagnostics["steps"] == 12
+    assert calls == list(range(1, 13))
+
+
+def test_polish_steps_reduce_the_gradient_norm(data):
+    rough = train(SPEC, data, cfg(steps=50, weight_decay=0.005))
+    polished = train(SPEC, data, cfg(steps=50, weight_decay=0.005, polish_steps=200))
+    assert polished.grad_norm < 1e-3 * rough.grad_norm
+    assert polished.diagnostics["objective"] < rough.diagnostics["objective"]
+
+
+def test_lbfgs_float64_iris_reaches_a_stationary_point(data):
+    tm = train(SPEC, data, TrainConfig.preset("exact", weight_decay=0.005, device="cpu"))
+    assert tm.grad_norm < 1e-5
+    assert tm.converged
+    assert tm.diagnostics["seconds"] < 20  # a few seconds; generous for loaded machines
+
+
+def test_lbfgs_does_not_stop_before_converging_on_deeper_nets(data):
+    spec = mlp_spec((4,), 3, depth=4, width=5)
+    tm = train(spec, data, TrainConfig.preset("exact", weight_decay=0.005, device="cpu"))
+    assert tm.grad_norm < 1e-5
+
+
+def test_fit_copies_with_a_zero_weight_equals_training_without_the_point(data):
+    X, y = data
+    config = cfg(steps=200, weight_decay=0.01)
+    model = SPEC.build(seed=0).double()
+    start = state_of(model)
+    w = torch.ones(3, X.shape[0], dtype=torch.float64)
+    w[1, 5] = 0.0
+    w[2, 17] = 0.0
+    stacked, diag = fit_copies(model, start, X, y, w, config)
+    for c, i in ((1, 5), (2, 17)):
+        keep = torch.arange(X.shape[0]) != i
+        alone, d1 = fit_copies(
+            model, start, X[keep], y[keep], torch.ones(1, X.shape[0] - 1), config
+        )
+        for k in alone:
+            torch.testing.assert_close(stacked[k][c], alone[k][0], rtol=0, atol=1e-10)
+        assert float(diag["objective"][c]) == pytest.approx(float(d1["objective"][0]), abs=1e-10)
+    # the removed point did change the result
+    assert not torch.allclose(stacked["1.weight"][0], stacked["1.weight"][1], atol=1e-8)
+
+
+def test_nan_loss_names_the_step(data):
+    X, y = data
+    relu = mlp_spec((4,), 3, depth=1, width=5, activation="relu")
+    with pytest.raises(FloatingPointError, match=r"step \d+"):
+        train(relu, (X.float(), y), TrainConfig(optimizer="sgd", lr=1e6, steps=200, device="cpu"))
+    Xn = X.clone()
+    Xn[3, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match="step 0"):
+        train(SPEC, (Xn, y), cfg())
+
+
+def test_wrong_input_shape_is_a_clear_error(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"expects \(4,\)"):
+        train(SPEC, (torch.randn(10, 5), y[:10]), cfg())
+    with pytest.raises(ValueError, match="cannot take inputs"):
+        train(nn.Linear(5, 3), data, cfg())
+    with pytest.raises(ValueError, match="rows"):
+        train(SPEC, (X, y[:-1]), cfg())
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"optimizer": "rmsprop"},
+        {"loss": "hinge"},
+        {"lr": 0.0},
+        {"lr": float("nan")},
+        {"lr": -1.0},
+        {"steps": 0},
+        {"epochs": -1},
+        {"steps": 10, "epochs": 2},
+        {"batch_size": 1.5},
+        {"weight_decay": -0.1},
+        {"momentum": -1.0},
+        {"polish_steps": -1},
+        {"grad_tol": 0.0},
+        {"optimizer": "lbfgs", "batch_size": 16},
+        {"dtype": "int8"},
+    ],
+)
+def test_invalid_config_values_raise(kw):
+    with pytest.raises(ValueError):
+        TrainConfig(**kw)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"weight_decay": NAN},
+        {"weight_decay": float("inf")},
+        {"momentum": NAN},
+        {"grad_tol": NAN},
+        {"steps": True},
+    ],
+)
+def test_non_finite_config_values_raise(kw):
+    with pytest.raises(ValueError):
+        TrainConfig(**kw)
+
+
+def test_config_dict_round_trip_and_errors():
+    c = TrainConfig.preset("exact", weight_decay=0.01)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({**c.to_dict(), "lrr": 1})
+    with pytest.raises(ValueError, match="valid names"):
+        TrainConfig.preset("fast")
+
+
+def test_user_module_is_not_modified(data):
+    module = SPEC.build(seed=1).double()
+    module.train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    ids = [id(p) for p in module.parameters()]
+    tm = train(module, data, cfg(steps=30))
+    assert tm.model is not module
+    assert [id(p) for p in module.parameters()] == ids
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert module.training
+    assert all(torch.equal(tm.init_params[k], v) for k, v in before.items())
+
+
+def test_relu_model_reports_non_stationarity(data):
+    relu = mlp_spec((4,), 3, depth=2, width=5, activation="relu")
+    tm = train(relu, data, TrainConfig.preset("exact", weight_decay=0.005, device="cpu"))
+    d = tm.diagnostics
+    assert d["converged"] is False
+    assert d["grad_norm"] > d["grad_tol"] == 1e-6
+    assert math.isfinite(d["grad_norm"])
+    assert "converged=False" in repr(tm)
