@@ -1,0 +1,11 @@
+"""Ground truth: leave-one-out and group retraining, PBRF, the retraining noise floor, selection."""
+
+from .loo import LOOResult, leave_group_out, leave_one_out
+from .noise import NoiseResult, noise_floor, retraining_noise
+from .selection import all_points, group_estimate, pick_test_points, random_k, top_k
+from .store import LOOStore
+
+__all__ = [
+    "LOOResult", "LOOStore", "NoiseResult", "all_points", "group_estimate", "leave_group_out",
+    "leave_one_out", "noise_floor", "pick_test_points", "random_k", "retraining_noise", "top_k",
+]

@@ -1,0 +1,132 @@
+"""The noise floor: how much the test losses move when retraining with *nothing* removed.
+
+An actual leave-one-out effect smaller than this spread cannot be told apart from the
+randomness of retraining (K & Sogaard 2022; Basu et al. 2021 at ImageNet scale).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._devices import dtype_name
+from ..models.params import ParamSelection
+from ..models.training import TrainConfig
+from .loo import CONTROL, reference_losses
+from .problem import Problem, prepare
+from .retrain import Job
+from .store import LOOStore, open_store
+from .sweep import Progress, run_jobs
+
+DEFAULT_PERTURB = 1e-3
+
+
+@dataclass
+class NoiseResult:
+    """Changes in test loss ``(n_test, n_seeds)`` of retrains with nothing removed.
+
+    ``std`` ``(n_test,)`` is the noise floor: the standard deviation (ddof=1) of the retrained
+    test losses over the ``n_seeds`` runs *and* the reference run (which counts as one more
+    sample, value 0). ``how`` says in words what was randomised.
+    """
+
+    values: torch.Tensor
+    std: torch.Tensor
+    seeds: list[int]
+    mode: str
+    perturb: float
+    how: str
+    steps: int
+    params: str
+    dtype: str
+    grad_norms: torch.Tensor
+    n_retrains_computed: int
+    seconds: float
+
+
+def noise_floor(values: torch.Tensor) -> torch.Tensor:
+    """Per-test-point std (ddof=1) of ``(n_test, n_seeds)`` changes plus the reference's 0."""
+    v = torch.as_tensor(values)
+    v = v.unsqueeze(1) if v.dim() == 1 else v
+    full = torch.cat([torch.zeros_like(v[:, :1]), v], dim=1)
+    return full.std(dim=1, correction=1)
+
+
+def retraining_noise(
+    model: Any,
+    train: Any,
+    test: Any,
+    *,
+    config: TrainConfig | None = None,
+    n_seeds: int = 5,
+    mode: str = "warm_start",
+    params: ParamSelection = "all",
+    perturb: float | str = "auto",
+    dtype: str | torch.dtype = "auto",
+    batch_width: int | str = "auto",
+    executor: Executor | None = None,
+    store: LOOStore | str | None = "auto",
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    return_result: bool = False,
+    pbrf_damping: float = 1e-3,
+) -> torch.Tensor | NoiseResult:
+    """Retrain with nothing removed under seeds ``config.seed + 1 .. + n_seeds``.
+
+    Returns ``(n_test, n_seeds)``: test loss after each retrain minus the reference (the control
+    retrain of :func:`leave_one_out`, or the trained model in "pbrf" mode), in the same units
+    as the LOO values. What a seed changes: the mini-batch order (when ``config.batch_size`` is
+    smaller than the data), and in "scratch" mode a fresh initialisation from the model's spec.
+    Full-batch optimisers are deterministic: with ``perturb="auto"`` the start is then moved by a
+    seeded Gaussian perturbation of ``1e-3`` times each tensor's RMS (``perturb`` sets the size
+    and applies it in every case; 0 turns it off, and the values are then exactly 0).
+    ``return_result=True`` gives a :class:`NoiseResult` with the noise floor ``std``.
+    """
+    t0 = time.perf_counter()
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
+    problem = prepare(model, train, test, config=config, mode=mode, params=params, dtype=dtype,
+                      subtract_control=True, pbrf_damping=pbrf_damping)
+    size, how = _randomness(problem, perturb)
+    seeds = [problem.config.seed + s for s in range(1, n_seeds + 1)]
+    jobs = [Job(f"seed={s};perturb={size:g};{how}", seed=s, perturb=size) for s in seeds]
+    control = [Job(CONTROL)] if problem.subtract_control else []
+    outcome = run_jobs(problem, control + jobs, batch_width=batch_width, executor=executor,
+                       store=open_store(store), progress=progress, should_stop=should_stop)
+    ref, _ = reference_losses(problem, outcome.records)
+    losses = torch.stack([outcome.records[j.key].losses for j in jobs], dim=1)
+    values = (losses - ref[:, None]).to(problem.dtype)
+    if not return_result:
+        return values
+    return NoiseResult(
+        values=values, std=noise_floor(values), seeds=seeds, mode=problem.mode, perturb=size,
+        how=how, steps=problem.steps, params=problem.params_label,
+        dtype=dtype_name(problem.dtype),
+        grad_norms=torch.tensor([outcome.records[j.key].grad_norm for j in jobs]),
+        n_retrains_computed=outcome.n_computed, seconds=time.perf_counter() - t0,
+    )
+
+
+def _randomness(problem: Problem, perturb: float | str) -> tuple[float, str]:
+    """The perturbation size and a description of what the seeds randomise."""
+    sources = []
+    if problem.config.batch_size is not None and problem.config.batch_size < problem.n:
+        sources.append("mini-batch order")
+    if problem.mode == "scratch" and problem.spec is not None:
+        sources.append("initialisation (rebuilt from the model spec)")
+    if perturb == "auto":
+        size = 0.0 if sources else DEFAULT_PERTURB
+    elif isinstance(perturb, int | float) and perturb >= 0:
+        size = float(perturb)
+    else:
+        raise ValueError(f"perturb must be 'auto' or a number >= 0, got {perturb!r}")
+    if size:
+        sources.append(f"start perturbed by {size:g} x RMS per tensor")
+    how = " + ".join(sources) if sources else (
+        "nothing: full-batch retraining is deterministic, so every seed repeats the control")
+    return size, how

@@ -1,0 +1,200 @@
+"""Resolving a retraining problem: model, data, config, mode, dtype, start state and cache key."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._cache import hash_settings, hash_tensors
+from .._devices import dtype_name, resolve_device, resolve_dtype
+from ..datasets.base import as_tensors
+from ..models.params import ParamSelection, describe_params, select_params
+from ..models.training import TrainConfig, TrainedModel, state_of
+from .retrain import MODES, Job, losses_of_copies, module_state
+
+KEY_VERSION = 1
+AUTO_FLOAT64_MAX_PARAMS = {"cpu": 5_000_000, "cuda": 1_000_000}
+
+
+@dataclass
+class Problem:
+    """Everything a sweep needs, resolved once: tensors are on ``device`` in ``dtype``."""
+
+    module: nn.Module  # a private copy on device/dtype: the user's model is never edited
+    trained: dict[str, torch.Tensor]
+    start: dict[str, torch.Tensor]
+    spec: Any
+    X: torch.Tensor
+    y: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    config: TrainConfig
+    mode: str
+    names: list[str]
+    params_label: str
+    steps: int
+    dtype: torch.dtype
+    device: torch.device
+    damping: float
+    subtract_control: bool
+    init: dict[str, torch.Tensor] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    def setting(self) -> tuple[str, dict[str, Any]]:
+        """The store key of this problem's retrains and what it stands for (computed once)."""
+        if getattr(self, "_setting", None) is None:
+            self._setting = self._make_setting()
+        return self._setting
+
+    def _make_setting(self) -> tuple[str, dict[str, Any]]:
+        desc = {
+            "version": KEY_VERSION,
+            "model": hash_tensors(*[self.trained[k] for k in sorted(self.trained)]),
+            "init": (hash_tensors(*[self.init[k] for k in sorted(self.init)])
+                     if self.mode == "scratch" and self.init is not None else None),
+            "architecture": self.spec.to_dict() if self.spec is not None else repr(self.module),
+            "train": hash_tensors(self.X, self.y),
+            "test": hash_tensors(self.X_test, self.y_test),
+            "config": self.config.to_dict(),
+            "device": self.device.type,
+            "steps": self.steps,
+            "mode": self.mode,
+            "params": self.names,
+            "subtract_control": self.subtract_control,
+            "dtype": dtype_name(self.dtype),
+            "pbrf_damping": self.damping if self.mode == "pbrf" else None,
+        }
+        return hash_settings(desc, length=32), desc
+
+    def trained_losses(self) -> torch.Tensor:
+        """Test losses ``(n_test,)`` of the trained model itself."""
+        stacked = {k: self.trained[k].unsqueeze(0) for k in self.names}
+        frozen = {k: v for k, v in self.trained.items() if k not in stacked}
+        return losses_of_copies(self.module, stacked, frozen, self.X_test, self.y_test,
+                           self.config.loss)[0]
+
+    def task(self, jobs: list[Job], *, portable: bool, keep_params: bool = False) -> dict[str, Any]:
+        """The plain-dict task of one chunk (``portable``: CPU tensors for other processes)."""
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.cpu() if portable else t
+
+        spec_init = None
+        if (len(jobs) == 1 and jobs[0].seed is not None and self.mode == "scratch"
+                and self.spec is not None):
+            spec_init = module_state(self.spec.build(seed=jobs[0].seed))
+        return {
+            "module": self._portable_module() if portable else self.module,
+            "copy_module": portable,
+            "start": {k: move(v) for k, v in self.start.items()},
+            "X": move(self.X), "y": move(self.y),
+            "X_test": move(self.X_test), "y_test": move(self.y_test),
+            "config": self.config.to_dict(),
+            "trainable": list(self.names),
+            "steps": self.steps,
+            "mode": self.mode,
+            "damping": self.damping,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+            "jobs": [job.__dict__.copy() for job in jobs],
+            "spec_init": spec_init,
+            "keep_params": keep_params,
+        }
+
+    def _portable_module(self) -> nn.Module:
+        if not hasattr(self, "_cpu_module"):
+            self._cpu_module = copy.deepcopy(self.module).cpu()
+        return self._cpu_module
+
+
+def resolve_model(model: Any) -> tuple[nn.Module, dict[str, torch.Tensor] | None, Any,
+                                        TrainConfig | None]:
+    """``(module, init_params, spec, config)`` of a TrainedModel or a plain module."""
+    if isinstance(model, TrainedModel):
+        return model.model, model.init_params, model.spec, model.config
+    if isinstance(model, nn.Module):
+        return model, None, getattr(model, "_iw_spec", None), None
+    raise TypeError(f"model must be a TrainedModel or an nn.Module, got {type(model).__name__}")
+
+
+def resolve_dtype_auto(dtype: Any, n_params: int, device: torch.device) -> torch.dtype:
+    """``"auto"``: float64 for models under 5e6 parameters on CPU (1e6 on CUDA), else float32."""
+    if dtype != "auto":
+        return resolve_dtype(dtype)
+    limit = AUTO_FLOAT64_MAX_PARAMS.get(device.type, AUTO_FLOAT64_MAX_PARAMS["cuda"])
+    return torch.float64 if n_params < limit else torch.float32
+
+
+def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mode: str,
+            params: ParamSelection, dtype: Any, subtract_control: bool,
+            pbrf_damping: float) -> Problem:
+    """Check the arguments of a sweep and resolve them into a :class:`Problem`."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    module, init, spec, model_config = resolve_model(model)
+    config = config if config is not None else model_config
+    if not isinstance(config, TrainConfig):
+        raise TypeError("pass config=TrainConfig(...): how to retrain (a plain nn.Module does not "
+                        "carry one; a TrainedModel's own config is used when config is None)")
+    if mode == "pbrf" and not (pbrf_damping >= 0 and math.isfinite(pbrf_damping)):
+        raise ValueError(f"pbrf_damping must be a finite number >= 0, got {pbrf_damping}")
+    device = resolve_device(config.device)
+    n_params = sum(p.numel() for p in module.parameters())
+    dt = resolve_dtype_auto(dtype, n_params, device)
+    config = config.replace(dtype=dtype_name(dt))
+    work = copy.deepcopy(module).to(device=device, dtype=dt)
+    names = select_params(work, params)
+    trained = state_of(work)
+    start = _start_state(mode, trained, init, names, work)
+    X, y = _tensors(model, train, "train", device, dt, config.loss)
+    X_test, y_test = _tensors(None, test, "test", device, dt, config.loss)
+    if X.shape[0] < 2:
+        raise ValueError("leave-one-out needs at least 2 training points")
+    return Problem(work, trained, start, spec, X, y, X_test, y_test, config, mode, names,
+                   describe_params(params), config.n_steps(X.shape[0]), dt, device,
+                   float(pbrf_damping), bool(subtract_control) and mode != "pbrf",
+                   init=None if init is None else {k: v.to(device) for k, v in init.items()})
+
+
+def _start_state(mode: str, trained: dict[str, torch.Tensor], init: dict[str, torch.Tensor] | None,
+                 names: list[str], work: nn.Module) -> dict[str, torch.Tensor]:
+    if mode != "scratch":
+        return trained
+    if init is None:
+        raise ValueError(
+            "mode='scratch' needs the initial parameters, which a plain nn.Module does not keep; "
+            "pass the TrainedModel returned by iw.train(...), or use mode='warm_start'"
+        )
+    everything = set(names) == {k for k, p in work.named_parameters() if p.requires_grad}
+    dtype = next(iter(trained.values())).dtype
+    start = dict(trained)
+    for k in (init if everything else names):
+        if k in start:
+            v = init[k]
+            start[k] = v.to(device=start[k].device,
+                            dtype=dtype if v.is_floating_point() else v.dtype)
+    return start
+
+
+def _tensors(model: Any, data: Any, split: str, device: torch.device, dtype: torch.dtype,
+             loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if data is None and split == "train" and isinstance(model, TrainedModel):
+        X, y = model.X_train, model.y_train
+    elif data is None:
+        raise ValueError(f"pass the {split} data as an (X, y) pair or a torch Dataset")
+    else:
+        X, y = as_tensors(data)
+    if X.shape[0] == 0:
+        raise ValueError(f"the {split} set is empty")
+    X = X.to(device=device, dtype=dtype)
+    y = y.to(device=device) if loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    if torch.isnan(X).any():
+        raise ValueError(f"the {split} inputs contain NaN; clean or impute them first")
+    return X, y

@@ -1,0 +1,209 @@
+"""Retraining chunks: the picklable task every executor runs, and how many copies go in a chunk.
+
+A *job* is one retrain: which training points it removes (none for the control), and for noise
+runs another seed or a small perturbation of the start. Jobs that share the start and the batch
+order are trained together by :func:`~influence_widgets.models.training.fit_copies` (one row of
+the weight matrix per job, 0 for each removed point); the others go one by one.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models.losses import per_sample_loss
+from ..models.training import Copies, TrainConfig, fit_copies, state_of
+
+MODES = ("warm_start", "scratch", "pbrf")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One retrain. ``key`` names it in the store; ``remove`` lists the removed training points."""
+
+    key: str
+    remove: tuple[int, ...] = ()
+    seed: int | None = None  # None: the config's seed and the shared start
+    perturb: float = 0.0  # relative size of a random perturbation of the start (noise runs)
+
+    @property
+    def stackable(self) -> bool:
+        return self.seed is None and self.perturb == 0.0
+
+
+def weight_matrix(jobs: list[Job], n: int) -> torch.Tensor:
+    """``(len(jobs), n)`` ones with a 0 for every point a job removes."""
+    w = torch.ones(len(jobs), n)
+    for c, job in enumerate(jobs):
+        if job.remove:
+            w[c, list(job.remove)] = 0.0
+    return w
+
+
+def losses_of_copies(module: nn.Module, stacked: dict[str, torch.Tensor],
+                     frozen: dict[str, torch.Tensor], X_test: torch.Tensor, y_test: torch.Tensor,
+                     loss: str) -> torch.Tensor:
+    """Per-copy test losses ``(C, n_test)`` of stacked parameters (model in eval mode)."""
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = Copies(module, stacked, frozen).outputs(X_test)
+            return per_sample_loss(out, y_test, loss)
+    finally:
+        module.train(was)
+
+
+def run_chunk(task: dict[str, Any], progress: Callable | None = None,
+              should_stop: Callable[[], bool] | None = None) -> dict[str, torch.Tensor]:
+    """Run the retrains of one chunk; the function every executor is given.
+
+    ``task`` holds plain values and tensors (built by ``Problem.task``): the module, the start
+    state, the data, the config as a dict, the trainable names, the steps, the mode and the jobs.
+    Returns CPU tensors: ``losses`` ``(C, n_test)``, ``grad_norm`` and ``objective`` ``(C,)``,
+    and with ``task["keep_params"]`` the full retrained states ``params`` (``name -> (C, ...)``).
+    """
+    device = torch.device(task["device"])
+    dtype = getattr(torch, task["dtype"])
+    module = copy.deepcopy(task["module"]) if task.get("copy_module") else task["module"]
+    config = TrainConfig.from_dict(task["config"])
+    X = task["X"].to(device=device, dtype=dtype)
+    y = _labels(task["y"], device, dtype, config.loss)
+    X_test = task["X_test"].to(device=device, dtype=dtype)
+    y_test = _labels(task["y_test"], device, dtype, config.loss)
+    jobs = [Job(**j) for j in task["jobs"]]
+    start = {k: _cast(v, device, dtype) for k, v in task["start"].items()}
+    names = list(task["trainable"])
+    if len(jobs) > 1 and not all(j.stackable for j in jobs):
+        raise ValueError("only jobs that share the start and the batch order can share a chunk")
+    start = _start_of(jobs[0], start, names, task.get("spec_init")) if len(jobs) == 1 else start
+    cfg = config if jobs[0].seed is None else config.replace(seed=jobs[0].seed)
+    w = weight_matrix(jobs, X.shape[0]).to(device=device, dtype=dtype)
+    if task["mode"] == "pbrf":
+        from .pbrf import fit_pbrf
+
+        params, diag = fit_pbrf(module, start, X, y, w, cfg, trainable=names, steps=task["steps"],
+                                damping=task["damping"], progress=progress, should_stop=should_stop)
+    else:
+        params, diag = fit_copies(module, start, X, y, w, cfg, trainable=names,
+                                  steps=task["steps"], progress=progress, should_stop=should_stop)
+    frozen = {k: v for k, v in start.items() if k not in params}
+    losses = losses_of_copies(module, params, frozen, X_test, y_test, config.loss)
+    out = {"losses": losses.cpu(), "grad_norm": diag["grad_norm"].detach().cpu(),
+           "objective": diag["objective"].detach().cpu()}
+    if task.get("keep_params"):
+        C = losses.shape[0]
+        full = {k: v.unsqueeze(0).expand(C, *v.shape) for k, v in frozen.items()}
+        out["params"] = {k: v.cpu() for k, v in {**full, **params}.items()}
+    return out
+
+
+def _labels(y: torch.Tensor, device: torch.device, dtype: torch.dtype, loss: str) -> torch.Tensor:
+    return y.to(device=device) if loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+
+
+def _cast(v: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+
+
+def _start_of(job: Job, start: dict[str, torch.Tensor], names: list[str],
+              spec_init: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The start of a noise run: a fresh initialisation (given) or a seeded perturbation."""
+    if job.stackable:
+        return start
+    start = dict(start)
+    if spec_init is not None:
+        for k in names:
+            start[k] = spec_init[k].to(start[k])
+    if job.perturb:
+        g = torch.Generator().manual_seed(job.seed or 0)
+        for k in names:
+            v = start[k]
+            scale = v.detach().pow(2).mean().sqrt().clamp_min(1e-12)
+            noise = torch.randn(v.shape, generator=g, dtype=torch.float64).to(v)
+            start[k] = v + job.perturb * scale * noise
+    return start
+
+
+# ----------------------------------------------------------------------------- chunk width
+
+CPU_WORK_BUDGET = 1e8  # copies * params * training points per chunk on CPU (see choose_width)
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes on ``device``: CUDA's free memory, or MemAvailable on Linux (else 4 GiB)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def activation_size(module: nn.Module, x: torch.Tensor) -> int:
+    """Numbers produced per input row by the leaf modules (what backward keeps), from one row."""
+    total = 0
+
+    def hook(_m, _inp, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out[0].numel() if out.dim() > 0 else 1
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(x[:1])
+    finally:
+        module.train(was)
+        for h in handles:
+            h.remove()
+    return max(total, 1)
+
+
+def choose_width(module: nn.Module, X: torch.Tensor, n_jobs: int, trainable: list[str],
+                 config: TrainConfig, device: torch.device) -> int:
+    """How many retrains to stack in one chunk.
+
+    Memory: each copy keeps its parameters, gradients and optimiser state (about 6 numbers per
+    trainable parameter) plus ``3 * N * A`` activations (``A`` per row, measured with hooks);
+    chunks use at most a quarter of the free memory (half on CUDA). On CPU, stacking only pays
+    while the per-step work is overhead-bound, so ``copies * params * N`` is capped at
+    ``CPU_WORK_BUDGET``. L-BFGS trains copies one by one anyway: chunks of 8 then only set how
+    often results are saved.
+    """
+    n = X.shape[0]
+    itemsize = torch.empty((), dtype=X.dtype).element_size()
+    params = dict(module.named_parameters())
+    p_train = sum(params[k].numel() for k in trainable)
+    p_all = sum(p.numel() for p in params.values())
+    per_copy = itemsize * (6 * p_train + 3 * n * activation_size(module, X.to(
+        next(iter(params.values())).dtype)))
+    share = 0.5 if device.type == "cuda" else 0.25
+    width = max(1, int(share * available_memory(device) // per_copy))
+    if device.type == "cpu":
+        width = min(width, max(1, int(CPU_WORK_BUDGET // (p_all * n))))
+    if config.optimizer == "lbfgs":
+        width = min(width, 8)
+    return max(1, min(width, n_jobs))
+
+
+def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of ``module`` on the CPU (what a task carries)."""
+    return {k: v.cpu() for k, v in state_of(module).items()}

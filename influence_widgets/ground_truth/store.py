@@ -1,0 +1,155 @@
+"""An SQLite store of retraining results, so interrupted sweeps resume and nothing is recomputed.
+
+One row per retrain: ``setting`` (a hash of everything that determines the numbers: model
+parameters and architecture, data, config, mode, parameter selection, dtype, ...) and ``item``
+(which points were removed: ``"17"``, ``"3,8,11"``, ``"control"``, ``"seed=4"``) map to the
+per-test-point losses after that retrain and the final gradient norm. Results under another
+setting are never returned, so a changed setting always recomputes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._cache import cache_dir, stable_json
+
+DEFAULT_NAME = "loo.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    setting TEXT NOT NULL,
+    item TEXT NOT NULL,
+    losses BLOB NOT NULL,
+    n_test INTEGER NOT NULL,
+    grad_norm REAL,
+    objective REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (setting, item)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    setting TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored retrain: test losses ``(n_test,)`` (float64), gradient norm, objective."""
+
+    losses: torch.Tensor
+    grad_norm: float
+    objective: float = float("nan")
+
+
+class LOOStore:
+    """Retraining results in one SQLite file (WAL mode, one transaction per finished chunk).
+
+    ``LOOStore()`` uses ``<cache_dir()>/loo.sqlite``; ``LOOStore(path)`` any file.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_dir() / DEFAULT_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+            con.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60.0)
+
+    def __repr__(self) -> str:
+        return f"LOOStore({str(self.path)!r})"
+
+    def describe(self, setting: str, description: Mapping[str, Any]) -> None:
+        """Record what a setting hash stands for (human-readable, for inspection)."""
+        with closing(self._connect()) as con, con:
+            con.execute("INSERT OR IGNORE INTO settings VALUES (?, ?, ?)",
+                        (setting, stable_json(dict(description)), time.time()))
+
+    def description(self, setting: str) -> dict[str, Any] | None:
+        import json
+
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT description FROM settings WHERE setting = ?",
+                              (setting,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def get(self, setting: str, items: Iterable[str]) -> dict[str, Record]:
+        """The stored records among ``items`` (missing ones are simply absent)."""
+        items = list(items)
+        out: dict[str, Record] = {}
+        with closing(self._connect()) as con:
+            for start in range(0, len(items), 500):
+                part = items[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = con.execute(
+                    "SELECT item, losses, n_test, grad_norm, objective FROM results "
+                    f"WHERE setting = ? AND item IN ({marks})", (setting, *part)).fetchall()
+                for item, blob, n_test, gn, obj in rows:
+                    losses = torch.from_numpy(np.frombuffer(blob, dtype=np.float64).copy())
+                    if losses.numel() != n_test:
+                        continue  # a damaged row is treated as missing and recomputed
+                    out[item] = Record(losses, _float(gn), _float(obj))
+        return out
+
+    def put(self, setting: str, records: Mapping[str, Record]) -> None:
+        """Store records in one transaction (all of them or none)."""
+        now = time.time()
+        rows = []
+        for item, r in records.items():
+            arr = r.losses.detach().to("cpu", torch.float64).contiguous().numpy()
+            rows.append((setting, item, arr.tobytes(), arr.size, r.grad_norm, r.objective, now))
+        with closing(self._connect()) as con, con:
+            con.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def count(self, setting: str | None = None) -> int:
+        with closing(self._connect()) as con:
+            if setting is None:
+                return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            return con.execute("SELECT COUNT(*) FROM results WHERE setting = ?",
+                               (setting,)).fetchone()[0]
+
+    def settings(self) -> list[str]:
+        with closing(self._connect()) as con:
+            return [r[0] for r in con.execute("SELECT DISTINCT setting FROM results")]
+
+    def clear(self, setting: str | None = None) -> int:
+        """Delete all results (or those of one setting); returns how many rows went."""
+        with closing(self._connect()) as con, con:
+            if setting is None:
+                cur = con.execute("DELETE FROM results")
+                con.execute("DELETE FROM settings")
+            else:
+                cur = con.execute("DELETE FROM results WHERE setting = ?", (setting,))
+                con.execute("DELETE FROM settings WHERE setting = ?", (setting,))
+            return cur.rowcount
+
+
+def _float(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def open_store(store: Any) -> LOOStore | None:
+    """``"auto"`` -> the default store, ``None`` -> no store, a path or a LOOStore as given."""
+    if store is None:
+        return None
+    if isinstance(store, LOOStore):
+        return store
+    if isinstance(store, str) and store == "auto":
+        return LOOStore()
+    if isinstance(store, str | Path):
+        return LOOStore(store)
+    raise TypeError("store must be 'auto', None, a file path or a LOOStore, "
+                    f"got {type(store).__name__}")

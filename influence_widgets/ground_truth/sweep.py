@@ -1,0 +1,139 @@
+"""Running a list of retraining jobs: store look-up, chunking, in-process or executor, commits."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .problem import Problem
+from .retrain import Job, choose_width, run_chunk
+from .store import LOOStore, Record
+
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass
+class SweepOutcome:
+    records: dict[str, Record]  # job key -> record, every job asked for
+    n_computed: int
+    n_loaded: int
+    width: int
+
+
+def resolve_width(problem: Problem, batch_width: int | str, n_jobs: int,
+                  executor: Executor | None = None) -> int:
+    """``"auto"``: :func:`choose_width`, and with an executor at least one chunk per worker."""
+    if batch_width == "auto":
+        width = choose_width(problem.module, problem.X, max(n_jobs, 1), problem.names,
+                             problem.config, problem.device)
+        if executor is not None:
+            workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
+            width = min(width, max(1, math.ceil(n_jobs / workers)))
+        return width
+    if isinstance(batch_width, bool) or not isinstance(batch_width, int) or batch_width < 1:
+        raise ValueError(f"batch_width must be 'auto' or a positive integer, got {batch_width!r}")
+    return batch_width
+
+
+def chunk_jobs(jobs: list[Job], width: int) -> list[list[Job]]:
+    """Stackable jobs in chunks of ``width``; the others (other seeds, perturbed starts) alone."""
+    stack = [j for j in jobs if j.stackable]
+    chunks = [stack[i : i + width] for i in range(0, len(stack), width)]
+    return chunks + [[j] for j in jobs if not j.stackable]
+
+
+def run_jobs(problem: Problem, jobs: list[Job], *, batch_width: int | str = "auto",
+             executor: Executor | None = None, store: LOOStore | None = None,
+             progress: Progress | None = None,
+             should_stop: Callable[[], bool] | None = None) -> SweepOutcome:
+    """Results of every job: loaded from ``store`` when there, else computed and committed.
+
+    Each finished chunk is committed before the next result is awaited, so an interrupted sweep
+    (``should_stop``, an exception, a killed process) resumes where it stopped.
+    """
+    unique = list({j.key: j for j in jobs}.values())
+    setting, desc = problem.setting()
+    found = store.get(setting, [j.key for j in unique]) if store is not None else {}
+    todo = [j for j in unique if j.key not in found]
+    n_loaded = len(unique) - len(todo)
+    width = resolve_width(problem, batch_width, len(todo), executor)
+    chunks = chunk_jobs(todo, width)
+    if store is not None and todo:
+        store.describe(setting, desc)
+    total, done = len(unique), n_loaded
+    results = (_in_process(problem, chunks, progress, should_stop, done, total)
+               if executor is None else _with_executor(problem, chunks, executor, should_stop))
+    try:
+        for i, (chunk, out) in enumerate(results):
+            records = _records(chunk, out)
+            if store is not None:
+                store.put(setting, records)
+            found.update(records)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total, {"stage": "chunk", "chunk": i + 1, "n_chunks": len(chunks),
+                                       "computed": done - n_loaded, "loaded": n_loaded,
+                                       "fraction": done / total})
+    except InterruptedError as e:
+        saved = "saved in the store" if store is not None else "lost (store=None)"
+        raise InterruptedError(
+            f"retraining stopped after {done} of {total} retrains ({e}); finished chunks are "
+            f"{saved}: call again with the same arguments to resume"
+        ) from e
+    finally:
+        results.close()  # cancels chunks not yet started when an executor is used
+    return SweepOutcome(found, len(todo), n_loaded, width)
+
+
+def _records(chunk: list[Job], out: dict[str, torch.Tensor]) -> dict[str, Record]:
+    return {job.key: Record(out["losses"][c].to(torch.float64), float(out["grad_norm"][c]),
+                            float(out["objective"][c]))
+            for c, job in enumerate(chunk)}
+
+
+def _in_process(problem: Problem, chunks: list[list[Job]], progress: Progress | None,
+                should_stop: Callable[[], bool] | None, done: int,
+                total: int) -> Iterator[tuple[list[Job], dict[str, torch.Tensor]]]:
+    for i, chunk in enumerate(chunks):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("should_stop() returned True")
+        info = {"stage": "training", "chunk": i + 1, "n_chunks": len(chunks)}
+        step_progress = _step_reporter(progress, done, len(chunk), total, info)
+        yield chunk, run_chunk(problem.task(chunk, portable=False), progress=step_progress,
+                               should_stop=should_stop)
+        done += len(chunk)
+
+
+def _step_reporter(progress: Progress | None, done: int, width: int, total: int,
+                   info: dict[str, Any]) -> Progress | None:
+    """Forward ``fit_copies`` step progress as progress of the whole sweep."""
+    if progress is None:
+        return None
+
+    def report(step: int, steps: int, step_info: dict[str, Any]) -> None:
+        fraction = (done + width * step / max(steps, 1)) / total
+        progress(done, total, {**step_info, **info, "step": step, "steps": steps,
+                               "fraction": fraction})
+
+    return report
+
+
+def _with_executor(problem: Problem, chunks: list[list[Job]], executor: Executor,
+                   should_stop: Callable[[], bool] | None
+                   ) -> Iterator[tuple[list[Job], dict[str, torch.Tensor]]]:
+    futures = {executor.submit(run_chunk, problem.task(chunk, portable=True)): chunk
+               for chunk in chunks}
+    try:
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+            if should_stop is not None and should_stop():
+                raise InterruptedError("should_stop() returned True")
+    finally:
+        for fut in futures:
+            fut.cancel()
