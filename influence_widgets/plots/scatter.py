@@ -1,0 +1,228 @@
+"""Estimated vs actual influence, input thumbnails and solver traces.
+
+Object API only (``matplotlib.figure.Figure``, never pyplot), so these are safe inside widget
+callbacks. Every helper takes arrays and ``ax=``, draws, and returns what it drew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+X_LABEL = "estimated change in test loss when removed"
+Y_LABEL = "actual change (LOO retraining)"
+SIGN_NOTE = "positive: the training point was helping the test point"
+POINTS_GID = "training-points"
+HIGHLIGHT_GID = "highlight"
+
+
+def _array(values: Any) -> np.ndarray:
+    """A 1-D float numpy array from a tensor, list or array."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=float).reshape(-1)
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    if ax is not None:
+        return ax
+    return Figure(figsize=figsize, layout="constrained").add_subplot()
+
+
+def _limits(est: np.ndarray, act: np.ndarray, noise: float) -> tuple[float, float]:
+    finite = np.concatenate([est[np.isfinite(est)], act[np.isfinite(act)]])
+    if finite.size == 0:
+        return -1.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = min(lo, -noise, 0.0), max(hi, noise, 0.0)
+    pad = 0.06 * (hi - lo) if hi > lo else 1.0
+    return lo - pad, hi + pad
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
+    lines = []
+    for key, symbol in (("pearson", "Pearson r"), ("spearman", "Spearman ρ")):
+        value = stats.get(key)
+        if value is None:
+            continue
+        line = f"{symbol} = {value:.3f}"
+        ci = stats.get(f"{key}_ci")
+        if ci is not None:
+            line += f"  [{ci[0]:.2f}, {ci[1]:.2f}]"
+        lines.append(line)
+    if stats.get("n") is not None:
+        lines.append(f"n = {stats['n']}")
+    return "\n".join(lines)
+
+
+def scatter_estimated_vs_actual(
+    estimated: Any,
+    actual: Any,
+    *,
+    ax: Axes | None = None,
+    noise: float | None = None,
+    stats: dict[str, Any] | None = None,
+    highlight: int | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """Scatter of estimated (x) against actual (y) influence, one point per training point.
+
+    Draws the ``y = x`` line (points on it are estimated exactly), the retraining noise floor as a
+    band of half-width ``noise`` around it when given, the correlations from ``stats`` (a
+    :func:`influence_widgets.compare` dict) and a ring around point ``highlight`` (an index into
+    the arrays). Returns the artists: ``points``, ``line``, ``band``, ``highlight``, ``text``,
+    ``ax``.
+    """
+    est, act = _array(estimated), _array(actual)
+    if est.shape != act.shape:
+        raise ValueError(
+            f"estimated has {est.size} values but actual has {act.size}; "
+            "pass the same training points in the same order"
+        )
+    ax = _new_axes(ax, (5.2, 4.6))
+    half = float(noise) if noise is not None and np.isfinite(noise) else 0.0
+    lo, hi = _limits(est, act, half)
+    line, band = _reference(ax, lo, hi, None if noise is None else half)
+    points = ax.scatter(
+        est,
+        act,
+        s=22,
+        color="tab:blue",
+        alpha=0.8,
+        zorder=3,
+        label="training points",
+        gid=POINTS_GID,
+    )
+    ring = ax.scatter(
+        np.empty(0),
+        np.empty(0),
+        s=160,
+        facecolors="none",
+        edgecolors="crimson",
+        linewidths=2.0,
+        zorder=4,
+        gid=HIGHLIGHT_GID,
+    )
+    set_highlight({"highlight": ring, "points": points}, highlight)
+    text = _stats_box(ax, stats) if stats else None
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(X_LABEL)
+    ax.set_ylabel(Y_LABEL)
+    ax.set_title(title or SIGN_NOTE, fontsize=9 if title is None else None)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.85)
+    return {"points": points, "line": line, "band": band, "highlight": ring, "text": text, "ax": ax}
+
+
+def _stats_box(ax: Axes, stats: dict[str, Any]) -> Any:
+    """The correlations (with CIs) in a box at the top left."""
+    box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "lw": 0.5}
+    return ax.text(
+        0.03,
+        0.97,
+        _stats_text(stats),
+        transform=ax.transAxes,
+        va="top",
+        ha="left",
+        fontsize=9,
+        family="monospace",
+        bbox=box,
+    )
+
+
+def _reference(ax: Axes, lo: float, hi: float, half: float | None) -> tuple[Any, Any]:
+    """Zero lines, the ``y = x`` line and (when ``half`` is given) the noise band around it."""
+    ax.axhline(0.0, color="0.85", lw=0.8, zorder=0)
+    ax.axvline(0.0, color="0.85", lw=0.8, zorder=0)
+    band = None
+    if half is not None:
+        band = ax.fill_between(
+            [lo, hi],
+            [lo - half, hi - half],
+            [lo + half, hi + half],
+            color="tab:orange",
+            alpha=0.3,
+            lw=0,
+            zorder=1,
+            label=f"retraining noise floor (±{half:.2g})",
+        )
+    (line,) = ax.plot([lo, hi], [lo, hi], ls="--", color="0.35", lw=1.0, zorder=2, label="y = x")
+    return line, band
+
+
+def set_highlight(artists: dict[str, Any], index: int | None) -> None:
+    """Move the highlight ring of a :func:`scatter_estimated_vs_actual` plot to point ``index``."""
+    offsets = artists["points"].get_offsets()
+    if index is None or not 0 <= index < len(offsets):
+        artists["highlight"].set_offsets(np.empty((0, 2)))
+    else:
+        artists["highlight"].set_offsets(np.asarray(offsets)[index : index + 1])
+
+
+def _image(x: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarray | None:
+    """``x`` as an (H, W) or (H, W, 3) image in [0, 1], or None when it is a feature row."""
+    if image_shape is not None:
+        x = x.reshape(tuple(image_shape))
+    if x.ndim == 1:
+        return None
+    if x.ndim == 3 and x.shape[0] in (1, 3):
+        x = x[0] if x.shape[0] == 1 else np.transpose(x, (1, 2, 0))
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def thumbnail(
+    x: Any,
+    *,
+    ax: Axes | None = None,
+    image_shape: Sequence[int] | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Draw one input: an image (flat rows are reshaped to ``image_shape``, e.g. ``(1, 8, 8)``)
+    or, for tabular rows, a bar per feature value. Returns ``{"image"}`` or ``{"bars"}``, and
+    ``ax``.
+    """
+    arr = x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=float)
+    ax = _new_axes(ax, (2.0, 2.0))
+    img = _image(arr, image_shape)
+    if img is not None:
+        shown = ax.imshow(img, cmap="gray_r" if img.ndim == 2 else None, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return {"image": shown, "ax": ax}
+    row = arr.reshape(-1)
+    colors = ["tab:blue" if v >= 0 else "tab:red" for v in row]
+    bars = ax.barh(np.arange(row.size), row, color=colors)
+    ax.set_yticks(np.arange(row.size))
+    ax.set_yticklabels(
+        list(feature_names) if feature_names is not None else [f"x{i}" for i in range(row.size)],
+        fontsize=7,
+    )
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="0.5", lw=0.6)
+    ax.tick_params(axis="x", labelsize=7)
+    return {"bars": bars, "ax": ax}
+
+
+def trace_plot(
+    values: Any,
+    *,
+    ax: Axes | None = None,
+    label: str = "residual",
+    logy: bool = True,
+) -> dict[str, Any]:
+    """A solver's per-iteration trace (CG relative residual, LiSSA iterate norm).
+    Returns ``{"line", "ax"}``."""
+    y = _array(values)
+    ax = _new_axes(ax, (4.0, 2.6))
+    (line,) = ax.plot(np.arange(1, y.size + 1), y, lw=1.2, color="tab:purple", label=label)
+    if logy and y.size and np.all(y[np.isfinite(y)] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    return {"line": line, "ax": ax}

@@ -1,0 +1,609 @@
+"""``iw.InfluenceExplorer``: pick a model, a test point and a solver; see estimates against LOO."""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from traitlets import Bool, Int, Unicode, link, observe
+
+from ..influence.solvers import HessianTooLargeError, SolverError
+from ..models.training import TrainedModel
+from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
+from . import panels
+from .controls import Controls
+from .session import DEFAULT_GT_STEPS, DEFAULT_MODEL, ExplorerSession, Outcome, Request, describe_gt
+
+INTRO = (
+    "<b>Influence explorer</b> — each dot is one training point. x: <i>estimated</i> change in the "
+    "test point's loss if that point is removed; y: <i>actual</i> change after leave-one-out "
+    "retraining. Dots on the dashed y = x line are estimated right; the shaded band is the "
+    "retraining noise floor. Positive: the point was helping the test point."
+)
+EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models start with CG instead of the exact solver
+LINKED = (
+    "model_name",
+    "test_pick",
+    "test_index",
+    "solver",
+    "curvature",
+    "params",
+    "gt_mode",
+    "gt_steps",
+    "selection",
+    "k",
+    "device",
+)
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with ipywidgets
+        return False
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def _model_names(models: dict[str, TrainedModel]) -> list[str]:
+    from ..models import zoo
+
+    names = list(models)
+    return names + [n for n in zoo.names() if n not in models]
+
+
+class InfluenceExplorer(W.VBox):
+    """Influence estimates against leave-one-out retraining, for one test point at a time.
+
+    Args:
+        models: extra trained models by name (shown before the zoo presets); each needs ``.data``.
+        model: the model selected first: a name, or a ``TrainedModel`` (added to the list).
+        device: "cpu" (default) or "cuda".
+        threaded: run the Compute button (and model loading) in a worker thread so that Cancel and
+            the progress bar respond; the default is on inside a Jupyter kernel, off elsewhere.
+
+    Clicking **Compute** (or calling :meth:`compute`) estimates, picks the evaluated training
+    points, retrains only what is not cached and compares. The evaluated set is chosen once per
+    (model, test point, k, selection) — top-k by |estimate| of the solver in use at that first
+    compute — and kept while solver, damping, curvature or parameters change, so a new solver
+    costs no retraining; see :mod:`influence_widgets.widgets.session` for everything that is
+    reused. Results: ``last_stats``, ``last_estimates``, ``last_actual``, ``last_indices``,
+    ``last_figure``, ``error``, ``retrain_count`` (retrains computed, LOO and noise floor).
+    """
+
+    model_name = Unicode(None, allow_none=True)
+    test_pick = Unicode("highest")
+    test_index = Int(0)
+    solver = Unicode("exact")
+    curvature = Unicode("hessian")
+    params = Unicode("all")
+    gt_mode = Unicode("warm_start")
+    gt_steps = Int(DEFAULT_GT_STEPS)
+    selection = Unicode("top")
+    k = Int(40)
+    device = Unicode("cpu")
+    selected = Int(None, allow_none=True)
+    error = Unicode(None, allow_none=True)
+    busy = Bool(False)
+    retrain_count = Int(0)
+    threaded = Bool(False)
+
+    def __init__(
+        self,
+        models: dict[str, TrainedModel] | None = None,
+        *,
+        model: str | TrainedModel | None = None,
+        device: str | None = None,
+        threaded: bool | None = None,
+    ) -> None:
+        super().__init__()
+        models = dict(models or {})
+        if isinstance(model, TrainedModel):
+            models.setdefault(model.name or "my model", model)
+            model = model.name or "my model"
+        self.session = ExplorerSession(models)
+        self.threaded = _in_kernel() if threaded is None else threaded
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._picking = False
+        self._random_draws = 0
+        self._last_report = 0.0
+        self.outcome: Outcome | None = None
+        self.last_figure: Figure | None = None
+        self._artists: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        names = _model_names(models)
+        initial = model or (
+            DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
+        )
+        if initial is None:
+            raise ValueError(
+                "no models to explore: pass models={name: TrainedModel} or register "
+                "one with iw.zoo.register"
+            )
+        self.controls = Controls(names, devices, DEFAULT_GT_STEPS)
+        self.controls.model.value = initial
+        if device is not None:
+            self.controls.device.value = device
+        self._build_outputs()
+        self.children = self._layout()
+        self.add_class("iw-explorer")
+        for name in LINKED[1:]:  # linking copies each control's value into the trait
+            link((getattr(self.controls, name), "value"), (self, name))
+        link((self.controls.model, "value"), (self, "model_name"))  # last: loads the model
+        self.controls.compute.on_click(lambda _b: self._start(self._compute_job, "computing"))
+        self.controls.cancel.on_click(lambda _b: self.cancel())
+        self.controls.point.observe(self._on_point_choice, names="value")
+
+    # ------------------------------------------------------------------ layout
+    def _build_outputs(self) -> None:
+        self.scatter_out = W.Output(layout=W.Layout(min_height="425px", width="520px"))
+        self.scatter_out.add_class("iw-scatter")
+        self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
+        self.test_html = W.HTML()
+        self.test_out = W.Output()
+        self.point_html = W.HTML()
+        self.point_out = W.Output()
+        self.extremes_out = W.Output()
+        self.extremes_html = W.HTML()
+        self.diag_html = W.HTML("<i>Diagnostics appear after a compute.</i>")
+        self.trace_out = W.Output()
+        self.error_box = W.HTML()
+        self.traceback_out = W.Output()
+        self.traceback = W.Accordion(
+            children=[self.traceback_out], selected_index=None, layout=W.Layout(display="none")
+        )
+        self.traceback.set_title(0, "traceback")
+
+    def _layout(self) -> list[W.Widget]:
+        c = self.controls
+        side = W.VBox(
+            [
+                W.HTML("<b>Test point</b>"),
+                self.test_html,
+                self.test_out,
+                W.HTML("<b>Selected training point</b>"),
+                self.point_html,
+                self.point_out,
+            ],
+            layout=W.Layout(flex="0 0 210px", padding="0 0 0 10px"),
+        )
+        center = W.VBox([self.scatter_out, self.stats, c.point], layout=W.Layout(flex="0 0 525px"))
+        tabs = W.Tab(
+            children=[
+                W.VBox([self.extremes_html, self.extremes_out]),
+                W.VBox([self.diag_html, self.trace_out]),
+            ]
+        )
+        tabs.set_title(0, "helpful / harmful")
+        tabs.set_title(1, "diagnostics")
+        row = W.HBox([c.box(), center, side], layout=W.Layout(flex_flow="row wrap"))
+        return [W.HTML(INTRO), row, tabs, self.error_box, self.traceback]
+
+    # ------------------------------------------------------------------ jobs, errors, progress
+    def _start(self, job: Callable[[], Any], context: str) -> None:
+        """Run ``job`` now, or in a worker thread when ``threaded``; errors go to the widget."""
+        if self.busy:
+            self.controls.status.value = "busy: wait for the running job or press Cancel"
+            return
+        self._cancel.clear()
+        self.busy = True
+        if not self.threaded:
+            try:
+                self._guard(job, context)
+            finally:
+                self.busy = False
+            return
+
+        def run() -> None:
+            try:
+                self._guard(job, context)
+            finally:
+                self.busy = False
+
+        self._thread = threading.Thread(target=run, name="influence-explorer", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a job started in the worker thread (no-op when none runs)."""
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def cancel(self) -> None:
+        """Ask the running job to stop (polled by retraining and solvers via ``should_stop``)."""
+        self._cancel.set()
+        self.controls.status.value = "cancelling…"
+
+    def _guard(self, job: Callable[[], Any], context: str, raise_errors: bool = False) -> Any:
+        self._show_error(None)
+        try:
+            return job()
+        except InterruptedError as e:
+            self.controls.status.value = f"cancelled: {html.escape(str(e))}"
+        except Exception as e:
+            self._show_error(e, context)
+            self.controls.status.value = (
+                "<span style='color:#c33'>failed (see the message below)</span>"
+            )
+            if raise_errors:
+                raise
+        return None
+
+    def _show_error(self, exc: BaseException | None, context: str = "") -> None:
+        if exc is None:
+            self.error = None
+            self.error_box.value = ""
+            self.traceback.layout.display = "none"
+            self.traceback_out.outputs = ()
+            return
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.error_box.value = panels.error_html(exc, context)
+        if isinstance(exc, SolverError | HessianTooLargeError):  # also where solvers are judged
+            self.diag_html.value = panels.error_html(exc, f"solving with {self.solver}")
+            self.trace_out.outputs = ()
+        panels.show_text(self.traceback_out, panels.format_traceback(exc))
+        self.traceback.selected_index = None
+        self.traceback.layout.display = None
+
+    def _should_stop(self) -> bool:
+        return self._cancel.is_set()
+
+    def _progress(self, stage: str) -> Callable[[int, int, dict[str, Any]], None]:
+        """A progress callback for ``stage``: moves the bar, raises when Cancel was pressed."""
+
+        def report(step: int, total: int, info: dict[str, Any]) -> None:
+            if self._cancel.is_set():
+                raise InterruptedError(f"cancelled while {stage}")
+            now = time.monotonic()
+            if step < total and now - self._last_report < 0.1:
+                return
+            self._last_report = now
+            fraction = info.get("fraction", step / total if total else 0.0)
+            self.controls.progress.value = min(1.0, max(0.0, float(fraction)))
+            detail = f" (step {info['step']}/{info['steps']})" if "steps" in info else ""
+            self.controls.status.value = f"{html.escape(stage)}: {step}/{total}{detail}"
+
+        return report
+
+    # ------------------------------------------------------------------ observers
+    @observe("model_name")
+    def _on_model(self, change: dict[str, Any]) -> None:
+        if self.busy:  # results for the old model are no longer wanted
+            self.cancel()
+            self.wait(30)
+        self._clear_results()
+        self._start(self._load_model, f"loading model {change['new']!r}")
+
+    def _load_model(self) -> None:
+        name = self.model_name
+        self.controls.status.value = f"loading {html.escape(name)}…"
+        tm = self.session.model(name, progress=self._progress(f"training {name}"))
+        self.controls.test_index.max = tm.data.X_test.shape[0] - 1
+        self.controls.progress.value = 1.0
+        n_params = sum(p.numel() for p in tm.model.parameters())
+        note = ""
+        if n_params > EXACT_DEFAULT_MAX_PARAMS and self.solver == "exact":
+            self.solver = "cg"
+            note = " · solver set to CG (an exact Hessian of this size is slow)"
+        self.controls.status.value = (
+            f"{html.escape(name)} ready: {tm.data.X_train.shape[0]} "
+            f"training points, {n_params} parameters{note}"
+        )
+        self._pick_test_point()
+        self._show_test_point()
+
+    @observe("test_pick")
+    def _on_test_pick(self, change: dict[str, Any]) -> None:
+        if self.model_name in self.session.models:
+            self._guard(self._pick_test_point, "picking a test point")
+
+    def _pick_test_point(self) -> None:
+        if self.test_pick == "index":
+            return
+        from ..ground_truth import pick_test_points
+
+        losses = self.session.test_losses(self.model_name)
+        seed = 0
+        if self.test_pick == "random":  # a new random point each time "random" is chosen
+            self._random_draws += 1
+            seed = self._random_draws
+        picked = pick_test_points(losses, how=self.test_pick, seed=seed)
+        self._picking = True
+        try:
+            self.test_index = int(torch.as_tensor(picked).reshape(-1)[0])
+        finally:
+            self._picking = False
+        self._show_test_point()
+
+    @observe("test_index")
+    def _on_test_index(self, change: dict[str, Any]) -> None:
+        if not self._picking and self.test_pick != "index":
+            self.test_pick = "index"
+        if self.model_name in self.session.models:
+            self._guard(self._show_test_point, "showing the test point")
+
+    @observe("solver")
+    def _on_solver(self, change: dict[str, Any]) -> None:
+        self.controls.settings.show_for(change["new"])
+
+    @observe("gt_mode")
+    def _on_gt_mode(self, change: dict[str, Any]) -> None:
+        self.controls.gt_steps.layout.display = "none" if change["new"] == "scratch" else None
+
+    @observe("busy")
+    def _on_busy(self, change: dict[str, Any]) -> None:
+        self.controls.compute.disabled = change["new"]
+        self.controls.cancel.disabled = not change["new"]
+
+    def _on_point_choice(self, change: dict[str, Any]) -> None:
+        self.selected = None if change["new"] in (None, -1) else int(change["new"])
+
+    @observe("selected")
+    def _on_selected(self, change: dict[str, Any]) -> None:
+        self._guard(self._render_selection, "showing the selected training point")
+
+    # ------------------------------------------------------------------ compute
+    def request(self) -> Request:
+        """The current settings as a :class:`~influence_widgets.widgets.session.Request`."""
+        return Request(
+            model=self.model_name,
+            test_index=self.test_index,
+            solver=self.solver,
+            settings=self.controls.settings.settings(),
+            curvature=self.curvature,
+            params=self.params,
+            gt_mode=self.gt_mode,
+            gt_steps=self.gt_steps,
+            k=self.k,
+            selection=self.selection,
+            device=self.device,
+        )
+
+    def compute(self, raise_errors: bool = False) -> Outcome | None:
+        """What the Compute button does, synchronously. Errors are shown in the widget and kept in
+        ``error`` (and raised when ``raise_errors``). Returns the :class:`Outcome` or None."""
+        self.wait()
+        self._cancel.clear()
+        return self._guard(self._compute_job, "computing", raise_errors)
+
+    def _compute_job(self) -> Outcome:
+        req = self.request()
+        self.controls.progress.value = 0.0
+        session = self.session
+        out = session.run(
+            req, progress=self._progress, should_stop=self._should_stop, with_noise=False
+        )
+        self._show_outcome(out)
+        if out.noise_std is None and not session.noise_known(req):  # the noise band follows
+            self.controls.status.value = "scatter shown; computing the noise floor…"
+            out = session.add_noise(out, progress=self._progress, should_stop=self._should_stop)
+            self._show_outcome(out, scatter_only=True)
+        self.controls.progress.value = 1.0
+        self.controls.status.value = (
+            f"done in {out.seconds['total']:.2f} s · {out.retrains} new retrains"
+        )
+        return out
+
+    def _show_outcome(self, out: Outcome, scatter_only: bool = False) -> None:
+        self.retrain_count = self.session.retrain_count
+        self.outcome = out
+        self.timings = out.seconds
+        if scatter_only:
+            self._render_scatter(out)
+            if self.selected is not None:
+                self._render_selection()
+        else:
+            self._render(out)
+
+    # ------------------------------------------------------------------ results
+    @property
+    def last_stats(self) -> dict[str, Any] | None:
+        return None if self.outcome is None else self.outcome.stats
+
+    @property
+    def last_estimates(self) -> torch.Tensor | None:
+        return None if self.outcome is None else self.outcome.estimated
+
+    @property
+    def last_actual(self) -> torch.Tensor | None:
+        return None if self.outcome is None else self.outcome.actual
+
+    @property
+    def last_indices(self) -> torch.Tensor | None:
+        return None if self.outcome is None else self.outcome.indices
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Settings and the last results, as plain values."""
+        s = {name: getattr(self, name) for name in LINKED}
+        s.update(
+            error=self.error,
+            retrain_count=self.retrain_count,
+            timings=dict(self.timings),
+            stats=self.last_stats,
+        )
+        return s
+
+    def _clear_results(self) -> None:
+        self.outcome = None
+        self._artists = {}
+        self.scatter_out.outputs = ()
+        self.extremes_out.outputs = ()
+        self.extremes_html.value = ""
+        self.trace_out.outputs = ()
+        self.stats.value = "<i>Press Compute.</i>"
+        self.diag_html.value = "<i>Diagnostics appear after a compute.</i>"
+        self.controls.point.options = [("(none)", -1)]
+        self.point_html.value = ""
+        self.point_out.outputs = ()
+
+    # ------------------------------------------------------------------ rendering
+    def _render(self, out: Outcome) -> None:
+        self._render_scatter(out)
+        self._render_extremes(out)
+        self._render_diagnostics(out)
+        self._render_point_choices(out)
+
+    def _render_scatter(self, out: Outcome) -> None:
+        req = out.request
+        if self.last_figure is None:
+            self.last_figure = Figure(figsize=(5.3, 4.4), layout="constrained")
+        fig = self.last_figure
+        fig.clear()
+        self._artists = scatter_estimated_vs_actual(
+            out.estimated.numpy(),
+            out.actual.numpy(),
+            ax=fig.add_subplot(),
+            noise=out.noise_std,
+            stats=out.stats,
+            title=f"{req.model} · test #{req.test_index} · {req.solver}",
+        )
+        panels.show_figure(self.scatter_out, fig)
+        self.stats.value = panels.stats_html(
+            out.stats,
+            index_note=out.index_note,
+            gt_note=describe_gt(req),
+            noise=out.noise_std,
+            retrains=out.retrains,
+            seconds=out.seconds,
+        )
+
+    def _data_view(self) -> dict[str, Any]:
+        data = self.session.model(self.model_name).data
+        shape = data.info.get("image_shape") if data.is_image else None
+        return {
+            "class_names": data.class_names,
+            "image_shape": shape,
+            "feature_names": data.info.get("feature_names"),
+        }
+
+    def _render_extremes(self, out: Outcome) -> None:
+        tm = self.session.model(out.request.model)
+        view = self._data_view()
+        pos = panels.extreme_positions(out.estimated.numpy())
+        X, y = tm.X_train.cpu(), tm.y_train.cpu()
+        if tm.data.is_image and any(pos.values()):
+            self.extremes_html.value = ""
+            fig = panels.extremes_figure(
+                X,
+                y,
+                pos,
+                out.indices,
+                out.estimated,
+                out.actual,
+                class_names=view["class_names"],
+                image_shape=view["image_shape"],
+                info=tm.data.info,
+            )
+            panels.show_figure(self.extremes_out, fig)
+        else:
+            self.extremes_out.outputs = ()
+            self.extremes_html.value = panels.extremes_html(
+                X,
+                y,
+                pos,
+                out.indices,
+                out.estimated,
+                out.actual,
+                info=tm.data.info,
+                class_names=view["class_names"],
+                feature_names=view["feature_names"],
+            )
+
+    def _render_diagnostics(self, out: Outcome) -> None:
+        tm = self.session.model(out.request.model)
+        diag = out.estimate.diagnostics
+        model_diag = dict(tm.diagnostics)
+        model_diag["grad_norm"] = diag.get("grad_norm", model_diag.get("grad_norm"))
+        self.diag_html.value = panels.diagnostics_html(
+            diag, out.eigen, model_diag, curvature=out.request.curvature, solver=out.request.solver
+        )
+        fig = panels.trace_figure(diag)
+        if fig is None:
+            self.trace_out.outputs = ()
+        else:
+            panels.show_figure(self.trace_out, fig)
+
+    def _render_point_choices(self, out: Outcome) -> None:
+        order = np.argsort(-np.abs(out.estimated.numpy()))
+        options = [("(none)", -1)] + [
+            (
+                f"#{int(out.indices[p])}: est {float(out.estimated[p]):+.3e}, "
+                f"actual {float(out.actual[p]):+.3e}",
+                int(p),
+            )
+            for p in order
+        ]
+        self.controls.point.options = options
+        self.controls.point.value = -1
+
+    def _render_selection(self) -> None:
+        out, pos = self.outcome, self.selected
+        if out is None or not self._artists:
+            return
+        set_highlight(self._artists, pos)
+        panels.show_figure(self.scatter_out, self.last_figure)
+        if pos is None:
+            self.point_html.value, self.point_out.outputs = "", ()
+            return
+        tm = self.session.model(out.request.model)
+        i = int(out.indices[pos])
+        view = self._data_view()
+        extra = (
+            f"<br>estimated {float(out.estimated[pos]):+.3e}<br>"
+            f"actual {float(out.actual[pos]):+.3e}"
+        )
+        self.point_html.value = panels.point_html(
+            f"training point #{i}",
+            panels.for_display(tm.X_train[i], tm.data.info),
+            int(tm.y_train[i]),
+            class_names=view["class_names"],
+            is_image=view["image_shape"] is not None or tm.data.is_image,
+            feature_names=view["feature_names"],
+            extra=extra,
+        )
+        self._show_thumbnail(self.point_out, tm.X_train[i], view["image_shape"], tm.data.is_image)
+
+    def _show_test_point(self) -> None:
+        name = self.model_name
+        tm = self.session.model(name)
+        t = self.test_index
+        preds, losses = self.session.predictions(name)
+        view = self._data_view()
+        extra = (
+            f" · predicted <b>{html.escape(str(view['class_names'][int(preds[t])]))}</b>"
+            f"<br>loss {float(losses[t]):.4g} (rank {int((losses > losses[t]).sum()) + 1} "
+            f"of {losses.numel()})"
+        )
+        self.test_html.value = panels.point_html(
+            f"test point #{t}",
+            panels.for_display(tm.data.X_test[t], tm.data.info),
+            int(tm.data.y_test[t]),
+            class_names=view["class_names"],
+            is_image=tm.data.is_image,
+            feature_names=view["feature_names"],
+            extra=extra,
+        )
+        self._show_thumbnail(
+            self.test_out, tm.data.X_test[t], view["image_shape"], tm.data.is_image
+        )
+
+    def _show_thumbnail(
+        self, out: W.Output, x: torch.Tensor, image_shape: Any, is_image: bool
+    ) -> None:
+        if is_image:
+            info = self.session.model(self.model_name).data.info
+            panels.show_figure(
+                out, panels.thumbnail_figure(panels.for_display(x, info), image_shape)
+            )
+        else:
+            out.outputs = ()

@@ -1,0 +1,315 @@
+"""What the explorer shows: figures into ``Output`` widgets and small HTML panels.
+
+Figures use the matplotlib object API only. They reach an ``Output`` by replacing its ``outputs``
+with the figure's PNG in one assignment: the same as ``clear_output(wait=True)`` + ``display(fig)``
+(no flicker), and also correct from the explorer's worker thread, where ``with out:`` capture
+is not.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..plots.scatter import thumbnail, trace_plot
+
+ERROR_STYLE = (
+    "border:1px solid #d9534f;background:#fdf2f2;color:#7a1f1f;padding:6px 10px;"
+    "border-radius:4px;margin:4px 0"
+)
+NOTE_STYLE = (
+    "border:1px solid #f0ad4e;background:#fff8ec;color:#6b4a10;padding:6px 10px;"
+    "border-radius:4px;margin:4px 0"
+)
+
+
+def show_figure(out: W.Output, fig: Figure, dpi: int = 96) -> None:
+    """Replace what ``out`` shows with ``fig`` (rendered to PNG)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    data = {
+        "image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
+        "text/plain": f"<Figure {fig.get_size_inches()[0]:.1f}x{fig.get_size_inches()[1]:.1f} in>",
+    }
+    out.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
+
+
+def show_text(out: W.Output, text: str, stream: str = "stderr") -> None:
+    """Replace what ``out`` shows with plain text."""
+    out.outputs = ({"output_type": "stream", "name": stream, "text": text},)
+
+
+def error_html(exc: BaseException, context: str = "") -> str:
+    """A readable error box: the exception type and message (and what was being done)."""
+    where = f" while {html.escape(context)}" if context else ""
+    return (
+        f'<div class="iw-error" style="{ERROR_STYLE}"><b>{type(exc).__name__}</b>{where}: '
+        f"{html.escape(str(exc))}</div>"
+    )
+
+
+def note_html(text: str) -> str:
+    return f'<div class="iw-note" style="{NOTE_STYLE}">{html.escape(text)}</div>'
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _fmt(x: Any, spec: str = ".3g") -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return format(x, spec)
+
+
+def _ci(stats: dict[str, Any], key: str) -> str:
+    ci = stats.get(f"{key}_ci")
+    return f" <span style='color:#666'>[{ci[0]:.2f}, {ci[1]:.2f}] 95% CI</span>" if ci else ""
+
+
+def stats_html(
+    stats: dict[str, Any],
+    *,
+    index_note: str,
+    gt_note: str,
+    noise: float | None,
+    retrains: int,
+    seconds: dict[str, float],
+) -> str:
+    """Correlations with bootstrap CIs and the settings that produced them."""
+    rows = [
+        f"<b>Pearson</b> {_fmt(stats.get('pearson'), '.3f')}{_ci(stats, 'pearson')}",
+        f"<b>Spearman</b> {_fmt(stats.get('spearman'), '.3f')}{_ci(stats, 'spearman')}",
+    ]
+    extra = []
+    for key, label in (
+        ("topk_overlap", "top-10 overlap"),
+        ("sign_agreement", "sign agreement"),
+        ("frac_within_noise", "within noise floor"),
+    ):
+        if stats.get(key) is not None:
+            extra.append(f"{label} {_fmt(stats[key], '.2f')}")
+    rows.append(" · ".join(extra))
+    if stats.get("note"):
+        rows.append(f"<span style='color:#a60'>{html.escape(str(stats['note']))}</span>")
+    rows.append(
+        f"<span style='color:#555'>{html.escape(index_note)} · n = {stats.get('n', '–')}</span>"
+    )
+    noise_txt = (
+        f"noise floor ±{noise:.3g} (std over seeds)" if noise is not None else "no noise floor"
+    )
+    rows.append(f"<span style='color:#555'>{html.escape(gt_note)} · {noise_txt}</span>")
+    rows.append(
+        f"<span style='color:#555'>{retrains} retrains computed now · "
+        f"{seconds.get('total', 0.0):.2f} s (estimate {seconds.get('estimate', 0.0):.2f}, "
+        f"LOO {seconds.get('retrain', 0.0):.2f}, noise {seconds.get('noise', 0.0):.2f})</span>"
+    )
+    return "<div class='iw-stats' style='line-height:1.5'>" + "<br>".join(rows) + "</div>"
+
+
+def _label(class_names: Sequence[str] | None, y: int) -> str:
+    return str(class_names[y]) if class_names is not None and 0 <= y < len(class_names) else str(y)
+
+
+def feature_table(x: Any, names: Sequence[str] | None) -> str:
+    """Feature values as a two-column HTML table."""
+    vals = np.asarray(
+        x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=float
+    ).reshape(-1)
+    names = list(names) if names is not None else [f"x{i}" for i in range(vals.size)]
+    cells = "".join(
+        f"<tr><td style='padding-right:8px'>{html.escape(str(n))}</td>"
+        f"<td style='text-align:right'>{v:.3g}</td></tr>"
+        for n, v in zip(names, vals)
+    )
+    return f"<table style='font-size:12px'>{cells}</table>"
+
+
+def point_html(
+    title: str,
+    x: Any,
+    y: int,
+    *,
+    class_names: Sequence[str] | None,
+    is_image: bool,
+    feature_names: Sequence[str] | None = None,
+    extra: str = "",
+) -> str:
+    """A header line for one data point, with its feature values unless it is an image."""
+    head = (
+        f"<b>{html.escape(title)}</b><br>label <b>{html.escape(_label(class_names, y))}</b>{extra}"
+    )
+    return head if is_image else head + feature_table(x, feature_names)
+
+
+def for_display(x: Any, info: dict[str, Any]) -> np.ndarray:
+    """An input in its original units: standardised features are mapped back (per feature or,
+    for images standardised per channel, per channel) so that images look like images."""
+    arr = np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=float)
+    st = info.get("standardization")
+    if not st:
+        return arr
+    mean, std = np.asarray(st["mean"], dtype=float), np.asarray(st["std"], dtype=float)
+    if mean.size == arr.size:
+        return (arr.reshape(-1) * std + mean).reshape(arr.shape)
+    if arr.ndim == 3 and mean.size == arr.shape[0]:
+        return arr * std[:, None, None] + mean[:, None, None]
+    return arr
+
+
+def thumbnail_figure(x: Any, image_shape: Sequence[int] | None, size: float = 1.6) -> Figure:
+    """One image, drawn small."""
+    fig = Figure(figsize=(size, size), layout="constrained")
+    thumbnail(x, ax=fig.add_subplot(), image_shape=image_shape)
+    return fig
+
+
+def extremes_figure(
+    X: Any,
+    y: Any,
+    positions: dict[str, list[int]],
+    indices: Any,
+    est: Any,
+    act: Any,
+    *,
+    class_names: Sequence[str] | None,
+    image_shape: Sequence[int] | None,
+    info: dict[str, Any],
+) -> Figure:
+    """Image thumbnails of the most helpful (top row) and most harmful (bottom row) points."""
+    ncols = max(1, max(len(v) for v in positions.values()))
+    fig = Figure(figsize=(1.5 * ncols + 0.4, 4.6), layout="constrained")
+    for sub, (kind, pos_list) in zip(fig.subfigures(2, 1), positions.items()):
+        sub.suptitle(kind, fontsize=9, fontweight="bold", x=0.02, ha="left")
+        for col, ax in enumerate(sub.subplots(1, ncols, squeeze=False)[0]):
+            ax.set_axis_off()
+            if col >= len(pos_list):
+                continue
+            p = pos_list[col]
+            i = int(indices[p])
+            thumbnail(for_display(X[i], info), ax=ax, image_shape=image_shape)
+            ax.set_title(
+                f"#{i} ({_label(class_names, int(y[i]))})\nest {float(est[p]):+.2e}\n"
+                f"actual {float(act[p]):+.2e}",
+                fontsize=7,
+            )
+    return fig
+
+
+def extremes_html(
+    X: Any,
+    y: Any,
+    positions: dict[str, list[int]],
+    indices: Any,
+    est: Any,
+    act: Any,
+    *,
+    class_names: Sequence[str] | None,
+    feature_names: Sequence[str] | None,
+    info: dict[str, Any],
+) -> str:
+    """A table of the most helpful and most harmful points with their feature values
+    (in original units)."""
+    n_feat = int(np.prod(X.shape[1:]))
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(n_feat)]
+    head = "".join(f"<th style='padding:0 6px'>{html.escape(str(n))}</th>" for n in names)
+    parts = []
+    for kind, pos_list in positions.items():
+        rows = []
+        for p in pos_list:
+            i = int(indices[p])
+            feats = "".join(
+                f"<td style='text-align:right;padding:0 6px'>{float(v):.2f}</td>"
+                for v in for_display(X[i], info).reshape(-1).tolist()
+            )
+            rows.append(
+                f"<tr><td>#{i}</td><td>{html.escape(_label(class_names, int(y[i])))}</td>"
+                f"<td style='text-align:right;padding:0 6px'>{float(est[p]):+.3e}</td>"
+                f"<td style='text-align:right;padding:0 6px'>{float(act[p]):+.3e}</td>{feats}</tr>"
+            )
+        body = "".join(rows) or f"<tr><td colspan='{4 + n_feat}'><i>none</i></td></tr>"
+        parts.append(
+            f"<b>{html.escape(kind)}</b><table style='font-size:12px;margin-bottom:8px'>"
+            f"<tr><th>train</th><th>label</th><th style='padding:0 6px'>estimated</th>"
+            f"<th style='padding:0 6px'>actual</th>{head}</tr>{body}</table>"
+        )
+    return "<div class='iw-extremes'>" + "".join(parts) + "</div>"
+
+
+def extreme_positions(est: Any, n: int = 3) -> dict[str, list[int]]:
+    """Positions (in the evaluated set) of the most helpful (largest estimate) and most harmful
+    (most negative estimate) points."""
+    e = np.asarray(est, dtype=float)
+    order = np.argsort(e)
+    helpful = [int(p) for p in order[::-1][:n] if e[p] > 0]
+    harmful = [int(p) for p in order[:n] if e[p] < 0]
+    return {
+        "most helpful (removing raises the test loss)": helpful,
+        "most harmful (removing lowers the test loss)": harmful,
+    }
+
+
+def diagnostics_html(
+    diag: dict[str, Any],
+    eigen: dict[str, Any],
+    model_diag: dict[str, Any],
+    *,
+    curvature: str,
+    solver: str,
+) -> str:
+    """Gradient norm and convergence, curvature eigenvalues, solver notes and warnings."""
+    conv = model_diag.get("converged")
+    conv_txt = (
+        "<span style='color:#2a7'>converged</span>"
+        if conv
+        else "<span style='color:#c33'>not converged: influence functions assume a stationary "
+        "point</span>"
+    )
+    curv = "Hessian" if curvature == "hessian" else "GGN"
+    rows = [
+        "gradient norm at the trained parameters: "
+        f"<b>{_fmt(model_diag.get('grad_norm'), '.2e')}</b> "
+        f"(tol {_fmt(model_diag.get('grad_tol'), '.0e')}) · {conv_txt}",
+        f"{curv} eigenvalues: top <b>{_fmt(eigen.get('top_eigenvalue'))}</b>, most negative "
+        f"<b>{_fmt(eigen.get('min_eigenvalue'))}</b>"
+        + (f", {eigen['n_negative']} negative" if eigen.get("n_negative") is not None else ""),
+    ]
+    if eigen.get("note"):
+        rows.append(html.escape(eigen["note"]))
+    if solver == "cg" and "iterations" in diag:
+        rows.append(
+            f"CG: {diag['iterations']} iterations, final relative residual "
+            f"{_fmt(diag.get('residual'), '.2e')}"
+        )
+    if solver == "lissa" and "scale" in diag:
+        rows.append(
+            f"LiSSA scale {_fmt(diag['scale'])} ({html.escape(str(diag.get('scale_source', '')))})"
+        )
+    body = "<br>".join(rows)
+    if diag.get("warning"):
+        body += note_html(diag["warning"])
+    return f"<div class='iw-diagnostics' style='line-height:1.5'>{body}</div>"
+
+
+def trace_figure(diag: dict[str, Any]) -> Figure | None:
+    """The CG residual or LiSSA norm trace, when the solver recorded one."""
+    for key, label in (
+        ("residual_trace", "CG relative residual"),
+        ("norm_trace", "LiSSA iterate norm"),
+    ):
+        if diag.get(key):
+            fig = Figure(figsize=(4.2, 2.4), layout="constrained")
+            trace_plot(diag[key], ax=fig.add_subplot(), label=label)
+            return fig
+    return None

@@ -1,0 +1,426 @@
+"""The explorer's computing side, without widgets: what to compute and what to keep.
+
+Only what changed is recomputed:
+
+* one :class:`~influence_widgets.InfluenceEngine` per (model, params, curvature, device), so a new
+  damping of the exact solver reuses its eigendecomposition and a new test point reuses everything;
+* estimates per (engine, solver, solver settings, test point);
+* the *evaluated set* of training points per (model, test point, k, selection): chosen once, from
+  the estimate in effect at the first compute (top-k by |estimate|) or at random, and then kept
+  while the solver, damping, curvature or parameters change. Comparing solvers on the same points
+  keeps their correlations comparable, and a new solver costs no retraining. Changing k, the
+  selection or the test point picks a new set;
+* LOO results per (model, evaluated set, ground-truth settings), in memory and in the
+  ground-truth store on disk (a reopened notebook gets them back without retraining). Each
+  retrain is evaluated on the whole test split, so another test point reuses every retrain of a
+  training point it shares with an earlier evaluated set;
+* the retraining noise floor per (model, ground-truth settings), for all test points at once,
+  also in the store.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..influence import InfluenceEngine, InfluenceResult
+from ..influence.solvers import SolverSettings, power_iteration
+from ..models.training import TrainConfig, TrainedModel
+
+if TYPE_CHECKING:
+    from ..ground_truth import LOOResult, NoiseResult
+
+Progress = Callable[[int, int, dict[str, Any]], None]
+ShouldStop = Callable[[], bool]
+
+GT_MODES = {  # widget name -> (leave_one_out mode, retrained parameters)
+    "warm_start": ("warm_start", "all"),
+    "scratch": ("scratch", "all"),
+    "last_layer": ("warm_start", "last_layer"),
+    "pbrf": ("pbrf", "all"),
+}
+DEFAULT_MODEL = "iris-mlp-d1-w5-wd"
+LOO_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3}
+DEFAULT_GT_STEPS = 500
+NOISE_SEEDS = 3  # 3 seeds + the control: a rough floor that keeps a cold click within ~3 s
+SMALL_WORK = 1_000_000  # parameters x training points under which computing uses one thread
+EIGEN_MAX_PARAMS = 600  # up to this size, diagnostics fit an exact Hessian for eigenvalues
+POWER_ITERS = 20  # larger models: the top eigenvalue by power iteration
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything one compute depends on."""
+
+    model: str
+    test_index: int
+    solver: str = "exact"
+    settings: SolverSettings = field(default_factory=SolverSettings)
+    curvature: str = "hessian"
+    params: str = "all"
+    gt_mode: str = "warm_start"
+    gt_steps: int = DEFAULT_GT_STEPS
+    k: int = 40
+    selection: str = "top"
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.gt_mode not in GT_MODES:
+            raise ValueError(
+                f"unknown ground-truth mode {self.gt_mode!r}; use one of {list(GT_MODES)}"
+            )
+        if self.selection not in ("top", "random"):
+            raise ValueError(f"selection must be 'top' or 'random', got {self.selection!r}")
+        if self.k < 3:
+            raise ValueError(f"k must be at least 3 to compare estimates with LOO, got {self.k}")
+        if self.gt_steps < 1:
+            raise ValueError(f"ground-truth steps must be >= 1, got {self.gt_steps}")
+
+    @property
+    def engine_key(self) -> tuple:
+        return (self.model, self.params, self.curvature, self.device)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.settings.options_for(self.solver)
+
+    @property
+    def gt_key(self) -> tuple:
+        steps = None if self.gt_mode == "scratch" else self.gt_steps
+        return (self.gt_mode, steps, self.device)
+
+
+@dataclass
+class Outcome:
+    """One compute's results, with what produced them."""
+
+    request: Request
+    estimate: InfluenceResult
+    indices: torch.Tensor
+    estimated: torch.Tensor
+    actual: torch.Tensor
+    loo: LOOResult
+    noise_std: float | None
+    stats: dict[str, Any]
+    index_note: str
+    eigen: dict[str, Any]
+    retrains: int
+    seconds: dict[str, float]
+
+
+def gt_config(tm: TrainedModel, gt_mode: str, steps: int, device: str) -> TrainConfig:
+    """The retraining config: the model's own for "scratch"; full-batch Adam (lr 1e-3) for ``steps``
+    steps from the trained parameters otherwise."""
+    base = tm.config.replace(device=device)
+    if gt_mode == "scratch":
+        return base
+    return base.replace(steps=steps, epochs=None, batch_size=None, polish_steps=0, **LOO_OPTIMIZER)
+
+
+def describe_gt(req: Request) -> str:
+    """One line naming the ground truth, for the results panel."""
+    if req.gt_mode == "scratch":
+        return "LOO from scratch (the model's own training config, same seed)"
+    what = {
+        "warm_start": "LOO warm start",
+        "last_layer": "LOO warm start, last layer only",
+        "pbrf": "PBRF (proximal Bregman response)",
+    }[req.gt_mode]
+    return f"{what}: full-batch Adam, lr {LOO_OPTIMIZER['lr']:g}, {req.gt_steps} steps"
+
+
+@contextmanager
+def few_threads(tm: TrainedModel) -> Iterator[None]:
+    """One torch thread while computing on a small model, restored after: tiny tensors gain
+    nothing from more threads, and on a shared few-core CPU spinning threads cost up to 100x."""
+    n_params = sum(p.numel() for p in tm.model.parameters())
+    before = torch.get_num_threads()
+    small = n_params * tm.X_train.shape[0] < SMALL_WORK
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small and before > 1:
+            torch.set_num_threads(before)
+
+
+class ExplorerSession:
+    """Caches models, engines, estimates, evaluated sets, LOO results and noise floors."""
+
+    def __init__(self, models: dict[str, TrainedModel] | None = None) -> None:
+        self.models: dict[str, TrainedModel] = dict(models or {})
+        self.engines: dict[tuple, InfluenceEngine] = {}
+        self._estimates: dict[tuple, InfluenceResult] = {}
+        self._index_sets: dict[tuple, tuple[torch.Tensor, str]] = {}
+        self._loo: dict[tuple, LOOResult] = {}
+        self._noise: dict[tuple, NoiseResult] = {}
+        self._power: dict[tuple, float] = {}
+        self._predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.retrain_count = 0
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------------ models and data
+    def model(self, name: str, progress: Progress | None = None) -> TrainedModel:
+        """The trained model called ``name``: passed in, or from the zoo (trained on first use)."""
+        tm = self.models.get(name)
+        if tm is None:
+            with self.lock:
+                from ..models import zoo
+
+                tm = self.models.get(name) or zoo.load(name, progress=progress)
+                self.models[name] = tm
+        if getattr(tm, "data", None) is None:
+            raise ValueError(
+                f"model {name!r} has no .data, so the explorer has no test split; "
+                "train it with iw.train(..., data=data) or set tm.data = data"
+            )
+        return tm
+
+    def test_losses(self, name: str) -> torch.Tensor:
+        """Per-test-point loss of model ``name`` (for picking test points)."""
+        return self.predictions(name)[1]
+
+    def predictions(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted class and loss of every test point (computed once per model)."""
+        from ..models.losses import per_sample_loss
+
+        hit = self._predictions.get(name)
+        if hit is None:
+            tm = self.model(name)
+            p = next(tm.model.parameters())
+            with self.lock, torch.no_grad():
+                out = tm.model(tm.data.X_test.to(p.device, p.dtype))
+                losses = per_sample_loss(out, tm.data.y_test.to(p.device), tm.config.loss)
+            hit = (out.argmax(dim=-1).cpu(), losses.detach().double().cpu())
+            self._predictions[name] = hit
+        return hit
+
+    # ------------------------------------------------------------------ estimates
+    def engine(self, req: Request) -> InfluenceEngine:
+        """The engine for (model, params, curvature, device), built once."""
+        eng = self.engines.get(req.engine_key)
+        if eng is None:
+            tm = self.model(req.model)
+            eng = InfluenceEngine(
+                tm, tm.train, params=req.params, curvature=req.curvature, device=req.device
+            )
+            self.engines[req.engine_key] = eng
+        return eng
+
+    def estimate(self, req: Request, progress: Progress | None = None) -> InfluenceResult:
+        """Estimated influence of every training point on the test point (cached)."""
+        key = (
+            req.engine_key,
+            req.solver,
+            req.settings.damping,
+            tuple(sorted(req.options.items())),
+            req.test_index,
+        )
+        res = self._estimates.get(key)
+        if res is None:
+            tm = self.model(req.model)
+            res = self.engine(req).scores(
+                tm.data.test,
+                solver=req.solver,
+                damping=req.settings.damping,
+                test_indices=[req.test_index],
+                progress=progress,
+                **req.options,
+            )
+            self._estimates[key] = res
+        return res
+
+    def eigen(self, req: Request, res: InfluenceResult) -> dict[str, Any]:
+        """Top / most negative curvature eigenvalues: from the solver, an exact fit when small,
+        else the top one by power iteration."""
+        d = res.diagnostics
+        if "top_eigenvalue" in d and req.solver == "exact":
+            return {k: d.get(k) for k in ("top_eigenvalue", "min_eigenvalue", "n_negative")}
+        eng = self.engine(req)
+        if eng.objective.p > EIGEN_MAX_PARAMS:
+            top = d.get("top_eigenvalue")
+            if top is None:
+                if req.engine_key not in self._power:
+                    self._power[req.engine_key] = power_iteration(eng.objective, iters=POWER_ITERS)
+                top = self._power[req.engine_key]
+            return {
+                "top_eigenvalue": top,
+                "min_eigenvalue": d.get("min_eigenvalue"),
+                "note": f"{eng.objective.p} parameters: top = largest |eigenvalue| from "
+                f"{POWER_ITERS} power iterations; the most negative needs solver 'exact'",
+            }
+        s = eng.solver("exact", req.settings.damping)
+        return {k: s.diagnostics.get(k) for k in ("top_eigenvalue", "min_eigenvalue", "n_negative")}
+
+    # ------------------------------------------------------------------ evaluated set
+    def indices(self, req: Request, scores_row: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """The evaluated training points, chosen once per (model, test point, k, selection)."""
+        from ..ground_truth import random_k, top_k
+
+        key = (req.model, req.test_index, req.k, req.selection, req.seed)
+        hit = self._index_sets.get(key)
+        if hit is None:
+            n = scores_row.numel()
+            k = min(req.k, n)
+            if req.selection == "top":
+                idx = top_k(scores_row, k=k)
+                note = f"top-{k} by |estimate| of {req.solver} (fixed while the solver changes)"
+            else:
+                idx = random_k(n, k, req.seed)
+                note = f"{k} random training points (seed {req.seed})"
+            hit = (torch.as_tensor(idx, dtype=torch.long).reshape(-1).cpu(), note)
+            self._index_sets[key] = hit
+        return hit
+
+    # ------------------------------------------------------------------ ground truth
+    def _gt_args(self, req: Request) -> dict[str, Any]:
+        tm = self.model(req.model)
+        mode, params = GT_MODES[req.gt_mode]
+        return {
+            "config": gt_config(tm, req.gt_mode, req.gt_steps, req.device),
+            "mode": mode,
+            "params": params,
+        }
+
+    def actual(
+        self,
+        req: Request,
+        indices: torch.Tensor,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> Any:
+        """LOO result for the evaluated set, on every test point (memory, then the on-disk store,
+        then retraining). Records cover the whole test split, so other test points reuse them."""
+        from ..ground_truth import leave_one_out
+
+        key = (req.model, tuple(indices.tolist()), req.gt_key)
+        res = self._loo.get(key)
+        if res is None:
+            tm = self.model(req.model)
+            res = leave_one_out(
+                tm,
+                tm.train,
+                tm.data.test,
+                indices,
+                progress=progress,
+                should_stop=should_stop,
+                return_result=True,
+                **self._gt_args(req),
+            )
+            self.retrain_count += int(res.n_retrains_computed)
+            self._loo[key] = res
+        return res
+
+    def noise(
+        self, req: Request, progress: Progress | None = None, should_stop: ShouldStop | None = None
+    ) -> float | None:
+        """The retraining noise floor of the test point: std over seeds of the change in its loss
+        with nothing removed (all test points at once, once per model and ground-truth setting)."""
+        key = (req.model, req.gt_key)
+        res = self._noise.get(key)
+        if res is None:
+            from ..ground_truth import retraining_noise
+
+            tm = self.model(req.model)
+            res = retraining_noise(
+                tm,
+                tm.train,
+                tm.data.test,
+                n_seeds=NOISE_SEEDS,
+                progress=progress,
+                should_stop=should_stop,
+                return_result=True,
+                **self._gt_args(req),
+            )
+            self.retrain_count += int(res.n_retrains_computed)
+            self._noise[key] = res
+        std = float(res.std[req.test_index])
+        return std if math.isfinite(std) else None
+
+    # ------------------------------------------------------------------ all together
+    def noise_known(self, req: Request) -> bool:
+        """Whether the noise floor of ``req``'s model and ground truth is already in memory."""
+        return (req.model, req.gt_key) in self._noise
+
+    def run(
+        self,
+        req: Request,
+        progress: Callable[[str], Progress] | None = None,
+        should_stop: ShouldStop | None = None,
+        with_noise: bool = True,
+    ) -> Outcome:
+        """Estimate, pick the evaluated set, retrain (only what is missing), compare; then the
+        noise floor (``with_noise=False`` leaves it to :meth:`add_noise`, unless it is known)."""
+        from ..evaluate import compare
+
+        stage = progress or (lambda name: None)
+        with self.lock, few_threads(self.model(req.model)):
+            t0 = time.perf_counter()
+            before = self.retrain_count
+            est = self.estimate(req, stage("estimating"))
+            row = est.values[0].detach().double().cpu()
+            idx, note = self.indices(req, row)
+            t1 = time.perf_counter()
+            loo = self.actual(req, idx, stage("retraining"), should_stop)
+            actual = torch.as_tensor(loo.values)[req.test_index].detach().double().cpu()
+            t2 = time.perf_counter()
+            estimated = row[idx]
+            out = Outcome(
+                req,
+                est,
+                idx,
+                estimated,
+                actual,
+                loo,
+                None,
+                compare(estimated, actual),
+                note,
+                self.eigen(req, est),
+                self.retrain_count - before,
+                {
+                    "estimate": t1 - t0,
+                    "retrain": t2 - t1,
+                    "noise": 0.0,
+                    "total": time.perf_counter() - t0,
+                },
+            )
+        if with_noise or self.noise_known(req):
+            out = self.add_noise(out, progress, should_stop)
+        return out
+
+    def add_noise(
+        self,
+        out: Outcome,
+        progress: Callable[[str], Progress] | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> Outcome:
+        """``out`` with the retraining noise floor and the comparison redone against it."""
+        from ..evaluate import compare
+
+        stage = progress or (lambda name: None)
+        req = out.request
+        with self.lock, few_threads(self.model(req.model)):
+            t0 = time.perf_counter()
+            before = self.retrain_count
+            noise = self.noise(req, stage("noise floor"), should_stop)
+            stats = compare(
+                out.estimated, out.actual, **({"noise": noise} if noise is not None else {})
+            )
+            dt = time.perf_counter() - t0
+        seconds = {**out.seconds, "noise": dt, "total": out.seconds["total"] + dt}
+        return replace(
+            out,
+            noise_std=noise,
+            stats=stats,
+            seconds=seconds,
+            retrains=out.retrains + self.retrain_count - before,
+        )

@@ -1,0 +1,258 @@
+"""The quickstart notebook in a real JupyterLab, driven by headless Debian Chromium (Playwright).
+
+Needs ``chromium`` on the PATH (``apt-get install chromium``); never ``playwright install``.
+Locally a missing browser skips; under ``CI=true`` it fails.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "00_quickstart.ipynb"
+ARTIFACTS = ROOT / "artifacts" / "browser"
+DEADLINE_S = 180.0
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LAB_SETTINGS = {  # user settings: no news, no update checks
+    "apputils-extension/notification": {
+        "checkForUpdates": False,
+        "fetchNews": "false",
+        "doNotDisturbMode": True,
+    },
+}
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path:
+        return path
+    message = (
+        "Debian chromium is not on the PATH: install it with `apt-get install chromium` "
+        "(never `playwright install`)"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lab_env(tmp: Path) -> dict[str, str]:
+    """A private environment: IW cache, Jupyter config/data/runtime, quiet Lab settings."""
+    for name, values in LAB_SETTINGS.items():
+        path = tmp / "lab-settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    env = dict(os.environ)
+    env.update(
+        INFLUENCE_WIDGETS_CACHE=str(tmp / "iw-cache"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"),
+        JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"),
+        JUPYTER_DATA_DIR=str(tmp / "jupyter-data"),
+        IPYTHONDIR=str(tmp / "ipython"),
+        MPLBACKEND="Agg",
+    )
+    env.pop("IW_NOTEBOOK_QUICK", None)  # the browser clicks Compute itself
+    return env
+
+
+def _start_lab(root: Path, port: int, env: dict[str, str], log: io.TextIOBase) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        "--allow-root",
+        "--no-browser",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"jupyter lab did not answer {url}/api/status within {timeout:.0f} s")
+
+
+def _stop_server(url: str, proc: subprocess.Popen) -> None:
+    """Shut the server (and its kernels) down through its API; terminate it if that fails."""
+    if proc.poll() is None:
+        try:
+            req = urllib.request.Request(f"{url}/api/shutdown", method="POST", data=b"")
+            urllib.request.urlopen(req, timeout=5).close()
+            proc.wait(timeout=20)
+        except Exception:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _remaining(t_end: float) -> float:
+    """Milliseconds left before the overall deadline (at least 1 s)."""
+    return max(1000.0, (t_end - time.monotonic()) * 1000.0)
+
+
+def _settle(page, t_end: float) -> None:
+    """Wait until the kernel is idle and stays so with no dialog for 3 s, accepting a
+    "Select Kernel" dialog (JupyterLab may ask once its session set-up finishes)."""
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    for _ in range(10):
+        idle.first.wait_for(timeout=_remaining(t_end))
+        page.wait_for_timeout(3000)
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():
+            dialog.locator(".jp-Dialog-button.jp-mod-accept").first.click()
+            dialog.first.wait_for(state="detached", timeout=_remaining(t_end))
+            continue
+        if idle.count():
+            return
+
+
+RUN_STATE_JS = """() => {
+  if (document.querySelector('.jp-Dialog')) return 'dialog';
+  const outputs = [...document.querySelectorAll('.jp-OutputArea-output')];
+  if (outputs.some(o => o.textContent.includes('Error displaying widget'))) return 'broken';
+  const buttons = [...document.querySelectorAll('.widget-button')];
+  if (buttons.some(b => b.textContent.includes('Compute'))) return 'widget';
+  const busy = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='busy']");
+  const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+  const pending = prompts.some(p => /\\[[ *]\\]/.test(p.textContent));
+  return (!busy && pending && !prompts.some(p => p.textContent.includes('*'))) ? 'stalled' : false;
+}"""
+
+
+def _run_all(page, t_end: float) -> None:
+    """Menu Run > Run All Cells until the explorer appears. If JupyterLab replaced the kernel it
+    had just started (a late "Select Kernel" dialog, queued cells dropped, or widgets bound to
+    the old kernel), settle (reloading the page if needed) and run again."""
+    for _attempt in range(4):
+        _settle(page, t_end)
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+        page.wait_for_timeout(5000)
+        state = page.wait_for_function(RUN_STATE_JS, timeout=_remaining(t_end)).json_value()
+        if state == "widget":
+            return
+        if state == "broken":
+            page.reload(timeout=_remaining(t_end))
+            page.locator(".jp-Notebook").first.wait_for(timeout=_remaining(t_end))
+    raise AssertionError("the notebook's cells did not run after four Run All Cells")
+
+
+def _run_notebook_and_compute(page, url: str, t_end: float) -> None:
+    page.goto(f"{url}/lab/tree/00_quickstart.ipynb", timeout=_remaining(t_end))
+    page.locator(".jp-Notebook").first.wait_for(timeout=_remaining(t_end))
+    _run_all(page, t_end)
+    page.wait_for_function(  # enabled once the model is loaded
+        "() => [...document.querySelectorAll('.widget-button')].some("
+        "b => b.textContent.includes('Compute') && !b.disabled)",
+        timeout=_remaining(t_end),
+    )
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
+        timeout=_remaining(t_end)
+    )
+    page.locator(".widget-button", has_text="Compute").first.click()
+    page.locator(".iw-stats", has_text="Spearman").first.wait_for(timeout=_remaining(t_end))
+    page.locator(".iw-explorer", has_text="done in").first.wait_for(timeout=_remaining(t_end))
+
+
+def _check_image(png: bytes) -> None:
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    colours = len(np.unique(img.reshape(-1, 3), axis=0))
+    assert img.shape[0] > 100 and img.shape[1] > 100, f"scatter image is tiny: {img.shape}"
+    assert img.std() > 10 and colours > 50, (
+        f"scatter image looks blank (pixel std {img.std():.1f}, {colours} colours)"
+    )
+
+
+def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    t_end = time.monotonic() + DEADLINE_S
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_path / "jupyter.log"
+    with open(log_path, "w") as log:
+        proc = _start_lab(root, port, _lab_env(tmp_path), log)
+        try:
+            _wait_for_server(url, proc, timeout=60)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(viewport={"width": 1500, "height": 1300})
+                    try:
+                        _run_notebook_and_compute(page, url, t_end)
+                        scatter = page.locator(".iw-scatter img").first
+                        scatter.wait_for(timeout=_remaining(t_end))
+                        _check_image(scatter.screenshot())
+                    finally:
+                        page.screenshot(path=str(ARTIFACTS / "quickstart.png"), full_page=True)
+                    page.locator(".iw-explorer").first.screenshot(
+                        path=str(ARTIFACTS / "quickstart-widget.png")
+                    )
+                finally:
+                    browser.close()
+        except Exception:
+            log.flush()
+            sys.stderr.write(
+                f"--- jupyter lab log ({log_path}) ---\n{log_path.read_text()[-4000:]}\n"
+            )
+            raise
+        finally:
+            _stop_server(url, proc)

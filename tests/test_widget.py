@@ -1,0 +1,235 @@
+"""InfluenceExplorer without a browser: set controls, click, inspect what it shows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import influence_widgets as iw
+from influence_widgets.influence.solvers import SolverSettings
+from influence_widgets.plots.scatter import HIGHLIGHT_GID, POINTS_GID
+
+MODEL = "iris-test"
+K = 12
+STEPS = 150
+
+
+@pytest.fixture(scope="module")
+def iris_model(tmp_path_factory):
+    """A small float64 Iris MLP with weight decay, trained once for the module (private cache)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path_factory.mktemp("iw-module-cache")))
+        data = iw.datasets.iris()
+        spec = iw.models.mlp_spec(
+            data.input_shape, data.n_classes, depth=1, width=5, activation="tanh"
+        )
+        config = iw.TrainConfig(
+            optimizer="lbfgs",
+            lr=1.0,
+            steps=300,
+            dtype="float64",
+            weight_decay=0.005,
+            device="cpu",
+            grad_tol=1e-5,
+        )
+        return iw.train(spec, data.train, config, name=MODEL, data=data)
+
+
+@pytest.fixture
+def explorer(iris_model):
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    assert ex.error is None, ex.error
+    ex.controls.k.value = K
+    ex.controls.gt_steps.value = STEPS
+    return ex
+
+
+def _click(ex) -> None:
+    ex.controls.compute.click()
+    assert ex.error is None, ex.error
+
+
+def _points(fig):
+    ax = fig.axes[0]
+    [points] = [c for c in ax.collections if c.get_gid() == POINTS_GID]
+    [ring] = [c for c in ax.collections if c.get_gid() == HIGHLIGHT_GID]
+    return points, ring
+
+
+def test_compute_shows_correlations_and_one_point_per_evaluated_index(explorer):
+    _click(explorer)
+    stats = explorer.last_stats
+    n = len(explorer.last_indices)
+    assert n == K and explorer.last_estimates.shape == explorer.last_actual.shape == (K,)
+    noise = explorer.outcome.noise_std
+    expected = iw.compare(
+        explorer.last_estimates,
+        explorer.last_actual,
+        **({"noise": noise} if noise is not None else {}),
+    )
+    for key in ("pearson", "spearman"):
+        assert math.isfinite(stats[key])
+        assert stats[key] == pytest.approx(expected[key], abs=1e-12)
+        assert stats[f"{key}_ci"] is not None
+    assert "Spearman" in explorer.stats.value and "Pearson" in explorer.stats.value
+    points, ring = _points(explorer.last_figure)
+    offsets = np.asarray(points.get_offsets())
+    assert offsets.shape == (n, 2)
+    np.testing.assert_allclose(offsets[:, 0], explorer.last_estimates.numpy())
+    np.testing.assert_allclose(offsets[:, 1], explorer.last_actual.numpy())
+    assert len(ring.get_offsets()) == 0
+    assert explorer.scatter_out.outputs[0]["data"]["image/png"]
+    assert explorer.retrain_count == explorer.outcome.retrains >= K  # + control + noise seeds
+
+
+def test_selecting_a_training_point_highlights_it(explorer):
+    _click(explorer)
+    pos = explorer.controls.point.options[3][1]
+    explorer.controls.point.value = pos
+    assert explorer.selected == pos
+    points, ring = _points(explorer.last_figure)
+    np.testing.assert_allclose(
+        np.asarray(ring.get_offsets()), np.asarray(points.get_offsets())[pos : pos + 1]
+    )
+    assert f"training point #{int(explorer.last_indices[pos])}" in explorer.point_html.value
+
+
+@pytest.mark.parametrize("solver", list(SolverSettings.USED_BY))
+def test_solver_settings_hidden_unless_used(explorer, solver):
+    explorer.controls.solver.value = solver
+    assert explorer.solver == solver
+    used = SolverSettings.USED_BY[solver]
+    for name, widget in explorer.controls.settings.widgets.items():
+        assert (widget.layout.display != "none") == (name in used), (solver, name)
+
+
+def test_injected_failure_is_shown(explorer, monkeypatch):
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("injected failure in scores")
+
+    monkeypatch.setattr(iw.InfluenceEngine, "scores", boom)
+    explorer.controls.compute.click()
+    assert explorer.error == "RuntimeError: injected failure in scores"
+    assert (
+        "RuntimeError" in explorer.error_box.value
+        and "injected failure" in explorer.error_box.value
+    )
+    assert explorer.traceback.layout.display != "none"
+    assert "Traceback" in explorer.traceback_out.outputs[0]["text"]
+    assert not explorer.busy and not explorer.controls.compute.disabled
+
+
+def test_lissa_divergence_is_shown(explorer):
+    explorer.controls.solver.value = "lissa"
+    explorer.controls.settings.widgets["scale"].value = "0.001"
+    explorer.controls.settings.widgets["depth"].value = 50
+    explorer.controls.compute.click()
+    assert explorer.error is not None and explorer.error.startswith("DivergenceError")
+    assert "increase scale" in explorer.error_box.value
+    assert "DivergenceError" in explorer.diag_html.value  # the diagnostics panel says so too
+
+
+def test_new_solver_reuses_loo_results(explorer):
+    _click(explorer)
+    count, indices = explorer.retrain_count, explorer.last_indices.clone()
+    explorer.controls.solver.value = "cg"
+    _click(explorer)
+    assert explorer.retrain_count == count
+    assert torch.equal(explorer.last_indices, indices)
+    assert explorer.outcome.retrains == 0
+    assert explorer.outcome.estimate.solver == "cg"
+    assert explorer.trace_out.outputs, "CG residual trace should be drawn"
+
+
+def test_exact_damping_change_does_not_refit(explorer):
+    _click(explorer)
+    engine = explorer.session.engines[explorer.request().engine_key]
+    fits, before = engine.fits, explorer.last_estimates.clone()
+    explorer.controls.settings.widgets["damping"].value = 0.5
+    _click(explorer)
+    assert engine.fits == fits
+    assert not torch.allclose(explorer.last_estimates, before)
+
+
+def test_reopening_serves_results_from_the_store(explorer, iris_model):
+    _click(explorer)
+    again = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    again.controls.k.value = K
+    again.controls.gt_steps.value = STEPS
+    _click(again)
+    assert again.retrain_count == 0
+    assert torch.allclose(again.last_actual, explorer.last_actual)
+
+
+def test_test_point_pick_and_index(explorer):
+    losses = explorer.session.test_losses(MODEL)
+    assert explorer.test_index == int(torch.argmax(losses))
+    explorer.controls.test_pick.value = "median"
+    median = iw.ground_truth.pick_test_points(losses, how="median")[0]
+    assert explorer.test_index == median
+    explorer.controls.test_index.value = 3
+    assert explorer.test_pick == "index" and explorer.test_index == 3
+    assert "test point #3" in explorer.test_html.value and "loss" in explorer.test_html.value
+
+
+def test_cancel_stops_retraining_without_an_error(explorer, monkeypatch):
+    from influence_widgets.widgets.session import ExplorerSession
+
+    real = ExplorerSession.actual
+
+    def cancel_then_retrain(self, *args, **kwargs):
+        explorer.cancel()  # as if the Cancel button were pressed once retraining starts
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExplorerSession, "actual", cancel_then_retrain)
+    explorer.controls.compute.click()
+    assert explorer.error is None and explorer.outcome is None
+    assert "cancelled" in explorer.controls.status.value
+    assert not explorer.busy
+
+
+def test_worker_thread_mode(iris_model):
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=True)
+    ex.wait(60)
+    assert ex.error is None, ex.error
+    ex.controls.k.value = K
+    ex.controls.gt_steps.value = STEPS
+    ex.controls.compute.click()
+    assert ex.controls.compute.disabled  # busy while the worker runs
+    ex.wait(60)
+    assert ex.error is None, ex.error
+    assert not ex.busy and not ex.controls.compute.disabled
+    assert math.isfinite(ex.last_stats["spearman"]) and ex.outcome.noise_std is not None
+
+
+def test_plot_helpers_draw_and_return_their_artists():
+    from matplotlib.figure import Figure
+
+    from influence_widgets.plots.scatter import (
+        X_LABEL,
+        Y_LABEL,
+        scatter_estimated_vs_actual,
+        thumbnail,
+        trace_plot,
+    )
+
+    ax = Figure().add_subplot()
+    est, act = np.array([0.1, -0.2, 0.3]), np.array([0.12, -0.1, 0.25])
+    art = scatter_estimated_vs_actual(
+        est, act, ax=ax, noise=0.05, stats={"pearson": 0.9}, highlight=1
+    )
+    assert np.asarray(art["points"].get_offsets()).shape == (3, 2)
+    np.testing.assert_allclose(np.asarray(art["highlight"].get_offsets()), [[-0.2, -0.1]])
+    assert (
+        art["band"] is not None and art["line"] is not None and "Pearson" in art["text"].get_text()
+    )
+    assert ax.get_xlabel() == X_LABEL and ax.get_ylabel() == Y_LABEL
+    assert "image" in thumbnail(torch.arange(64.0), image_shape=(1, 8, 8))
+    assert "bars" in thumbnail(torch.tensor([1.0, -2.0, 0.5]))
+    line = trace_plot([1.0, 0.1, 0.01], label="CG relative residual")["line"]
+    assert line.axes.get_yscale() == "log"
+    with pytest.raises(ValueError, match="same training points"):
+        scatter_estimated_vs_actual(est, act[:2])
