@@ -53,12 +53,17 @@ def _check_indices(test_indices, n_test: int) -> torch.Tensor:
 
 class InfluenceEngine:
     """Holds one objective and its fitted solvers, so a new test point or a new damping of the exact
-    solver costs no new Hessian. :func:`influence` is a one-shot front end over it."""
+    solver costs no new Hessian. :func:`influence` is a one-shot front end over it.
+
+    ``hvp_mode`` and ``cache_graph`` go to :class:`Objective` (``cache_graph=False`` frees the
+    autograd graph kept at the trained parameters between products, for models whose activations
+    are large).
+    """
 
     def __init__(self, model: nn.Module | TrainedModel, train: Any, *, weight_decay: float | None = None,
                  params: ParamSelection = "all", loss: str | None = None, curvature: str = "hessian",
                  device: str | torch.device | None = None, chunk_size: int | None = None,
-                 hvp_mode: str = "auto") -> None:
+                 hvp_mode: str = "auto", cache_graph: bool | None = None) -> None:
         module, wd, loss, spec = _unpack_model(model, weight_decay, loss)
         X, y = as_tensors(train)
         if device is not None:
@@ -70,16 +75,39 @@ class InfluenceEngine:
         self.module = module
         self.objective = Objective(module, X.to(first.device, first.dtype), y, loss=loss,
                                    weight_decay=wd, params=params, curvature=curvature,
-                                   chunk_size=chunk_size, hvp_mode=hvp_mode)
+                                   chunk_size=chunk_size, hvp_mode=hvp_mode, cache_graph=cache_graph)
         self._solvers: dict[tuple, Solver] = {}
         self._train_grads: torch.Tensor | None = None
+        self._grad_norm: float | None = None
         self.fits = 0
+
+    @property
+    def grad_norm(self) -> float:
+        """Norm of the training objective's gradient at the trained parameters (0 at a minimum)."""
+        if self._grad_norm is None:
+            obj = self.objective
+            # the objective's gradient is the mean per-sample gradient plus the L2 term
+            g = self.train_grads.mean(0) + obj.weight_decay * obj.theta
+            self._grad_norm = float(g.norm())
+        return self._grad_norm
 
     @property
     def train_grads(self) -> torch.Tensor:
         if self._train_grads is None:
-            self._train_grads = self.objective.per_sample_grads(self.objective.X, self.objective.y)
+            obj = self.objective
+            self._train_grads = obj.check_finite(obj.per_sample_grads(obj.X, obj.y, check=False), "training")
         return self._train_grads
+
+    def _test_grads(self, Xt: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
+        """Per-sample gradients of the test rows (with the training rows in the same pass, once)."""
+        obj = self.objective
+        if self._train_grads is not None:
+            return obj.check_finite(obj.per_sample_grads(Xt, yt, check=False), "test")
+        Xt = Xt.to(obj.device, obj.dtype)
+        yt = yt.to(obj.device, obj.y.dtype)
+        G = obj.per_sample_grads(torch.cat([obj.X, Xt]), torch.cat([obj.y, yt]), check=False)
+        self._train_grads = obj.check_finite(G[: obj.n], "training")
+        return obj.check_finite(G[obj.n :], "test")
 
     def solver(self, name: str = "exact", damping: float = 0.0, progress: Progress | None = None,
                **options: Any) -> Solver:
@@ -109,15 +137,15 @@ class InfluenceEngine:
         if tuple(Xt.shape[1:]) != tuple(obj.X.shape[1:]):
             raise ValueError(f"test inputs have shape {tuple(Xt.shape[1:])} per row but the training "
                              f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
+        g_test = self._test_grads(Xt, yt)
         s = self.solver(solver, damping, progress, **options)
-        g_test = obj.per_sample_grads(Xt, yt)
         ihvp = s.inverse_hvp(g_test)  # (n_test, p)
         values = ihvp @ self.train_grads.T / obj.n
         if wd_correction and obj.weight_decay:
             values = values + (ihvp @ (obj.weight_decay * obj.theta)).unsqueeze(1) / (obj.n - 1)
         diag = dict(s.diagnostics)
         self._warn_indefinite(diag, damping)
-        diag["grad_norm"] = float(obj.gradient().norm())
+        diag["grad_norm"] = self.grad_norm
         return InfluenceResult(values.detach(), solver, float(damping), obj.params_label, obj.curvature,
                                obj.weight_decay, diag, time.perf_counter() - t0)
 
@@ -160,8 +188,9 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
         train, test: ``(X, y)`` tensor pairs or torch Datasets.
         weight_decay: the L2 coefficient the model was trained with (``None``: from the
             ``TrainedModel``, else 0.0).
-        solver: "exact", "cg", "lissa" or "arnoldi"; ``solver_options`` go to it (e.g. ``tol``,
-            ``max_iter``, ``scale``, ``depth``, ``repeats``, ``batch_size``, ``rank``).
+        solver: "exact", "cg", "lissa" or "arnoldi"; ``solver_options`` go to it (e.g. exact:
+            ``method``, ``max_bytes``; cg: ``tol``, ``max_iter``, ``block``, ``precondition``;
+            lissa: ``scale``, ``depth``, ``repeats``, ``batch_size``, ``tol``; arnoldi: ``rank``).
         params: "all", "last_layer" or a list of parameter names.
         test_indices: score only these rows of ``test``.
         wd_correction: add the term ``g_t^T H^{-1} (weight_decay theta) / (n - 1)`` that retraining

@@ -1,13 +1,20 @@
 """The training objective as pure functions of a flat parameter vector (never edits the module).
 
 ``objective(theta) = mean_i loss_i(theta) + (weight_decay / 2) * ||theta||^2`` over the selected
-parameter subset; per-sample gradients by ``vmap(grad)``; Hessian-vector products by
-reverse-over-reverse or forward-over-reverse differentiation; Gauss-Newton products beside them.
+parameter subset; per-sample gradients by ``vmap`` over per-row copies of the parameters;
+Hessian-vector products by reverse-over-reverse or forward-over-reverse differentiation, or through
+an autograd graph of the gradient built once at the trained parameters ("graph"); Gauss-Newton
+products beside them.
+
+Products are always taken at the fixed trained ``theta``, so the graph of the gradient (or, for the
+Gauss-Newton curvature, of the outputs) is built once per data chunk and reused by every later call
+while the data fit in one chunk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +27,10 @@ from ..models.losses import per_sample_loss
 from ..models.params import ParamSelection, describe_params, select_params
 
 CURVATURES = ("hessian", "ggn")
-HVP_MODES = ("auto", "rev", "fwd")
-_HVP_CHOICE: dict[tuple, str] = {}
+HVP_MODES = ("auto", "rev", "fwd", "graph", "graph_loop")
+_HVP_CHOICE: dict[tuple, tuple[str, bool]] = {}  # key -> (route, final)
+_AUTO_CALLS: dict[tuple, int] = {}  # products asked for per key, over all objectives
+_AUTO_RETIME_CALLS = 16
 
 
 @contextlib.contextmanager
@@ -43,6 +52,15 @@ def memory_budget(device: torch.device) -> int:
     return 2 * 1024**3
 
 
+def _imported(module: str) -> bool:
+    return module in sys.modules
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Objective:
     """Training objective of ``model`` on ``(X, y)`` over a parameter subset, as flat-vector functions.
 
@@ -54,18 +72,27 @@ class Objective:
         params: "all", "last_layer" or parameter names (recorded as ``self.params_label``).
         curvature: "hessian" or "ggn" (Gauss-Newton, positive semi-definite) for :meth:`hvp`.
         chunk_size: rows per chunk for per-sample gradients and HVPs (``None``: from memory).
-        hvp_mode: "rev" (vjp of grad), "fwd" (jvp of grad) or "auto" (timed once per device).
+        hvp_mode: "rev" (vjp of grad), "fwd" (jvp of grad), "graph" (batched backward through a
+            gradient graph built once at ``theta``), "graph_loop" (the same, one vector at a
+            time) or "auto" (the fastest, timed once per device, model size and batch of vectors).
+            Routes agree to rounding (about 1e-16 relative); each fixed route is bitwise
+            repeatable, "auto" may pick a different one in another process, so pin a route where
+            results must be bit-for-bit reproducible.
+        cache_graph: keep the gradient graph between calls; ``None``: when the data fit in one chunk.
     """
 
     def __init__(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss: str = "cross_entropy",
                  weight_decay: float = 0.0, params: ParamSelection = "all", curvature: str = "hessian",
-                 chunk_size: int | None = None, hvp_mode: str = "auto") -> None:
+                 chunk_size: int | None = None, hvp_mode: str = "auto",
+                 cache_graph: bool | None = None) -> None:
         if curvature not in CURVATURES:
             raise ValueError(f"unknown curvature {curvature!r}; valid: {', '.join(CURVATURES)}")
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"unknown hvp_mode {hvp_mode!r}; valid: {', '.join(HVP_MODES)}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
         self.model = model
         self.loss = loss
         self.weight_decay = float(weight_decay)
@@ -86,7 +113,11 @@ class Objective:
         self.p = self.theta.numel()
         self.chunk_size = chunk_size
         self.hvp_mode = hvp_mode
+        self.cache_graph = cache_graph
         self.hvp_calls = 0
+        self.last_hvp_mode: str | None = None
+        self._graphs: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._psg_route: str | None = None
 
     # ------------------------------------------------------------------ pure functions
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -103,21 +134,24 @@ class Objective:
     def _sample_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return per_sample_loss(self.outputs(flat, x.unsqueeze(0)), y.unsqueeze(0), self.loss)[0]
 
-    def _data_term(self, flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return per_sample_loss(self.outputs(flat, X), y, self.loss).sum() / self.n
+    def _data_term(self, flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        return per_sample_loss(self.outputs(flat, X), y, self.loss).sum() / (n or self.n)
 
     def value(self, flat: torch.Tensor | None = None) -> torch.Tensor:
         """The full objective: mean training loss plus the L2 term."""
-        flat = self.theta if flat is None else flat
-        with eval_mode(self.model):
+        flat = self.theta if flat is None else flat.detach()
+        with torch.no_grad(), eval_mode(self.model):
             total = sum(self._data_term(flat, Xc, yc) for Xc, yc in self.chunks())
         return total + 0.5 * self.weight_decay * (flat**2).sum()
 
     def gradient(self, flat: torch.Tensor | None = None) -> torch.Tensor:
         """Gradient of the full objective (its norm says how far from stationary ``theta`` is)."""
-        flat = self.theta if flat is None else flat
-        with eval_mode(self.model):
-            g = sum(grad(self._data_term)(flat, Xc, yc) for Xc, yc in self.chunks())
+        flat = (self.theta if flat is None else flat).detach()
+        g = torch.zeros_like(flat)
+        with torch.enable_grad(), eval_mode(self.model):
+            for Xc, yc in self.chunks():
+                t = flat.clone().requires_grad_(True)
+                g += torch.autograd.grad(self._data_term(t, Xc, yc), t)[0]
         return g + self.weight_decay * flat
 
     # ------------------------------------------------------------------ chunking
@@ -125,104 +159,249 @@ class Objective:
         budget = memory_budget(self.device)
         return max(1, min(self.n, budget // max(1, per_row_bytes)))
 
+    def _hvp_chunk_size(self) -> int:
+        return self.chunk_size or self._auto_chunk(self.p * self.dtype.itemsize * 4)
+
     def chunks(self, X: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
         X = self.X if X is None else X
         y = self.y if y is None else y
-        size = size or self.chunk_size or self._auto_chunk(self.p * self.dtype.itemsize * 4)
+        size = size or self._hvp_chunk_size()
         for s in range(0, X.shape[0], size):
             yield X[s : s + size], y[s : s + size]
 
+    @property
+    def caches_graph(self) -> bool:
+        """Whether graphs at ``theta`` are kept between HVP calls."""
+        if self.cache_graph is not None:
+            return self.cache_graph
+        return self._hvp_chunk_size() >= self.n
+
+    def clear_cache(self) -> None:
+        """Drop the cached autograd graphs (they are rebuilt on the next product)."""
+        self._graphs.clear()
+
     # ------------------------------------------------------------------ gradients
-    def per_sample_grads(self, X: torch.Tensor, y: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """Gradients of each row's loss, ``(N, p)`` (no weight decay: that is in ``H``)."""
+    def per_sample_grads(self, X: torch.Tensor, y: torch.Tensor, chunk_size: int | None = None,
+                         check: bool = True) -> torch.Tensor:
+        """Gradients of each row's loss, ``(N, p)`` (no weight decay: that is in ``H``); ``check``
+        raises on NaN/inf rows (see :meth:`check_finite`)."""
         X = X.to(self.device, self.dtype)
         y = y.to(self.device) if self.loss == "cross_entropy" else y.to(self.device, self.dtype)
         size = chunk_size or self.chunk_size or self._auto_chunk(self.p * self.dtype.itemsize * 8)
-        g = vmap(grad(self._sample_loss), in_dims=(None, 0, 0))
         out = []
         with eval_mode(self.model):
             for Xc, yc in self.chunks(X, y, size):
-                out.append(g(self.theta, Xc, yc))
+                out.append(self._psg_chunk(Xc, yc))
         G = torch.cat(out)
+        return self.check_finite(G) if check else G
+
+    @staticmethod
+    def check_finite(G: torch.Tensor, what: str = "") -> torch.Tensor:
+        """``G`` itself, or a ``FloatingPointError`` naming the rows whose gradients are NaN/inf."""
         if not torch.isfinite(G).all():
             bad = torch.nonzero(~torch.isfinite(G).all(dim=1)).flatten().tolist()
+            rows = f"{what} rows" if what else "rows"
             raise FloatingPointError(
-                f"per-sample gradients are NaN/inf for rows {bad[:10]}; check those inputs for NaN "
+                f"per-sample gradients are NaN/inf for {rows} {bad[:10]}; check those inputs for NaN "
                 "and that the model's loss is finite on them"
             )
         return G
 
+    def _psg_chunk(self, Xc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
+        # One copy of theta per row, vmapped forward, one plain backward: the same numbers as
+        # vmap(grad) without torch.func's backward (whose first use costs seconds of imports).
+        if self._psg_route != "vmap_grad":
+            try:
+                T = self.theta.detach().expand(Xc.shape[0], self.p).requires_grad_(True)
+                with torch.enable_grad():
+                    losses = vmap(self._sample_loss)(T, Xc, yc)
+                    G = torch.autograd.grad(losses.sum(), T, allow_unused=True)[0]
+                self._psg_route = "expand"
+                return torch.zeros_like(T) if G is None else G
+            except (RuntimeError, NotImplementedError):
+                if self._psg_route == "expand":
+                    raise
+                self._psg_route = "vmap_grad"
+        return vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self.theta, Xc, yc)
+
     # ------------------------------------------------------------------ curvature products
-    def hvp(self, V: torch.Tensor) -> torch.Tensor:
-        """``(H + 0) V`` for a batch ``V (k, p)`` of vectors, with the chosen curvature (and the L2 term)."""
+    def hvp(self, V: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``H V`` for a batch ``V (k, p)`` of vectors, with the chosen curvature (and the L2 term).
+
+        ``rows`` restricts the data term to those training rows (mean over them), as stochastic
+        solvers do; such products are never cached.
+        """
         V = V.to(self.device, self.dtype)
         single = V.dim() == 1
         V = V.unsqueeze(0) if single else V
         self.hvp_calls += 1
-        with eval_mode(self.model):
-            if self.curvature == "ggn":
-                out = sum(self._ggn_chunk(V, Xc, yc) for Xc, yc in self.chunks())
-            else:
-                mode = self._pick_mode(V)
-                out = sum(self._hvp_chunk(V, Xc, yc, mode) for Xc, yc in self.chunks())
+        # Graphs are built in eval mode (see _grad_graph); products through them need no mode.
+        if rows is not None:
+            rows = torch.as_tensor(rows, device=self.device)
+            Xr, yr = self.X[rows], self.y[rows]
+            n = int(rows.numel())
+            mode = "ggn" if self.curvature == "ggn" else "graph_nocache"
+            out = sum(self._run_chunk(V, Xc, yc, mode, None, n) for Xc, yc in self.chunks(Xr, yr))
+        elif self.curvature == "ggn":
+            out = self._run(V, "ggn")
+        elif self.hvp_mode == "auto":
+            out = self._auto(V)
+        else:
+            out = self._run(V, self.hvp_mode)
         out = out + self.weight_decay * V
         return out[0] if single else out
 
-    def _hvp_chunk(self, V, Xc, yc, mode: str) -> torch.Tensor:
+    def _run(self, V: torch.Tensor, mode: str) -> torch.Tensor:
+        self.last_hvp_mode = mode
+        size = self._hvp_chunk_size()
+        cache = self.caches_graph
+        total = None
+        for i, (Xc, yc) in enumerate(self.chunks(size=size)):
+            part = self._run_chunk(V, Xc, yc, mode, (size, i) if cache else None, self.n)
+            total = part if total is None else total + part
+        return total
+
+    def _run_chunk(self, V, Xc, yc, mode: str, key, n: int) -> torch.Tensor:
+        if mode == "ggn":
+            return self._ggn_chunk(V, Xc, yc, key, n)
+        if mode in ("rev", "fwd"):
+            return self._func_chunk(V, Xc, yc, mode, n)
+        theta, g = self._grad_graph(Xc, yc, key, n)
+        if not g.requires_grad:  # the data term is linear in theta: no curvature
+            return torch.zeros_like(V)
+        if mode == "graph_loop" or V.shape[0] == 1:
+            # A scalar output per vector: no grad_outputs, so autograd skips its shape checks
+            # (whose first use imports sympy, about a second).
+            return torch.stack([torch.autograd.grad(g @ v, theta, retain_graph=True)[0] for v in V])
+        return torch.autograd.grad(g, theta, V, retain_graph=True, is_grads_batched=True)[0]
+
+    def _grad_graph(self, Xc, yc, key, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hit = self._graphs.get(("grad", key)) if key is not None else None
+        if hit is not None:
+            return hit
+        theta = self.theta.detach().clone().requires_grad_(True)
+        with torch.enable_grad(), eval_mode(self.model):
+            g = torch.autograd.grad(self._data_term(theta, Xc, yc, n), theta, create_graph=True)[0]
+        if key is not None:
+            self._graphs[("grad", key)] = (theta, g)
+        return theta, g
+
+    def _func_chunk(self, V, Xc, yc, mode: str, n: int) -> torch.Tensor:
         g = grad(self._data_term)
-        if mode == "rev":
-            _, pull = vjp(lambda t: g(t, Xc, yc), self.theta)
-            return vmap(lambda v: pull(v)[0])(V)
-        return vmap(lambda v: jvp(lambda t: g(t, Xc, yc), (self.theta,), (v,))[1])(V)
+        with eval_mode(self.model):
+            if mode == "rev":
+                _, pull = vjp(lambda t: g(t, Xc, yc, n), self.theta)
+                return vmap(lambda v: pull(v)[0])(V)
+            return vmap(lambda v: jvp(lambda t: g(t, Xc, yc, n), (self.theta,), (v,))[1])(V)
 
-    def _ggn_chunk(self, V, Xc, yc) -> torch.Tensor:
-        f = lambda t: self.outputs(t, Xc)  # noqa: E731
-        out, pull = vjp(f, self.theta)
-
-        def one(v):
-            _, Jv = jvp(f, (self.theta,), (v,))
-            HJv = self._output_hessian_product(out, yc, Jv)
-            return pull(HJv)[0] / self.n
-
-        return vmap(one)(V)
+    def _ggn_chunk(self, V, Xc, yc, key, n: int) -> torch.Tensor:
+        hit = self._graphs.get(("ggn", key)) if key is not None else None
+        if hit is None:
+            theta = self.theta.detach().clone().requires_grad_(True)
+            with torch.enable_grad(), eval_mode(self.model):
+                out = self.outputs(theta, Xc)
+                u = torch.zeros_like(out, requires_grad=True)
+                ju = torch.autograd.grad((out * u).sum(), theta, create_graph=True)[0]  # J^T u
+            hit = (theta, out, u, ju)
+            if key is not None:
+                self._graphs[("ggn", key)] = hit
+        theta, out, u, ju = hit
+        logits = out.detach()
+        if V.shape[0] == 1:
+            Jv = torch.autograd.grad(ju @ V[0], u, retain_graph=True)[0]
+            HJv = self._output_hessian_product(logits, yc, Jv)
+            return torch.autograd.grad((out * HJv).sum(), theta, retain_graph=True)[0].unsqueeze(0) / n
+        Jv = torch.autograd.grad(ju, u, V, retain_graph=True, is_grads_batched=True)[0]
+        HJv = self._output_hessian_product(logits, yc, Jv)
+        return torch.autograd.grad(out, theta, HJv, retain_graph=True, is_grads_batched=True)[0] / n
 
     def _output_hessian_product(self, out: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Hessian of each row's loss w.r.t. the outputs, times ``u`` (row by row)."""
         if self.loss == "mse":
             return u
-        p = torch.softmax(out.detach(), dim=-1)
+        p = torch.softmax(out, dim=-1)
         return p * u - p * (p * u).sum(-1, keepdim=True)
 
-    def _pick_mode(self, V: torch.Tensor) -> str:
-        if self.hvp_mode != "auto":
-            return self.hvp_mode
-        key = (self.device.type, type(self.model).__name__, self.p, self.n, V.shape[0] > 1)
-        if key not in _HVP_CHOICE:
-            Xc, yc = next(iter(self.chunks()))
-            times = {}
-            for mode in ("rev", "fwd"):
-                self._hvp_chunk(V, Xc, yc, mode)  # warm-up
-                t = time.perf_counter()
-                for _ in range(2):
-                    self._hvp_chunk(V, Xc, yc, mode)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                times[mode] = time.perf_counter() - t
-            _HVP_CHOICE[key] = min(times, key=times.get)
-        return _HVP_CHOICE[key]
+    def _auto(self, V: torch.Tensor) -> torch.Tensor:
+        """The fastest route for this problem, timed on the first call (whose result is returned).
+
+        The batched-backward route ("graph") costs a one-time import of about a second (sympy,
+        for autograd's batched shape checks): while that is not paid, it is tried only when a
+        product is slow anyway or the same products keep being asked for (iterative solvers).
+        torch.func's routes ("rev", "fwd") import torch._dynamo (seconds) and are slower than a
+        cached graph, so they compete only when the graph cannot be cached or that is paid.
+        """
+        k = V.shape[0]
+        key = (self.device.type, type(self.model).__name__, self.p, self.n, k, self.caches_graph)
+        mode, final = _HVP_CHOICE.get(key, (None, False))
+        calls = _AUTO_CALLS[key] = _AUTO_CALLS.get(key, 0) + 1
+        paid = _imported("torch.fx.experimental.symbolic_shapes")
+        if mode is not None and (final or (calls < _AUTO_RETIME_CALLS and not paid)):
+            return self._run(V, mode)
+        if mode is not None:
+            self.last_hvp_mode = mode
+            out = self._run(V, mode)
+            self._try_modes(V, key, ["graph"], {mode: self._time(V, mode)[0]}, final=True)
+            return out
+        first = "graph_loop" if k > 1 else "graph"
+        try:
+            elapsed, out = self._time(V, first)
+        except (RuntimeError, NotImplementedError):  # no double backward here: torch.func's routes
+            best = self._try_modes(V, key, ["rev", "fwd"], {}, final=True)
+            return self._run(V, best)
+        times = {first: elapsed}
+        final = True
+        others: list[str] = []
+        if k > 1:
+            if paid or elapsed > 0.2:
+                others.append("graph")
+            else:
+                final = False  # look again after a few more calls
+        if not self.caches_graph or _imported("torch._dynamo"):
+            others += ["rev", "fwd"]
+        best = self._try_modes(V, key, others, times, final)
+        return out if best == first else self._run(V, best)
+
+    def _time(self, V: torch.Tensor, mode: str) -> tuple[float, torch.Tensor]:
+        t = time.perf_counter()
+        out = self._run(V, mode)  # warm-up: builds the graph
+        _sync(self.device)
+        first = time.perf_counter() - t
+        reps = 3 if first < 5e-3 else 1
+        elapsed = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            out = self._run(V, mode)
+            _sync(self.device)
+            elapsed.append(time.perf_counter() - t)
+        return min(elapsed), out
+
+    def _try_modes(self, V, key, modes: list[str], times: dict[str, float], final: bool) -> str:
+        for mode in modes:
+            try:
+                times[mode] = self._time(V, mode)[0]
+            except (RuntimeError, NotImplementedError):
+                continue  # a route this model does not support
+        if not times:
+            raise RuntimeError("no Hessian-vector-product route works for this model; try curvature='ggn'")
+        best = min(times, key=times.get)
+        _HVP_CHOICE[key] = (best, final)
+        self.last_hvp_mode = best
+        return best
 
     def hessian(self, block: int | None = None, progress: Any = None) -> torch.Tensor:
         """The explicit ``p x p`` curvature matrix, built from batched HVPs on identity columns."""
         block = block or max(1, min(self.p, memory_budget(self.device) // max(1, self.p * self.n * self.dtype.itemsize)))
-        block = min(block, 512)
-        eye = torch.eye(self.p, device=self.device, dtype=self.dtype)
-        cols = []
+        block = min(block, 512, self.p)
+        H = torch.empty(self.p, self.p, device=self.device, dtype=self.dtype)
+        eye = torch.eye(block, self.p, device=self.device, dtype=self.dtype)
         for s in range(0, self.p, block):
-            cols.append(self.hvp(eye[s : s + block]))
+            e = min(self.p, s + block)
+            H[s:e] = self.hvp(torch.roll(eye[: e - s], s, dims=1))
             if progress is not None:
-                progress(min(self.p, s + block), self.p, {"stage": "hessian"})
-        H = torch.cat(cols)
-        return 0.5 * (H + H.T)
+                progress(e, self.p, {"stage": "hessian"})
+        H = 0.5 * (H + H.T)
+        return H
 
     def describe(self) -> dict[str, Any]:
         return {"params": self.params_label, "n_params": self.p, "n_train": self.n, "loss": self.loss,

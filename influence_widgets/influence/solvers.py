@@ -82,57 +82,172 @@ def _eigen_inverse(evals: torch.Tensor, evecs: torch.Tensor, damping: float, V: 
 
 
 class ExactSolver(Solver):
-    """Explicit curvature matrix, eigendecomposed once: a new damping costs no new Hessian."""
+    """Explicit curvature matrix, factorised once: a new damping costs no new Hessian.
+
+    ``method="eigh"`` eigendecomposes ``H`` (every damping is then free, and the diagnostics hold
+    the whole spectrum's ends); ``"cholesky"`` factorises ``H + damping I`` once per damping (an
+    LU factorisation when that is not positive definite), many times cheaper for large ``p``;
+    ``"auto"`` takes eigh up to ``EIGH_MAX`` parameters.
+    """
 
     name = "exact"
+    EIGH_MAX: ClassVar[int] = 320
+    METHODS: ClassVar[tuple[str, ...]] = ("auto", "eigh", "cholesky")
 
-    def __init__(self, damping: float = 0.0, progress: Progress | None = None, max_bytes: int | None = None):
+    def __init__(self, damping: float = 0.0, progress: Progress | None = None, max_bytes: int | None = None,
+                 method: str = "auto"):
         super().__init__(damping, progress)
+        if method not in self.METHODS:
+            raise ValueError(f"unknown exact method {method!r}; valid: {', '.join(self.METHODS)}")
         self.max_bytes = max_bytes
+        self.method = method
+        self._factors: dict[float, tuple] = {}
 
     @staticmethod
     def required_bytes(p: int, itemsize: int) -> int:
-        return 3 * p * p * itemsize  # matrix, eigenvectors, workspace
+        return 3 * p * p * itemsize  # matrix, eigenvectors or factor, workspace
 
     def _fit(self, objective: Objective) -> None:
         need = self.required_bytes(objective.p, objective.dtype.itemsize)
         limit = self.max_bytes if self.max_bytes is not None else memory_budget(objective.device) * 2
         if need > limit:
             raise HessianTooLargeError(
-                f"the exact solver needs about {need / 1e9:.2f} GB for a {objective.p} x {objective.p} "
-                f"Hessian ({objective.dtype}), over the {limit / 1e9:.2f} GB allowed; use "
-                "solver='cg', 'lissa' or 'arnoldi', or params='last_layer'"
+                f"the exact solver needs about {need:,} bytes ({need / 1e9:.2f} GB) for a "
+                f"{objective.p} x {objective.p} Hessian ({objective.dtype}), over the {limit:,} bytes "
+                f"({limit / 1e9:.2f} GB) allowed; use solver='cg', 'lissa' or 'arnoldi', or "
+                "params='last_layer'"
             )
         H = objective.hessian(progress=self.progress)
-        self.evals, self.evecs = torch.linalg.eigh(H)
-        self.diagnostics.update(
-            n_params=objective.p,
-            top_eigenvalue=float(self.evals[-1]),
-            min_eigenvalue=float(self.evals[0]),
-            n_negative=int((self.evals < 0).sum()),
-        )
+        use_eigh = self.method == "eigh" or (self.method == "auto" and objective.p <= self.EIGH_MAX)
+        self.diagnostics.update(n_params=objective.p, factorization="eigh" if use_eigh else "cholesky")
+        self._factors = {}
+        if use_eigh:
+            self.H = None
+            self.evals, self.evecs = torch.linalg.eigh(H)
+            self.diagnostics.update(
+                top_eigenvalue=float(self.evals[-1]),
+                min_eigenvalue=float(self.evals[0]),
+                n_negative=int((self.evals < 0).sum()),
+            )
+        else:
+            self.H, self.evals, self.evecs = H, None, None
+            top, _, _ = _lanczos(lambda v: H @ v, H.shape[0], H.dtype, H.device, min(H.shape[0], 30))
+            self.diagnostics.update(top_eigenvalue=float(top.max()))
+
+    def _factor(self, damping: float) -> tuple:
+        f = self._factors.get(damping)
+        if f is not None:
+            return f
+        A = self.H.clone()
+        A.diagonal().add_(damping)
+        L, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:
+            f = ("cholesky", L)
+            self.diagnostics.update(factorization="cholesky")
+        else:
+            del L
+            lo = _smallest_eigenvalue(self.H)
+            self.diagnostics.update(factorization="lu", min_eigenvalue=min(lo, -damping), n_negative=None)
+            f = ("lu", *torch.linalg.lu_factor(A))
+        del A
+        if len(self._factors) >= 2:  # each factor is p x p: keep the last two dampings
+            self._factors.pop(next(iter(self._factors)))
+        self._factors[damping] = f
+        return f
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
-        return _eigen_inverse(self.evals, self.evecs, self.damping, V)
+        if self.evals is not None:
+            return _eigen_inverse(self.evals, self.evecs, self.damping, V)
+        f = self._factor(self.damping)
+        if f[0] == "cholesky":
+            return torch.cholesky_solve(V.T, f[1]).T
+        return torch.linalg.lu_solve(f[1], f[2], V.T).T
+
+
+def _smallest_eigenvalue(H: torch.Tensor, n_iter: int = 100) -> float:
+    """The smallest eigenvalue of a symmetric matrix by Lanczos on its products (exact up to
+    ``n_iter`` rows; an upper bound on it, usually close, for larger matrices)."""
+    evals, _, _ = _lanczos(lambda v: H @ v, H.shape[0], H.dtype, H.device, min(H.shape[0], n_iter))
+    return float(evals.min())
 
 
 class CGSolver(Solver):
-    """Batched conjugate gradient on ``H + damping I``; stops on negative curvature."""
+    """Conjugate gradient on ``H + damping I``; stops on negative curvature.
+
+    With ``block=True`` (default) all right-hand sides share one Krylov space (block CG in
+    Dubrulle's QR form, stable when residuals become dependent): each iteration costs one batched
+    HVP, as plain batched CG does, and converges in far fewer iterations when ``k`` vectors are
+    solved at once. ``block=False`` runs independent CG on each vector. ``tol`` is the relative
+    residual ``||b - A x|| / ||b||`` at which each vector stops.
+    """
 
     name = "cg"
 
     def __init__(self, damping: float = 0.0, progress: Progress | None = None, tol: float = 1e-8,
-                 max_iter: int = 1000):
+                 max_iter: int = 1000, block: bool = True, precondition: int = 0, seed: int = 0):
         super().__init__(damping, progress)
-        if tol <= 0 or max_iter < 1:
-            raise ValueError("cg needs tol > 0 and max_iter >= 1")
-        self.tol, self.max_iter = tol, max_iter
+        if tol <= 0 or max_iter < 1 or precondition < 0:
+            raise ValueError("cg needs tol > 0, max_iter >= 1 and precondition >= 0")
+        self.tol, self.max_iter, self.block = tol, max_iter, block
+        self.precondition, self.seed = precondition, seed
+        self._ritz: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _fit(self, objective: Objective) -> None:
-        pass
+        self._ritz = None
+        if self.precondition:
+            # Top eigenpairs by Lanczos, for a spectral preconditioner M = U (L + d) U^T +
+            # c (I - U U^T), c the smallest kept L + d: it maps the top of the spectrum to 1.
+            r = min(self.precondition, objective.p)
+            m = min(objective.p, 2 * r + 10)
+            evals, evecs, _ = _lanczos(objective.hvp, objective.p, objective.dtype, objective.device,
+                                       m, self.seed)
+            top = torch.argsort(evals, descending=True)[:r]
+            self._ritz = (evals[top], evecs[:, top].contiguous())
+            self.diagnostics.update(precondition=r, lanczos_products=m)
+
+    def _scaler(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``M^{-1/2}`` applied to the rows of a matrix, or ``None`` (no usable preconditioner)."""
+        if self._ritz is None:
+            return None
+        lam, U = self._ritz
+        mu = lam + self.damping
+        c = float(mu.min())
+        if c <= 0:  # H + damping I is not positive there: let CG meet and report it
+            return None
+        w = mu.rsqrt() - c**-0.5
+
+        def scale(M: torch.Tensor) -> torch.Tensor:
+            return c**-0.5 * M + ((M @ U) * w) @ U.T
+
+        return scale
+
+    def _apply(self, M: torch.Tensor) -> torch.Tensor:
+        return self.objective.hvp(M) + self.damping * M
+
+    def _negative(self, value: float, it: int) -> NegativeCurvatureError:
+        return NegativeCurvatureError(
+            f"CG met negative curvature (p^T (H + damping I) p = {value:.3g}) at iteration {it}: "
+            "H is indefinite here. Add damping (larger than the most negative eigenvalue's "
+            "magnitude), use curvature='ggn', or solver='exact'"
+        )
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
-        A = lambda M: self.objective.hvp(M) + self.damping * M  # noqa: E731
+        P = self._scaler()
+        A = self._apply
+        if P is not None:  # solve (P A P) Y = P V, then X = P Y, with P = M^{-1/2} symmetric
+            A = lambda M: P(self._apply(P(M)))  # noqa: E731
+            V = P(V)
+        X, it, trace = self._solve_block(V, A) if self.block and V.shape[0] > 1 else self._solve_plain(V, A)
+        if P is not None:
+            X = P(X)
+        if not torch.isfinite(X).all():
+            raise DivergenceError("CG produced NaN/inf: add damping or use curvature='ggn'")
+        self.diagnostics.update(iterations=it, residual=trace[-1], residual_trace=trace,
+                                converged=trace[-1] <= self.tol, block=self.block)
+        return X
+
+    def _solve_plain(self, V: torch.Tensor, A: Callable[[torch.Tensor], torch.Tensor]
+                     ) -> tuple[torch.Tensor, int, list[float]]:
         X = torch.zeros_like(V)
         R = V.clone()
         P = R.clone()
@@ -146,11 +261,7 @@ class CGSolver(Solver):
             pAp = (P * AP).sum(1)
             bad = active & (pAp <= 0)
             if bad.any():
-                raise NegativeCurvatureError(
-                    f"CG met negative curvature (p^T (H + damping I) p = {float(pAp[bad].min()):.3g}) at "
-                    f"iteration {it}: H is indefinite here. Add damping (larger than the most negative "
-                    "eigenvalue's magnitude), use curvature='ggn', or solver='exact'"
-                )
+                raise self._negative(float(pAp[bad].min()), it)
             alpha = torch.where(active, rs / pAp.where(active, torch.ones_like(pAp)), torch.zeros_like(rs))
             X = X + alpha[:, None] * P
             R = R - alpha[:, None] * AP
@@ -164,15 +275,43 @@ class CGSolver(Solver):
             beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(rs.dtype).tiny), torch.zeros_like(rs))
             P = R + beta[:, None] * P
             rs = rs_new
-        if not torch.isfinite(X).all():
-            raise DivergenceError("CG produced NaN/inf: add damping or use curvature='ggn'")
-        self.diagnostics.update(iterations=it, residual=trace[-1], residual_trace=trace,
-                                converged=trace[-1] <= self.tol)
-        return X
+        return X, it, trace
+
+    def _solve_block(self, V: torch.Tensor, A: Callable[[torch.Tensor], torch.Tensor]
+                     ) -> tuple[torch.Tensor, int, list[float]]:
+        # Dubrulle (2001), BCGrQ: residual R = Q C with Q orthonormal, search directions S.
+        B = V.T  # (p, k): columns are right-hand sides
+        bnorm = B.norm(dim=0).clamp_min(torch.finfo(V.dtype).tiny)
+        zero = bnorm <= torch.finfo(V.dtype).tiny
+        X = torch.zeros_like(B)
+        Q, C = torch.linalg.qr(B)
+        S = Q
+        eps = torch.finfo(V.dtype).eps
+        trace: list[float] = []
+        it = 0
+        for it in range(1, self.max_iter + 1):
+            T = A(S.T).T
+            StT = S.T @ T
+            w, U = torch.linalg.eigh(0.5 * (StT + StT.T))
+            wmax = float(w.abs().max())
+            if float(w[0]) < -100 * eps * max(wmax, 1e-300) * S.shape[1]:
+                raise self._negative(float(w[0]), it)
+            inv = torch.where(w > eps * S.shape[1] * wmax, 1.0 / w, torch.zeros_like(w))
+            alpha = (U * inv) @ U.T
+            X = X + S @ (alpha @ C)
+            Q, xi = torch.linalg.qr(Q - T @ alpha)
+            S = Q + S @ xi.T
+            C = xi @ C
+            rel = (C.norm(dim=0) / bnorm).masked_fill(zero, 0.0)
+            trace.append(float(rel.max()))
+            self._report(it, self.max_iter, {"residual": trace[-1]})
+            if trace[-1] <= self.tol:
+                break
+        return X.T.contiguous(), it, trace
 
 
 def power_iteration(objective: Objective, iters: int = 20, seed: int = 0) -> float:
-    """Largest-magnitude eigenvalue of the curvature by power iteration (for LiSSA's scale)."""
+    """Largest-magnitude eigenvalue of the curvature by power iteration."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(objective.p, generator=g, dtype=objective.dtype).to(objective.device)
     v = v / v.norm()
@@ -187,11 +326,30 @@ def power_iteration(objective: Objective, iters: int = 20, seed: int = 0) -> flo
     return abs(lam) if lam != 0 else float(nrm)
 
 
+def top_eigenvalue(objective: Objective, n_iter: int = 30, seed: int = 0) -> tuple[float, float]:
+    """The largest eigenvalue of the curvature by Lanczos, and the residual norm of its Ritz pair
+    (an eigenvalue lies within that distance of the estimate)."""
+    evals, _, resid = _lanczos(objective.hvp, objective.p, objective.dtype, objective.device,
+                               min(objective.p, n_iter), seed)
+    i = int(torch.argmax(evals))
+    return float(evals[i]), float(resid[i])
+
+
 class LiSSASolver(Solver):
-    """Stochastic Neumann-series recursion (Agarwal et al. 2016):
+    """Neumann-series recursion (Agarwal et al. 2016):
     ``h_j = v + (I - (H_batch + damping I) / scale) h_{j-1}``, answer ``h_J / scale``, averaged
-    over ``repeats``. ``scale=None`` sets it from power iteration (``1.1 x`` the top eigenvalue).
-    ``batch_size=None`` uses the full training set per step (deterministic).
+    over ``repeats``. ``batch_size=None`` uses the full training set per step (deterministic).
+
+    ``scale=None`` sets it from the top eigenvalue ``lambda`` of ``H + damping I`` (Lanczos, with
+    its error bound added): ``0.52 lambda`` for full-batch steps, where any scale above
+    ``lambda / 2`` converges and ``lambda / 2`` is the fastest (Richardson's optimal step when the
+    smallest eigenvalue is near 0); ``1.1 lambda`` for mini-batch steps, whose Hessians have larger
+    eigenvalues. If the recursion diverges with an automatic scale, the scale is doubled and the
+    solve restarted (up to three times; recorded in the diagnostics). ``tol > 0`` stops a repeat
+    (before ``depth``) once the estimated relative error of every vector is below ``tol``: the
+    recursion is linear, so its increments shrink by a measured rate ``rho`` per step and the rest
+    of the series sums to about ``increment * rho / (1 - rho)`` (full-batch steps; mini-batch noise
+    keeps the estimate high).
     """
 
     name = "lissa"
@@ -202,73 +360,122 @@ class LiSSASolver(Solver):
         super().__init__(damping, progress)
         if depth < 1 or repeats < 1 or (scale is not None and scale <= 0):
             raise ValueError("lissa needs depth >= 1, repeats >= 1 and scale > 0 (or None for automatic)")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"lissa needs batch_size >= 1 or None, got {batch_size}")
         self.scale, self.depth, self.repeats = scale, depth, repeats
         self.batch_size, self.seed, self.tol = batch_size, seed, tol
 
+    @property
+    def _stochastic(self) -> bool:
+        return self.batch_size is not None and self.batch_size < self.objective.n
+
     def _fit(self, objective: Objective) -> None:
-        if self.scale is None:
-            lam = power_iteration(objective, seed=self.seed)
-            self._scale = 1.1 * (lam + self.damping)
-            self.diagnostics.update(scale=self._scale, scale_source=f"automatic: 1.1 x (top eigenvalue "
-                                    f"{lam:.4g} from power iteration + damping)")
-        else:
+        if self.scale is not None:
             self._scale = float(self.scale)
             self.diagnostics.update(scale=self._scale, scale_source="given")
+            return
+        lam, err = top_eigenvalue(objective, seed=self.seed)
+        self._top = (lam, err)
+        self._set_auto_scale()
+
+    def _set_auto_scale(self) -> None:
+        lam, err = self._top
+        top = abs(lam) + err + self.damping
+        factor = 1.1 if self._stochastic else 0.52
+        self._scale = factor * top
+        self._scale_damping = self.damping
+        self.diagnostics.update(scale=self._scale, scale_source=(
+            f"automatic: {factor} x (top eigenvalue {lam:.6g} from Lanczos + its error bound "
+            f"{err:.2g} + damping {self.damping:.3g})"))
 
     def _hvp_batch(self, M: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         obj = self.objective
-        if self.batch_size is None or self.batch_size >= obj.n:
+        if not self._stochastic:
             return obj.hvp(M)
-        idx = torch.randint(obj.n, (self.batch_size,), generator=g).to(obj.device)
-        sub = Objective.__new__(Objective)
-        sub.__dict__.update(obj.__dict__)
-        sub.X, sub.y, sub.n = obj.X[idx], obj.y[idx], self.batch_size
-        return sub.hvp(M)
+        idx = torch.randint(obj.n, (self.batch_size,), generator=g)
+        return obj.hvp(M, rows=idx)
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
+        auto = self.scale is None
+        if auto and self._scale_damping != self.damping:
+            self._set_auto_scale()
+        restarts = 0
+        while True:
+            try:
+                out = self._recursion(V)
+                break
+            except DivergenceError:
+                if not auto or restarts >= 3:
+                    raise
+                restarts += 1
+                self._scale *= 2.0
+        self.diagnostics.update(restarts=restarts, scale=self._scale)
+        return out
+
+    def _recursion(self, V: torch.Tensor) -> torch.Tensor:
         s = self._scale
         total = torch.zeros_like(V)
         trace: list[float] = []
         g = torch.Generator().manual_seed(self.seed)
         vnorm = float(V.norm(dim=1).max()) or 1.0
         limit = 1e4 * vnorm * max(1.0, self.depth)
+        every = 10  # norms (divergence check, trace) every 10 steps: each costs a sync on GPUs
+        keep = 1.0 - self.damping / s
+        steps, estimate = 0, float("inf")
+        window = 10  # steps between the increments compared for the error estimate
         for r in range(self.repeats):
             h = V.clone()
+            prev, hits = None, 0
             for j in range(1, self.depth + 1):
-                h_new = V + h - (self._hvp_batch(h, g) + self.damping * h) / s
-                nrm = float(h_new.norm(dim=1).max())
-                step = float((h_new - h).norm(dim=1).max())
-                trace.append(nrm)
-                if not math.isfinite(nrm) or nrm > limit:
-                    raise DivergenceError(
-                        f"LiSSA diverged at step {j} (norm {nrm:.3g}) with scale {s:.4g} and damping "
-                        f"{self.damping:.3g}: increase scale (it must exceed the largest eigenvalue) "
-                        "or add damping (H + damping I must be positive definite)"
-                    )
+                h_new = self._hvp_batch(h, g).div_(-s).add_(h, alpha=keep).add_(V)
+                steps += 1
+                if j % every == 0 or j == self.depth:
+                    hn = h_new.norm(dim=1)
+                    nrm = float(hn.max())
+                    trace.append(nrm)
+                    if not math.isfinite(nrm) or nrm > limit:
+                        raise DivergenceError(
+                            f"LiSSA diverged at step {j} (norm {nrm:.3g}) with scale {s:.4g} and damping "
+                            f"{self.damping:.3g}: increase scale (it must exceed half the largest "
+                            "eigenvalue of H + damping I, and the largest for mini-batches) or add "
+                            "damping (H + damping I must be positive definite)"
+                        )
+                if self.tol and j % window == 0:
+                    # A linear recursion: increments shrink by a rate rho per step, and what is
+                    # still to come sums to about increment * rho / (1 - rho).
+                    inc = (h_new - h).norm(dim=1)
+                    if prev is not None:
+                        rho = (inc / prev.clamp_min(torch.finfo(inc.dtype).tiny)) ** (1.0 / window)
+                        err = torch.where(rho < 1, inc * rho / (1 - rho).clamp_min(1e-300),
+                                          torch.full_like(inc, float("inf")))
+                        estimate = float((err / h_new.norm(dim=1).clamp_min(torch.finfo(inc.dtype).tiny)).max())
+                        hits = hits + 1 if estimate <= self.tol else 0
+                    prev = inc
                 h = h_new
                 if j % 10 == 0 or j == self.depth:
-                    self._report(r * self.depth + j, self.repeats * self.depth, {"norm": nrm})
-                if self.tol and step <= self.tol * nrm:
+                    self._report(r * self.depth + j, self.repeats * self.depth, {"norm": trace[-1]})
+                if hits >= 3:
                     break
             total += h / s
-        self.diagnostics.update(norm_trace=trace, steps=len(trace), repeats=self.repeats)
+        self.diagnostics.update(norm_trace=trace, steps=steps, repeats=self.repeats,
+                                estimated_error=estimate if self.tol else None)
         return total / self.repeats
 
 
-def lanczos(objective: Objective, k: int, n_iter: int | None = None, seed: int = 0,
-            progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ritz pairs of the curvature by Lanczos with full re-orthogonalisation: ``(evals, evecs (p, m))``."""
-    p = objective.p
-    m = min(p, n_iter or max(2 * k, k + 20))
+def _lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], p: int, dtype: torch.dtype,
+             device: torch.device, m: int, seed: int = 0, progress: Progress | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lanczos with full re-orthogonalisation: Ritz values, Ritz vectors ``(p, m)`` and the
+    residual norm of each Ritz pair."""
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(p, generator=g, dtype=objective.dtype).to(objective.device)
-    Q = torch.zeros(m, p, dtype=objective.dtype, device=objective.device)
+    q = torch.randn(p, generator=g, dtype=dtype).to(device)
+    Q = torch.zeros(m, p, dtype=dtype, device=device)
     alpha, beta = [], []
     q = q / q.norm()
     b = 0.0
     for j in range(m):
         Q[j] = q
-        w = objective.hvp(q)
+        w = matvec(q)
         a = float(q @ w)
         w = w - a * q - (b * Q[j - 1] if j > 0 else 0.0)
         w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # full re-orthogonalisation, twice for safety
@@ -277,19 +484,34 @@ def lanczos(objective: Objective, k: int, n_iter: int | None = None, seed: int =
         b = float(w.norm())
         if progress is not None:
             progress(j + 1, m, {"stage": "lanczos"})
-        if j + 1 < m:
-            if b < 1e-10 * max(1.0, abs(a)):
-                m = j + 1
-                Q = Q[:m]
-                break
-            beta.append(b)
+        if j + 1 == m:
+            break
+        if b < 1e-10 * max(1.0, abs(a)):
+            # An invariant subspace is found (a repeated eigenvalue shows up once per Krylov
+            # space): go on from a fresh random vector orthogonal to it.
+            w = torch.randn(p, generator=g, dtype=dtype).to(device)
+            for _ in range(2):
+                w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
+            b = 0.0
+            q = w / w.norm()
+        else:
             q = w / b
-    T = torch.diag(torch.tensor(alpha, dtype=objective.dtype))
+        beta.append(b)
+    T = torch.diag(torch.tensor(alpha, dtype=dtype))
     if beta:
-        off = torch.tensor(beta[: len(alpha) - 1], dtype=objective.dtype)
+        off = torch.tensor(beta[: len(alpha) - 1], dtype=dtype)
         T = T + torch.diag(off, 1) + torch.diag(off, -1)
     evals, S = torch.linalg.eigh(T)
-    return evals.to(objective.device), Q.T @ S.to(objective.device)
+    resid = (b * S[-1]).abs()
+    return evals.to(device), Q.T @ S.to(device), resid
+
+
+def lanczos(objective: Objective, k: int, n_iter: int | None = None, seed: int = 0,
+            progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ritz pairs of the curvature by Lanczos with full re-orthogonalisation: ``(evals, evecs (p, m))``."""
+    m = min(objective.p, n_iter or max(2 * k, k + 20))
+    evals, evecs, _ = _lanczos(objective.hvp, objective.p, objective.dtype, objective.device, m, seed, progress)
+    return evals, evecs
 
 
 class ArnoldiSolver(Solver):
