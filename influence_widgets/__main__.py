@@ -1,0 +1,146 @@
+"""Command line: ``python -m influence_widgets list`` and
+``python -m influence_widgets reproduce STUDY [--preset quick|paper] [--out DIR] [--device cpu|cuda]
+[--seeds N] [--root DIR] [--threads N]``: the study's table (CSV), figures (PNG) and a markdown
+summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m influence_widgets",
+                                description="Influence estimates against leave-one-out retraining.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="name the studies, datasets, models and solvers")
+    r = sub.add_parser("reproduce", help="run a study: table (CSV), figures (PNG), summary (MD)")
+    r.add_argument("study", help="a study name (see `list`)")
+    r.add_argument("--preset", default="quick", help="quick (minutes on a CPU), paper (the full "
+                   "grid, meant for a GPU) or tiny (seconds, for tests); default quick")
+    r.add_argument("--out", type=Path, default=None, help="output folder (default "
+                   "reproduce_out/STUDY)")
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    r.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1) instead of "
+                   "the preset's")
+    r.add_argument("--root", type=Path, default=None, help="image folder (root/<class>/*.png) "
+                   "for the group study (default: a tiny synthetic folder)")
+    r.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: "
+                   "fastest for the small models of the quick presets on a shared machine)")
+    r.add_argument("--no-figures", action="store_true", help="write only the table and summary")
+    r.add_argument("--quiet", action="store_true", help="no progress bar, no summary on stdout")
+    return p
+
+
+def cmd_list() -> str:
+    """The text ``list`` prints."""
+    from . import datasets
+    from .experiments import STUDIES
+    from .experiments.core import DATASETS
+    from .influence import SOLVERS
+    from .models.architectures import ARCHITECTURES
+
+    lines = ["Studies (python -m influence_widgets reproduce NAME --preset PRESET):"]
+    lines += [f"  {s.name:<13} {s.finding}  [presets: {', '.join(s.presets)}]"
+              for s in STUDIES.values()]
+    names = sorted(set(datasets.names()) | set(DATASETS))
+    lines += ["", "Datasets:", "  " + ", ".join(names)]
+    lines += ["", "Models (zoo presets):", *_zoo_lines()]
+    lines += ["", "Architectures:", "  " + ", ".join(ARCHITECTURES)]
+    lines += ["", "Solvers:", "  " + ", ".join(SOLVERS)]
+    return "\n".join(lines)
+
+
+def _zoo_lines() -> list[str]:
+    try:
+        from .models import zoo
+    except ImportError:
+        return ["  (the model zoo is not available)"]
+    names = zoo.names()
+    return ["  " + ", ".join(names[i:i + 6]) for i in range(0, len(names), 6)]
+
+
+def cmd_reproduce(args: argparse.Namespace) -> Path:
+    """Run the study and write ``STUDY.csv``, the figures and ``summary.md`` under ``--out``."""
+    import torch
+
+    from .experiments import get_study, markdown_summary
+    from .experiments.presets import resolve
+
+    overrides = {"seeds": args.seeds}
+    if args.root is not None:
+        overrides["root"] = str(args.root)
+    try:
+        study = get_study(args.study)
+        options: dict[str, Any] = resolve(study.name, args.preset, overrides)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if args.threads is not None and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.device is not None:
+        from ._devices import resolve_device
+
+        resolve_device(args.device)
+    out = args.out if args.out is not None else Path("reproduce_out") / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    table = study(args.preset, device=args.device, progress=not args.quiet or None,
+                  **{k: v for k, v in overrides.items() if v is not None})
+    seconds = time.perf_counter() - t0
+    table.to_csv(out / f"{study.name}.csv", index=False)
+    figures = [] if args.no_figures else _write_figures(study.name, table, out)
+    text = markdown_summary(study.name, table, preset=args.preset, seconds=seconds,
+                            options=options, figures=figures)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    if not args.quiet:
+        print(text)
+        print(f"Wrote {out / (study.name + '.csv')}, summary.md and {len(figures)} figure(s) "
+              f"to {out}/")
+    return out
+
+
+def _write_figures(study: str, table: Any, out: Path) -> list[str]:
+    from .plots.studies import study_figures
+
+    names = []
+    for stem, fig in study_figures(study, table).items():
+        fig.savefig(out / f"{stem}.png", dpi=110)
+        names.append(f"{stem}.png")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 missing data or failure, 2 bad usage)."""
+    args = _parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # third-party deprecation notices
+    try:
+        if args.command == "list":
+            print(cmd_list())
+        else:
+            cmd_reproduce(args)
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except (RuntimeError, ValueError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished retrains are kept in the cache and resume on the next run",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The paper's studies as functions that return tidy tables (pandas DataFrames).
+
+::
+
+    from influence_widgets import experiments as ex
+    table = ex.depth_study("quick", progress=True)  # a row per model x seed x test point x setting
+    ex.summarize(table, "depth")                     # mean Spearman by depth and weight decay
+
+Each study is a grid over one shared evaluation (:func:`evaluate_case`: train -> pick test points
+-> estimate -> pick training points -> retrain -> compare). Presets: ``tiny``, ``quick``, ``paper``.
+"""
+
+from .core import (
+    COLUMNS,
+    TIMING_COLUMNS,
+    Case,
+    EvalCase,
+    ModelCase,
+    Truth,
+    evaluate_case,
+    load_data,
+    run_cases,
+    train_case,
+)
+from .presets import PRESETS, preset_names
+from .reference import REFERENCE_DEPTH, reference_notes
+from .studies import (
+    STUDIES,
+    Study,
+    architecture_study,
+    depth_study,
+    get_study,
+    group_study,
+    run_study,
+    solver_study,
+    test_point_study,
+    validation_study,
+    weight_decay_study,
+    width_study,
+)
+from .summary import markdown_summary, summarize
+from .synthetic import synthetic_image_folder
+
+__all__ = [
+    "COLUMNS", "PRESETS", "REFERENCE_DEPTH", "STUDIES", "TIMING_COLUMNS", "Case", "EvalCase",
+    "ModelCase", "Study", "Truth", "architecture_study", "depth_study", "evaluate_case",
+    "get_study", "group_study", "load_data", "markdown_summary", "preset_names", "reference_notes",
+    "run_cases", "run_study", "solver_study", "summarize", "synthetic_image_folder",
+    "test_point_study", "train_case", "validation_study", "weight_decay_study", "width_study",
+]

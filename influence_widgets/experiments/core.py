@@ -1,0 +1,529 @@
+"""The one evaluation every study shares.
+
+:func:`evaluate_case` takes one model setting and does: train -> pick test points -> estimate
+(one or more solvers and parameter subsets) -> choose the training points (or groups) to check ->
+retrain without them (one or more ground truths) -> compare -> one row per
+test point x estimate x ground truth. The studies in :mod:`.studies` are grids of such cases.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import datasets
+from ..datasets.base import Data, subset
+from ..influence import InfluenceEngine, SolverError, power_iteration
+from ..models import ModelSpec, TrainConfig, TrainedModel, train
+from ..models.architectures import mlp_spec
+
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+#: Columns every study table has, in this order (studies may add label columns after them).
+#: One row per model x test point x (solver, params) x ground truth. ``params``/``loo_params``:
+#: the parameters estimated / retrained; ``compared_with``: "loo" (retraining) or "exact" (the
+#: exact estimate, no retraining); ``n_eval``: training points (or groups) compared;
+#: ``*_lo``/``*_hi``: bootstrap 95% intervals; ``noise_std``: the retraining noise floor;
+#: ``effect_to_noise``: median |actual| over it; ``rel_error``: ||estimate - exact|| / ||exact||
+#: over all training points; ``seconds``: the whole evaluation of the model.
+COLUMNS = (
+    "study", "dataset", "arch", "depth", "width", "activation", "weight_decay", "seed",
+    "test_index", "test_point", "test_loss", "solver", "damping", "params", "loo_mode",
+    "loo_params", "compared_with", "select", "k", "group_size", "n_eval",
+    "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi",
+    "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "effect_to_noise",
+    "rel_error", "top_eigenvalue", "min_eigenvalue", "train_acc", "test_acc", "objective",
+    "grad_norm", "converged", "n_train", "n_params", "train_seconds", "est_seconds",
+    "loo_seconds", "seconds", "error",
+)
+#: Wall-clock columns: the only ones that differ between two runs with the same seeds.
+TIMING_COLUMNS = ("train_seconds", "est_seconds", "loo_seconds", "seconds")
+
+DATASETS = ("iris", "digits", "digits_images", "blobs", "mnist", "fashion_mnist", "cifar10",
+            "image_folder")
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """How one model is built and trained.
+
+    ``train`` gives the optimiser; its ``weight_decay``, ``seed`` and ``device`` come from this
+    case. ``options`` go to the :class:`ModelSpec` (MLPs take ``depth``/``width``/``activation``
+    from the fields), ``data_options`` to the dataset loader (plus ``train_size``/``test_size``,
+    seeded subsets, for any dataset).
+    """
+
+    dataset: str = "iris"
+    arch: str = "mlp"
+    depth: int | None = 1
+    width: int | None = 5
+    activation: str | None = "tanh"
+    weight_decay: float = 0.0
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig.preset("exact"))
+    device: str | None = None
+
+    def config(self) -> TrainConfig:
+        return self.train.replace(weight_decay=self.weight_decay, seed=self.seed,
+                                  device=self.device)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """One ground truth to compare estimates with.
+
+    ``mode``: a retraining mode of :func:`~influence_widgets.ground_truth.leave_one_out`
+    (``"warm_start"``, ``"scratch"``, ``"pbrf"``) or ``"exact"`` (no retraining: the exact
+    estimate over ``params``, used to score the other solvers). ``retrain``: changes to the
+    model's own :class:`TrainConfig` for the retraining (optimiser, steps, ...).
+    """
+
+    mode: str = "warm_start"
+    params: str = "all"
+    retrain: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """What is estimated, on which test and training points, and against which ground truths.
+
+    ``select`` picks the training points to check per test point: ``"top_abs"`` (the ``k`` largest
+    ``|estimate|`` of the first solver), ``"train_loss"`` (the ``k`` highest training losses),
+    ``"random"`` (``k`` seeded random points) or ``"all"``. With ``group_sizes`` the units are
+    groups instead: for each size the most helpful, the most harmful and ``group_repeats``
+    random groups. ``noise_seeds > 0`` also measures the retraining noise floor (retraining
+    with nothing removed under that many seeds, mode ``noise_mode``).
+    """
+
+    solvers: tuple[str, ...] = ("exact",)
+    solver_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    damping: float = 0.0
+    params: tuple[str, ...] = ("all",)
+    test_points: tuple[str | int, ...] = ("highest",)
+    select: str = "top_abs"
+    k: int | None = 40
+    truths: tuple[Truth, ...] = (Truth(),)
+    noise_seeds: int = 0
+    noise_mode: str = "scratch"
+    group_sizes: tuple[int, ...] = ()
+    group_repeats: int = 2
+    compare_k: int = 10
+    keep_pairs: bool = True
+    #: A fixed Hessian-vector-product route, never the timed "auto" choice: without weight decay
+    #: the Hessian is nearly singular and amplifies the rounding differences between routes, so
+    #: a timed choice would break "same seeds, same numbers".
+    hvp_mode: str = "rev"
+
+    def __post_init__(self) -> None:
+        selects = ("top_abs", "train_loss", "random", "all")
+        if self.select not in selects:
+            raise ValueError(f"unknown select {self.select!r}; valid: {', '.join(selects)}")
+        if not self.solvers or not self.params or not self.truths:
+            raise ValueError("an EvalCase needs at least one solver, one params and one truth")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model, how to evaluate it, and label columns added to each of its rows."""
+
+    model: ModelCase
+    eval: EvalCase
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- data and models
+
+
+def load_data(dataset: str, **options: Any) -> Data:
+    """A dataset by name; ``train_size``/``test_size`` take seeded subsets of any of them."""
+    return _load_data_cached(dataset, tuple(sorted(options.items())))
+
+
+@lru_cache(maxsize=8)
+def _load_data_cached(dataset: str, options: tuple[tuple[str, Any], ...]) -> Data:
+    opts = dict(options)
+    train_size, test_size = opts.pop("train_size", None), opts.pop("test_size", None)
+    if dataset == "digits_images":
+        data = datasets.digits(flat=False, **opts)
+    elif dataset in ("mnist", "fashion_mnist", "cifar10"):
+        data = datasets.load(dataset, train_size=train_size, test_size=test_size, **opts)
+        train_size = test_size = None
+    elif dataset in DATASETS:
+        data = datasets.load(dataset, **opts)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
+    seed = int(opts.get("seed", 0))
+    X_tr, y_tr = subset(data.X_train, data.y_train, train_size, seed)
+    X_te, y_te = subset(data.X_test, data.y_test, test_size, seed + 1)
+    return Data(data.name, X_tr, y_tr, X_te, y_te, data.class_names, data.input_shape,
+                data.is_image, dict(data.info, train_size=train_size, test_size=test_size))
+
+
+def model_spec(case: ModelCase, data: Data) -> ModelSpec:
+    """The architecture of ``case`` for ``data``."""
+    if case.arch == "mlp":
+        return mlp_spec(data.input_shape, data.n_classes, case.depth or 0, case.width or 5,
+                        case.activation or "tanh")
+    return ModelSpec(case.arch, data.input_shape, data.n_classes, dict(case.options))
+
+
+def train_case(case: ModelCase, data: Data | None = None) -> TrainedModel:
+    """Train the model of ``case`` on its dataset (same case -> same parameters)."""
+    data = data if data is not None else load_data(case.dataset, **case.data_options)
+    spec = model_spec(case, data)
+    return train(spec, data.train, case.config(), data=data)
+
+
+def _accuracy_and_losses(tm: TrainedModel, X: torch.Tensor, y: torch.Tensor):
+    p = next(tm.model.parameters())
+    with torch.no_grad():
+        out = tm.model(X.to(p.device, p.dtype))
+        losses = torch.nn.functional.cross_entropy(out, y.to(p.device), reduction="none")
+    acc = float((out.argmax(1).cpu() == y.cpu()).double().mean())
+    return acc, losses.double().cpu()
+
+
+# ----------------------------------------------------------------------------- the evaluation
+
+
+def _pick_test_points(specs: Sequence[str | int], losses: torch.Tensor,
+                      seed: int) -> list[tuple[str, int]]:
+    from ..ground_truth import pick_test_points
+
+    return [(how if isinstance(how, str) else "given",
+             pick_test_points(losses, how=how, seed=seed)[0]) for how in specs]
+
+
+def _units(ev: EvalCase, est_row: torch.Tensor, train_losses: torch.Tensor,
+           seed: int) -> list[tuple[int, ...]]:
+    """The training points (singletons) or groups checked for one test point."""
+    from ..ground_truth import random_k, top_k
+
+    n = est_row.numel()
+    if ev.group_sizes:
+        order = torch.argsort(est_row, descending=True).tolist()
+        units = []
+        for g in ev.group_sizes:
+            units += [tuple(sorted(order[:g])), tuple(sorted(order[-g:]))]
+            for r in range(ev.group_repeats):
+                drawn = random_k(n, g, seed=seed + 1000 * r + g)
+                units.append(tuple(sorted(int(i) for i in drawn)))
+        return list(dict.fromkeys(units))
+    k = n if ev.k is None else min(ev.k, n)
+    if ev.select == "all":
+        idx = list(range(n))
+    elif ev.select == "top_abs":
+        idx = top_k(est_row, k=k)
+    elif ev.select == "train_loss":
+        idx = torch.argsort(train_losses, descending=True)[:k]
+    else:
+        idx = random_k(n, k, seed=seed)
+    return [(int(i),) for i in torch.as_tensor(idx).reshape(-1).tolist()]
+
+
+def _estimates(tm: TrainedModel, data: Data, ev: EvalCase, tidx: list[int],
+               needs_exact: set[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``(solver, params) -> {values (n_t, n_train), seconds, diagnostics, error}``."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    wanted = _wanted(ev)
+    wanted += [("exact", p) for p in sorted(needs_exact) if ("exact", p) not in wanted]
+    engines: dict[str, InfluenceEngine] = {}
+    for solver, params in wanted:
+        t0 = time.perf_counter()
+        try:
+            if params not in engines:
+                engines[params] = InfluenceEngine(tm, data.train, params=params,
+                                                  hvp_mode=ev.hvp_mode)
+            res = engines[params].scores(data.test, solver=solver, damping=ev.damping,
+                                         test_indices=tidx, **ev.solver_options.get(solver, {}))
+            out[solver, params] = {"values": res.values.double().cpu(), "diag": res.diagnostics,
+                                   "error": ""}
+        except (SolverError, MemoryError, FloatingPointError) as e:
+            out[solver, params] = {"values": None, "diag": {}, "error": f"{type(e).__name__}: {e}"}
+        out[solver, params]["seconds"] = time.perf_counter() - t0
+    first = engines.get(ev.params[0])
+    out["spectrum"] = _spectrum(out, ev.params[0], first)
+    return out
+
+
+def _spectrum(est: dict, params: str, engine: InfluenceEngine | None) -> dict[str, float]:
+    for solver in ("exact", "arnoldi"):
+        diag = est.get((solver, params), {}).get("diag", {})
+        if "top_eigenvalue" in diag:
+            return {"top": diag["top_eigenvalue"], "min": diag.get("min_eigenvalue", math.nan)}
+    if engine is None:
+        return {"top": math.nan, "min": math.nan}
+    return {"top": power_iteration(engine.objective), "min": math.nan}
+
+
+def _retrain_config(tm: TrainedModel, truth: Truth) -> TrainConfig:
+    return tm.config.replace(**truth.retrain)
+
+
+def _actual(tm: TrainedModel, data: Data, truth: Truth, tidx: list[int],
+            units: list[tuple[int, ...]], progress: Progress | None) -> torch.Tensor:
+    """Actual effects ``(n_t, len(units))`` of removing each unit, by retraining (in the dtype the
+    model was trained in)."""
+    from .. import ground_truth as gt
+
+    test = (data.X_test[tidx], data.y_test[tidx])
+    config = _retrain_config(tm, truth)
+    kw = {"config": config, "mode": truth.mode, "params": truth.params, "dtype": config.dtype,
+          "progress": progress}
+    if all(len(u) == 1 for u in units):
+        act = gt.leave_one_out(tm, data.train, test, [u[0] for u in units], **kw)
+    else:
+        act = gt.leave_group_out(tm, data.train, test, [list(u) for u in units], **kw)
+    return act.double().cpu()
+
+
+def _noise(tm: TrainedModel, data: Data, ev: EvalCase, tidx: list[int]) -> torch.Tensor | None:
+    """The noise floor ``(n_t,)``: std of the test-loss changes of retrains with nothing removed,
+    trained the way the model was (``noise_mode="scratch"``) or like the first retraining truth."""
+    if ev.noise_seeds <= 0:
+        return None
+    from ..ground_truth import noise_floor, retraining_noise
+
+    truth = next((t for t in ev.truths if t.mode != "exact"), Truth())
+    config = tm.config if ev.noise_mode == "scratch" else _retrain_config(tm, truth)
+    values = retraining_noise(tm, data.train, (data.X_test[tidx], data.y_test[tidx]),
+                              config=config, n_seeds=ev.noise_seeds, mode=ev.noise_mode,
+                              dtype=config.dtype)
+    return noise_floor(values).double().cpu()
+
+
+def _metrics(estimated: np.ndarray, actual: np.ndarray, noise: float | None,
+             k: int) -> dict[str, Any]:
+    from ..evaluate import compare
+
+    m = compare(estimated, actual, noise=noise, k=k)
+    noise_std = math.nan if noise is None else float(noise)
+    med = float(np.median(np.abs(actual)))
+    pl, ph = m["pearson_ci"]
+    sl, sh = m["spearman_ci"]
+    return {
+        "pearson": m["pearson"], "pearson_lo": pl, "pearson_hi": ph,
+        "spearman": m["spearman"], "spearman_lo": sl, "spearman_hi": sh,
+        "topk_overlap": m["topk_overlap"], "sign_agreement": m["sign_agreement"],
+        "frac_within_noise": m.get("frac_within_noise", math.nan), "noise_std": noise_std,
+        "effect_to_noise": med / noise_std if noise_std > 0 else math.nan, "n_eval": m["n"],
+    }
+
+
+def _rel_error(values: torch.Tensor | None, exact: torch.Tensor | None, row: int) -> float:
+    if values is None or exact is None:
+        return math.nan
+    ref = exact[row]
+    return float((values[row] - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+@dataclass
+class _Run:
+    """Everything computed for one case, before it is turned into rows."""
+
+    tm: TrainedModel
+    data: Data
+    picked: list[tuple[str, int]]  # (label, test index)
+    tidx: list[int]  # distinct test indices, sorted: the rows of every estimate
+    est: dict
+    units: dict[int, list[tuple[int, ...]]]  # test index -> points or groups checked
+    all_units: list[tuple[int, ...]]
+    actual: list[torch.Tensor | None]  # per truth: (n_t, len(all_units))
+    noise: torch.Tensor | None
+    info: dict[str, Any]
+
+
+def _run(case: Case, progress: Progress | None) -> _Run:
+    """Train, pick test points, estimate, choose the units, retrain, measure the noise floor."""
+    t0 = time.perf_counter()
+    mc, ev = case.model, case.eval
+    data = load_data(mc.dataset, **mc.data_options)
+    tm = train_case(mc, data)
+    info: dict[str, Any] = {"train_seconds": time.perf_counter() - t0}
+    info["train_acc"], train_losses = _accuracy_and_losses(tm, data.X_train, data.y_train)
+    info["test_acc"], info["test_losses"] = _accuracy_and_losses(tm, data.X_test, data.y_test)
+    picked = _pick_test_points(ev.test_points, info["test_losses"], mc.seed)
+    tidx = sorted({i for _, i in picked})
+    est = _estimates(tm, data, ev, tidx, {t.params for t in ev.truths if t.mode == "exact"})
+    first = next((est[key]["values"] for key in _wanted(ev) if est[key]["values"] is not None),
+                 torch.zeros(len(tidx), data.X_train.shape[0], dtype=torch.float64))
+    units = {t: _units(ev, first[r], train_losses, mc.seed) for r, t in enumerate(tidx)}
+    all_units = list(dict.fromkeys(u for t in tidx for u in units[t]))
+    t1 = time.perf_counter()
+    actual = [_truth_values(tm, data, truth, est, tidx, all_units, progress) for truth in ev.truths]
+    noise = _noise(tm, data, ev, tidx)
+    info["loo_seconds"] = time.perf_counter() - t1
+    return _Run(tm, data, picked, tidx, est, units, all_units, actual, noise, info)
+
+
+def _base_row(case: Case, run: _Run, study: str) -> dict[str, Any]:
+    """The columns shared by every row of one case."""
+    mc, ev, tm = case.model, case.eval, run.tm
+    return {
+        "study": study, "dataset": mc.dataset, "arch": mc.arch, "depth": mc.depth,
+        "width": mc.width, "activation": mc.activation, "weight_decay": mc.weight_decay,
+        "seed": mc.seed, "damping": ev.damping,
+        "select": "groups" if ev.group_sizes else ev.select, "k": ev.k,
+        "top_eigenvalue": run.est["spectrum"]["top"], "min_eigenvalue": run.est["spectrum"]["min"],
+        "train_acc": run.info["train_acc"], "test_acc": run.info["test_acc"],
+        "objective": tm.diagnostics["objective"], "grad_norm": tm.grad_norm,
+        "converged": tm.converged, "n_train": int(run.data.X_train.shape[0]),
+        "n_params": sum(p.numel() for p in tm.model.parameters()),
+        "train_seconds": run.info["train_seconds"], "loo_seconds": run.info["loo_seconds"],
+        **case.labels,
+    }
+
+
+def _compare_row(ev: EvalCase, run: _Run, r: int, cols: list[int], solver: str, params: str,
+                 truth: Truth, act: torch.Tensor | None, units: list[tuple[int, ...]]
+                 ) -> tuple[dict[str, Any], dict | None]:
+    """One estimate against one ground truth on one test point: the metrics and the arrays."""
+    e = run.est[solver, params]
+    exact = run.est.get(("exact", params), {}).get("values")
+    row = {"solver": solver, "params": params,
+           "loo_mode": "none" if truth.mode == "exact" else truth.mode, "loo_params": truth.params,
+           "compared_with": "exact" if truth.mode == "exact" else "loo",
+           "est_seconds": e["seconds"], "error": e["error"],
+           "rel_error": math.nan if solver == "exact" else _rel_error(e["values"], exact, r)}
+    if e["values"] is None or act is None:
+        return {**row, **_metrics_nan(len(cols))}, None
+    estimated = _unit_sums(e["values"], units)[r].numpy()
+    actual = act[r, cols].numpy()
+    noise = None if run.noise is None else float(run.noise[r])
+    row.update(_metrics(estimated, actual, noise, ev.compare_k))
+    pair = {"estimated": estimated, "actual": actual, "noise": row["noise_std"]}
+    return row, pair if ev.keep_pairs else None
+
+
+def evaluate_case(case: Case, *, study: str = "custom", progress: Progress | None = None
+                  ) -> tuple[list[dict[str, Any]], list[dict | None]]:
+    """Train, estimate, retrain and compare for one case: its rows and, per row, the
+    (estimated, actual) arrays behind it (``None`` where an estimate failed)."""
+    t0 = time.perf_counter()
+    ev = case.eval
+    run = _run(case, progress)
+    base = _base_row(case, run, study)
+    col = {u: j for j, u in enumerate(run.all_units)}
+    rows, pairs = [], []
+    for label, t in run.picked:
+        r, units = run.tidx.index(t), run.units[t]
+        point = dict(base, test_index=t, test_point=label,
+                     test_loss=float(run.info["test_losses"][t]),
+                     group_size=float(np.mean([len(u) for u in units])))
+        for solver, params in _wanted(ev):
+            for truth, act in zip(ev.truths, run.actual):
+                row, pair = _compare_row(ev, run, r, [col[u] for u in units], solver, params,
+                                         truth, act, units)
+                rows.append({**point, **row})
+                pairs.append(pair)
+    total = time.perf_counter() - t0
+    for row in rows:
+        row["seconds"] = total
+    return rows, pairs
+
+
+def _truth_values(tm: TrainedModel, data: Data, truth: Truth, est: dict, tidx: list[int],
+                  units: list[tuple[int, ...]], progress: Progress | None) -> torch.Tensor | None:
+    """The ground truth ``(n_t, len(units))``: retraining, or the exact estimate."""
+    if truth.mode != "exact":
+        return _actual(tm, data, truth, tidx, units, progress)
+    values = est["exact", truth.params]["values"]
+    return None if values is None else _unit_sums(values, units)
+
+
+def _wanted(ev: EvalCase) -> list[tuple[str, str]]:
+    return [(s, p) for p in ev.params for s in ev.solvers]
+
+
+def _unit_sums(values: torch.Tensor, units: list[tuple[int, ...]]) -> torch.Tensor:
+    """Estimated effect of each unit: the sum of its points' estimates, ``(n_t, len(units))``."""
+    from ..ground_truth import group_estimate
+
+    return group_estimate(values, [list(u) for u in units]).double()
+
+
+def _metrics_nan(n: int) -> dict[str, Any]:
+    keys = ("pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi",
+            "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "effect_to_noise")
+    return dict(dict.fromkeys(keys, math.nan), n_eval=n)
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+def run_cases(cases: Iterable[Case], *, study: str = "custom",
+              progress: Progress | bool | None = None) -> pd.DataFrame:
+    """Evaluate every case; one tidy table. ``progress``: a callback ``(done, total, info)`` or
+    ``True`` for a tqdm bar. The (estimated, actual) arrays behind each row are in
+    ``table.attrs["pairs"]`` (row index -> dict), for scatter plots."""
+    cases = list(cases)
+    callback, close = progress_callback(progress, len(cases), study)
+    rows: list[dict[str, Any]] = []
+    pairs: dict[int, dict] = {}
+    try:
+        for i, case in enumerate(cases):
+            if callback is not None:
+                callback(i, len(cases), {"study": study, **_describe(case)})
+            with warnings.catch_warnings():
+                # recorded in the table (min_eigenvalue), not repeated for every model
+                warnings.filterwarnings("ignore", "H is indefinite", RuntimeWarning)
+                new_rows, new_pairs = evaluate_case(case, study=study)
+            for row, pair in zip(new_rows, new_pairs):
+                if pair is not None:
+                    pairs[len(rows)] = pair
+                rows.append(row)
+        if callback is not None:
+            callback(len(cases), len(cases), {"study": study})
+    finally:
+        close()
+    return to_table(rows, pairs)
+
+
+def to_table(rows: list[dict[str, Any]], pairs: dict[int, dict] | None = None) -> pd.DataFrame:
+    """Rows -> DataFrame with :data:`COLUMNS` first (extra label columns after them)."""
+    extra = [c for r in rows for c in r if c not in COLUMNS]
+    columns = list(COLUMNS) + list(dict.fromkeys(extra))
+    df = pd.DataFrame(rows, columns=columns)
+    df["converged"] = df["converged"].astype(bool)
+    df.attrs["pairs"] = pairs or {}
+    return df
+
+
+def _describe(case: Case) -> dict[str, Any]:
+    m = case.model
+    return {"dataset": m.dataset, "arch": m.arch, "depth": m.depth, "width": m.width,
+            "weight_decay": m.weight_decay, "seed": m.seed, **case.labels}
+
+
+def progress_callback(progress: Progress | bool | None, total: int,
+                      desc: str) -> tuple[Progress | None, Callable[[], None]]:
+    """A callback and its closer: the given callable, a tqdm.auto bar for ``True``, or none."""
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, leave=False)
+
+        def update(done: int, _total: int, info: dict[str, Any]) -> None:
+            bar.n = done
+            bar.set_postfix({k: v for k, v in info.items() if k in ("arch", "depth", "width",
+                                                                  "weight_decay", "seed")})
+            bar.refresh()
+
+        return update, bar.close
+    if callable(progress):
+        return progress, lambda: None
+    return None, lambda: None

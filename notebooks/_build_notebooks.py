@@ -1,0 +1,396 @@
+"""Write notebooks 01-07 (one per finding) with nbformat, outputs stripped.
+
+Run from the repository root: ``.venv/bin/python notebooks/_build_notebooks.py``. Each notebook
+explains its finding, runs its study under ``PRESET`` (``quick`` unless ``IW_PRESET=paper``),
+shows the figures, prints our numbers beside the reference and asserts what holds on the quick
+preset. CI executes them in ``tests/test_notebooks.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textwrap import dedent
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = """\
+%matplotlib inline
+import os
+
+import numpy as np
+import torch
+from IPython.display import display
+from matplotlib.figure import Figure
+
+import influence_widgets as iw
+from influence_widgets import experiments as ex
+from influence_widgets import plots
+
+# One switch: IW_PRESET=paper runs the full grid (meant for a GPU); otherwise the quick preset.
+PRESET = "paper" if os.environ.get("IW_PRESET") == "paper" else "quick"
+if PRESET == "quick":
+    torch.set_num_threads(1)  # the quick models are tiny: one thread is fastest on a shared CPU
+print("preset:", PRESET)"""
+
+
+def reference_cell(study: str) -> str:
+    return f"""\
+print("Reference (PAPER.md):")
+for note in ex.reference_notes({study!r}):
+    print(" -", note)"""
+
+
+def figures_cell(study: str, table: str) -> str:
+    return f"""\
+for fig in plots.study_figures({study!r}, {table}).values():
+    display(fig)"""
+
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+
+NOTEBOOKS["01_depth_and_width.ipynb"] = [
+    ("md", """\
+    # 01 · Depth and width: are influence estimates accurate for deep networks?
+
+    **Finding (i)** of Basu, Pope & Feizi (ICLR 2021): first-order influence estimates are
+    fairly accurate for *shallow* networks and often wrong for *deeper* ones; **(ii)** weight
+    decay matters.
+
+    Protocol (every choice is an option of `ex.depth_study`): Iris MLPs of width 5 and growing
+    depth, trained in float64 with L-BFGS (the same optimiser at every depth), with weight decay
+    0.005 and without; the **exact** Hessian over all parameters; the highest-loss test point;
+    the 40 training points with the largest |estimate|; the actual effect by **warm-start
+    leave-one-out retraining of all layers**, minus a control retrain that removes nothing. The
+    quick preset uses SELU (the activation of the reference table) and 3 seeds; the paper preset
+    adds tanh and 20 seeds.
+
+    Reference (Epifano et al. 2023, SELU, weight decay 0.005, 50 seeds): mean Spearman 0.66 / 0.40 /
+    0.51 / 0.40 at depth 1 / 2 / 4 / 8; without weight decay 0.02-0.19."""),
+    ("code", SETUP),
+    ("md", "## Depth"),
+    ("code", """\
+    print(ex.PRESETS["depth"][PRESET])
+    depth = ex.depth_study(PRESET, progress=True)
+    depth.head()"""),
+    ("md", "Our mean Spearman by depth beside the reference (`ref_*`: weight decay 0.005 only):"),
+    ("code", """\
+    summary = ex.summarize(depth)
+    summary[["activation", "weight_decay", "depth", "spearman", "spearman_sd", "n", "ref_spearman",
+             "top_eigenvalue", "ref_top_eigenvalue", "grad_norm"]].round(3)"""),
+    ("code", figures_cell("depth", "depth")),
+    ("md", """\
+    **Is the model at a stationary point?** Influence functions assume one. The `grad_norm` column
+    is the norm of the training objective's gradient at the trained parameters: with SELU it stays
+    around 1e-2 (the minimum sits on an activation kink), with tanh L-BFGS reaches 1e-6. Negative
+    `min_eigenvalue`s say the Hessian is indefinite there. Both are candidate causes of "fragility"
+    that have nothing to do with depth; compare with
+    `ex.depth_study(PRESET, activations=("tanh",))`."""),
+    ("code", """\
+    curvature = ["grad_norm", "min_eigenvalue", "top_eigenvalue"]
+    depth.groupby(["weight_decay", "depth"])[curvature].median()"""),
+    ("md", "## Width"),
+    ("code", """\
+    width = ex.width_study(PRESET, progress=True)
+    ex.summarize(width)[["activation", "weight_decay", "width", "spearman", "n", "top_eigenvalue",
+                         "grad_norm"]].round(3)"""),
+    ("code", figures_cell("width", "width")),
+    ("md", """\
+    ## Explore
+
+    Pick a model, a test point and a solver; the explorer retrains only what is not cached."""),
+    ("code", "iw.InfluenceExplorer()"),
+    ("md", """\
+    ## Checks
+
+    On the quick preset (3 seeds) the mean Spearman with weight decay is higher at depth 1 than at
+    depth 8 (about 0.68 vs 0.55; reference 0.66 vs 0.40), weight decay raises it at every depth
+    (without it: -0.12 to 0.23; reference 0.02-0.19), and the largest Hessian eigenvalue grows with
+    depth (about 1.8 -> 12.6; reference 1.5 -> 24.1). The depth trend is weak and not monotone
+    with 3 seeds (0.68 / 0.50 / 0.47 / 0.55: the per-seed spread is as large as the differences
+    between depths); the paper preset averages 20 seeds.
+
+    Width (one seed): with SELU the Spearman drops a little as the width grows (about 0.89 -> 0.81)
+    while the top eigenvalue grows; with tanh, which reaches a stationary point, it stays at 0.96
+    at every width."""),
+    ("code", """\
+    wd = depth[depth.weight_decay > 0]
+    by_depth = wd.groupby("depth")["spearman"].mean()
+    models = depth[["activation", "weight_decay", "depth", "seed"]].drop_duplicates()
+    assert len(depth) == len(models) and set(ex.COLUMNS) <= set(depth.columns)
+    assert depth["spearman"].dropna().between(-1, 1).all()
+    assert depth["spearman"].notna().mean() > 0.9
+    assert by_depth[min(by_depth.index)] > by_depth[max(by_depth.index)], by_depth
+    assert wd["spearman"].mean() > depth[depth.weight_decay == 0]["spearman"].mean()
+    eig = wd.groupby("depth")["top_eigenvalue"].mean()
+    assert eig[max(eig.index)] > eig[min(eig.index)], eig
+    assert width["spearman"].between(-1, 1).all() and len(width) > 0
+    selu = width[width.activation == "selu"].set_index("width")
+    assert selu.loc[selu.index.min(), "spearman"] > selu.loc[selu.index.max(), "spearman"]
+    grows = width.groupby("activation").apply(
+        lambda g: g.sort_values("width")["top_eigenvalue"].is_monotonic_increasing)
+    assert grows.all(), grows
+    print("checks passed")"""),
+]
+
+NOTEBOOKS["02_weight_decay.ipynb"] = [
+    ("md", """\
+    # 02 · Weight decay: needed for good estimates?
+
+    **Finding (ii)**: for some architectures and datasets weight decay is needed for good influence
+    estimates. Without it the Hessian at the trained parameters is badly conditioned or indefinite.
+
+    Protocol: the 8x8 digits (offline; MNIST too when its files are in the cache folder, else
+    skipped with a note), a one-hidden-layer tanh MLP and a small ReLU CNN, trained with weight
+    decay 0.01 and without; **CG** and stochastic **LiSSA** estimates with damping 0.01
+    (recorded); warm-start LOO of all layers on the 20 training points with the largest
+    |estimate|. CG stops with an error when it meets negative curvature: that is recorded in the
+    `error` column, not hidden."""),
+    ("code", SETUP),
+    ("code", """\
+    print(ex.PRESETS["weight_decay"][PRESET])
+    table = ex.weight_decay_study(PRESET, progress=True)
+    for note in table.attrs.get("notes", []):
+        print("note:", note)
+    ex.summarize(table).round(3)"""),
+    ("code", reference_cell("weight_decay")),
+    ("code", figures_cell("weight_decay", "table")),
+    ("code", """\
+    table[table.error != ""][["arch", "weight_decay", "solver", "error"]]"""),
+    ("md", """\
+    ## Checks
+
+    On the quick preset the mean Spearman over all models and solvers is higher with weight decay
+    than without. CG fails only by meeting negative curvature (an indefinite Hessian), which LiSSA
+    with damping survives."""),
+    ("code", """\
+    with_wd = table[table.weight_decay > 0]["spearman"].mean()
+    without = table[table.weight_decay == 0]["spearman"].mean()
+    print(f"mean Spearman with weight decay {with_wd:.3f}, without {without:.3f}")
+    assert with_wd > without
+    assert table["spearman"].dropna().between(-1, 1).all()
+    assert table.loc[table.error != "", "error"].str.startswith("NegativeCurvatureError").all()
+    assert set(table.weight_decay) == set(ex.PRESETS["weight_decay"][PRESET]["weight_decays"])
+    print("checks passed")"""),
+]
+
+NOTEBOOKS["03_architectures.ipynb"] = [
+    ("md", """\
+    # 03 · Architectures: small CNN, LeNet-5, VGG, ResNet
+
+    **Finding (i)** beyond MLPs: on MNIST small CNNs give fair estimates; on CIFAR-10 larger
+    networks (VGG, ResNet) give poor ones.
+
+    The paper preset runs CIFAR-10 (small CNN, VGG-style, ResNet-18 with GroupNorm) when its files
+    are in the cache folder. The quick preset, and the paper preset without CIFAR-10, use an offline
+    stand-in: the 8x8 digits as images, with a small ReLU CNN, LeNet-5 (tanh) and a VGG-style ReLU
+    network. CG and stochastic LiSSA estimates with damping 0.01; warm-start LOO."""),
+    ("code", SETUP),
+    ("code", """\
+    print(ex.PRESETS["architecture"][PRESET])
+    table = ex.architecture_study(PRESET, progress=True)
+    for note in table.attrs.get("notes", []):
+        print("note:", note)
+    ex.summarize(table).round(3)"""),
+    ("code", reference_cell("architecture")),
+    ("code", figures_cell("architecture", "table")),
+    ("md", """\
+    ## Checks
+
+    On the offline stand-in (one seed, 8x8 digits) the VGG-style network, the deepest here and the
+    one with the largest top Hessian eigenvalue, gets the lowest Spearman (about 0.4 with LiSSA),
+    and CG stops on its indefinite Hessian (negative curvature); LeNet-5 and the small CNN get
+    0.5-0.9. That is the direction of the paper's CIFAR-10 result, on a stand-in that is much
+    smaller than CIFAR-10, with one seed: read it as a hint, not a reproduction."""),
+    ("code", """\
+    archs = set(ex.PRESETS["architecture"][PRESET]["archs"])
+    assert set(table.arch) == archs
+    ok = table[table.error == ""]
+    assert set(ok.arch) == archs and ok["spearman"].between(-1, 1).all()
+    assert table.loc[table.error != "", "error"].str.contains("Error").all()
+    by_arch = table.groupby("arch")["spearman"].mean()
+    print(by_arch.round(3))
+    if table.dataset.iloc[0] == "digits_images":
+        assert by_arch.idxmin() == "vgg"
+    print("checks passed")"""),
+]
+
+NOTEBOOKS["04_test_points.ipynb"] = [
+    ("md", """\
+    # 04 · Test points: how much does the answer depend on which test point?
+
+    **Finding (iii)**: the accuracy of influence estimates varies strongly with the test point
+    examined, e.g. the highest-loss vs a median-loss test point.
+
+    Protocol: Iris MLPs (depth 1 and 4, weight decay 0.005, SELU and tanh), the highest-loss, a
+    median-loss and a random test point of each model; exact estimates against warm-start LOO
+    on each test point's 40 largest |estimates|."""),
+    ("code", SETUP),
+    ("code", """\
+    print(ex.PRESETS["test_point"][PRESET])
+    table = ex.test_point_study(PRESET, progress=True)
+    ex.summarize(table).round(3)"""),
+    ("code", reference_cell("test_point")),
+    ("code", figures_cell("test_point", "table")),
+    ("md", "The spread across the test points of one model (max - min Spearman):"),
+    ("code", """\
+    model = ["activation", "depth", "seed"]
+    spread = table.groupby(model)["spearman"].agg(lambda s: s.max() - s.min()).rename("range")
+    spread.to_frame()"""),
+    ("md", """\
+    ## Checks
+
+    On the quick preset the Spearman correlation of one and the same model differs across its test
+    points by more than 0.2 for at least one model (up to about 0.5); on average the spread is
+    larger for the SELU models (which are not at a stationary point) than for the tanh models."""),
+    ("code", """\
+    assert table["spearman"].dropna().between(-1, 1).all()
+    assert set(table.test_point) == set(ex.PRESETS["test_point"][PRESET]["test_points"])
+    assert spread.max() > 0.2, spread
+    print("largest within-model range:", round(spread.max(), 3))
+    print("checks passed")"""),
+]
+
+NOTEBOOKS["05_solvers_and_curvature.ipynb"] = [
+    ("md", """\
+    # 05 · Solvers: exact, CG, LiSSA, Arnoldi
+
+    **Finding (iv)**: stochastic inverse-Hessian-vector products (LiSSA) add error, more so for
+    deeper networks; the exact Hessian is affordable only for small models.
+
+    Protocol: Iris tanh MLPs of depth 1-8 with weight decay 0.005; every solver's estimate of the
+    influence of *all* training points on the highest-loss test point, against the exact solve with
+    the same damping (0.001). `rel_error` = ||estimate - exact|| / ||exact||; times per estimate.
+    LiSSA uses a fixed recursion depth and mini-batches of 32 points; Arnoldi the top 20
+    eigenpairs."""),
+    ("code", SETUP),
+    ("code", """\
+    print(ex.PRESETS["solver"][PRESET])
+    table = ex.solver_study(PRESET, progress=True)
+    columns = ["depth", "solver", "rel_error", "spearman", "est_seconds", "top_eigenvalue", "n"]
+    ex.summarize(table)[columns].round(4)"""),
+    ("code", reference_cell("solver")),
+    ("code", figures_cell("solver", "table")),
+    ("md", """\
+    ## Checks
+
+    On the quick preset LiSSA's relative error is larger at every depth above 1 than at depth 1
+    (about 0.14 at depth 1, 0.35-0.73 deeper), and CG (a deterministic Krylov solver) matches the
+    exact solve. The depth-8 mean is pulled down by one seed whose network collapsed to a constant
+    function under weight decay (training accuracy 1/3): its estimates are all zero, which every
+    solver gets right."""),
+    ("code", """\
+    lissa = table[table.solver == "lissa"].groupby("depth")["rel_error"].mean()
+    print(lissa)
+    assert (lissa.drop(lissa.index.min()) > lissa[lissa.index.min()]).all()
+    assert (table.loc[table.solver == "cg", "rel_error"] < 1e-3).all()
+    assert (table.loc[table.solver != "exact", "rel_error"].dropna() >= 0).all()
+    print("checks passed")"""),
+]
+
+NOTEBOOKS["06_validation_procedure.ipynb"] = [
+    ("md", """\
+    # 06 · Validation: how much of the "fragility" is the ground truth itself?
+
+    Leave-one-out retraining is a choice, not the truth. The reference replication (Epifano et al.)
+    found that retraining only the last layer, matching a last-layer estimate, flattens the depth
+    trend (about 0.48 -> 0.50). Bae et al. (NeurIPS 2022) showed that influence functions
+    approximate the proximal Bregman response function (PBRF) well even where they miss LOO.
+    K & Søgaard (2022): LOO is unstable under retraining randomness — measure the noise floor first.
+
+    Protocol: Iris SELU MLPs (depth 1 and 8, weight decay 0.005); exact estimates over all
+    parameters and over the last layer, against warm-start LOO of all layers, warm-start LOO of the
+    last layer only, and the PBRF; the noise floor from retraining with nothing removed from
+    slightly perturbed starts (`frac_within_noise`: the fraction of actual effects below it)."""),
+    ("code", SETUP),
+    ("code", """\
+    print(ex.PRESETS["validation"][PRESET])
+    table = ex.validation_study(PRESET, progress=True)
+    ex.summarize(table)[["depth", "params", "loo_mode", "loo_params", "spearman", "spearman_sd",
+                         "frac_within_noise", "n"]].round(3)"""),
+    ("code", reference_cell("validation")),
+    ("code", figures_cell("validation", "table")),
+    ("md", """\
+    ## Checks
+
+    On the quick preset a last-layer estimate against last-layer retraining agrees almost perfectly
+    (Spearman close to 1: the last layer's problem is convex), far better than the full estimate
+    against full retraining. The PBRF result of Bae et al. does **not** reproduce on the quick
+    preset: the full-network estimate agrees no better with the PBRF than with warm-start LOO
+    (the PBRF is minimised for the same few hundred Adam steps as LOO, from a non-stationary
+    SELU model)."""),
+    ("code", """\
+    s = table.groupby(["params", "loo_mode", "loo_params"])["spearman"].mean()
+    print(s.round(3))
+    assert s["last_layer", "warm_start", "last_layer"] > s["all", "warm_start", "all"]
+    assert table["frac_within_noise"].between(0, 1).all() and (table["noise_std"] >= 0).all()
+    assert table["spearman"].dropna().between(-1, 1).all()
+    print("checks passed")"""),
+]
+
+NOTEBOOKS["07_scale_and_groups.ipynb"] = [
+    ("md", """\
+    # 07 · Scale and groups
+
+    **Finding (v)**: at ImageNet scale (ResNet-50) estimates are imprecise and LOO retraining is
+    itself noisy: removing one point changes less than the randomness of retraining does, so the
+    paper suggests group-level analysis.
+
+    Protocol: an ImageNet-style image folder (`datasets.image_folder`); when none is given, a tiny
+    synthetic folder of coloured shapes (3 classes x 10 PNGs) is written to the cache folder. For
+    each group size the most helpful, the most harmful and random groups of training points; the
+    **group estimate** is the sum of its members' estimates; the **actual** effect retrains from the
+    same initialisation without the group; the **noise floor** retrains with nothing removed from
+    other seeds. The quick preset uses a small CNN on 16x16 images; the paper preset a ResNet-18
+    with GroupNorm (last-layer estimate) on 32x32 images — pass `root=` for your own folder."""),
+    ("code", SETUP),
+    ("code", """\
+    print(ex.PRESETS["group"][PRESET])
+    table = ex.group_study(PRESET, progress=True)
+    ex.summarize(table).round(3)"""),
+    ("code", reference_cell("group")),
+    ("code", figures_cell("group", "table")),
+    ("code", """\
+    table[["seed", "test_point", "n_eval", "spearman", "pearson", "noise_std", "frac_within_noise",
+           "effect_to_noise"]].round(3)"""),
+    ("md", """\
+    ## Checks
+
+    On the quick preset the group estimates rank the actual group effects well (Spearman about
+    0.96), yet a large share of the effects (about 36% and 75% for the two seeds) are inside the
+    noise floor: retraining from another seed moves the test loss as much as removing those
+    groups does. The ImageNet-scale result itself needs the paper preset and a real image
+    folder."""),
+    ("code", """\
+    assert table["spearman"].between(-1, 1).all() and table["spearman"].mean() > 0.5
+    assert table["frac_within_noise"].between(0, 1).all() and (table["noise_std"] > 0).all()
+    assert (table["frac_within_noise"] > 0).any()
+    assert (table["n_eval"] >= 3).all()
+    print("checks passed")"""),
+]
+
+
+def build(name: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    """A notebook from ``(kind, source)`` cells, with stable cell ids and no outputs."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                 "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    stem = name.split("_")[0]
+    for i, (kind, source) in enumerate(cells):
+        text = dedent(source).strip("\n")
+        cell = new_markdown_cell(text) if kind == "md" else new_code_cell(text)
+        cell["id"] = f"nb{stem}-{i}"
+        nb.cells.append(cell)
+    return nb
+
+
+def main() -> None:
+    for name, cells in NOTEBOOKS.items():
+        nbformat.write(build(name, cells), HERE / name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The shared evaluation core, the study grids, presets and summaries (tiny settings only)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from influence_widgets import experiments as ex
+from influence_widgets.experiments.core import Case, EvalCase, ModelCase, Truth, run_cases
+
+TINY_LOO = {"optimizer": "adam", "lr": 1e-3, "steps": 20, "polish_steps": 0}
+METRICS = ["pearson", "spearman", "pearson_lo", "pearson_hi", "spearman_lo", "spearman_hi",
+           "top_eigenvalue", "min_eigenvalue", "train_acc", "test_acc", "grad_norm", "seconds"]
+
+
+def _iris_case(**eval_changes) -> Case:
+    model = ModelCase("iris", "mlp", depth=1, width=5, activation="tanh", weight_decay=0.005,
+                      seed=0, train=ex.presets.iris_training("lbfgs"))
+    ev = EvalCase(**{"k": 6, "truths": (Truth("warm_start", "all", TINY_LOO),), **eval_changes})
+    return Case(model, ev, {"label": "tiny"})
+
+
+@pytest.fixture(scope="module")
+def tiny_table() -> pd.DataFrame:
+    return run_cases([_iris_case(test_points=("highest", "median"))], study="unit")
+
+
+def test_core_rows_have_every_column_and_finite_values(tiny_table):
+    assert list(tiny_table.columns[: len(ex.COLUMNS)]) == list(ex.COLUMNS)
+    assert "label" in tiny_table.columns  # label columns come after the standard ones
+    assert len(tiny_table) == 2 and set(tiny_table.test_point) == {"highest", "median"}
+    assert np.isfinite(tiny_table[METRICS].to_numpy(dtype=float)).all()
+    assert tiny_table["spearman"].between(-1, 1).all()
+    assert (tiny_table["n_eval"] == 6).all() and (tiny_table["error"] == "").all()
+    row = tiny_table.iloc[0]
+    assert (row.study, row.dataset, row.arch, row.depth, row.solver, row.loo_mode) == \
+        ("unit", "iris", "mlp", 1, "exact", "warm_start")
+    pair = tiny_table.attrs["pairs"][0]
+    assert pair["estimated"].shape == pair["actual"].shape == (6,)
+
+
+def test_same_seed_gives_the_same_table(tiny_table, tmp_path, monkeypatch):
+    monkeypatch.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path / "fresh"))  # no cached retrains
+    again = run_cases([_iris_case(test_points=("highest", "median"))], study="unit")
+    cols = [c for c in tiny_table.columns if c not in ex.TIMING_COLUMNS]
+    pd.testing.assert_frame_equal(tiny_table[cols], again[cols])
+
+
+def test_solver_errors_are_recorded_not_raised():
+    case = _iris_case(solvers=("exact", "lissa"), select="all", k=None,
+                      solver_options={"lissa": {"scale": 1e-3, "depth": 50}},
+                      truths=(Truth(mode="exact"),))
+    table = run_cases([case])
+    lissa = table[table.solver == "lissa"].iloc[0]
+    assert lissa.error.startswith("DivergenceError") and math.isnan(lissa.spearman)
+    exact = table[table.solver == "exact"].iloc[0]
+    assert exact.error == "" and exact.spearman == pytest.approx(1.0)
+    assert exact.compared_with == "exact" and exact.loo_mode == "none"
+
+
+def test_groups_and_noise_floor():
+    case = _iris_case(group_sizes=(2, 4), group_repeats=1, noise_seeds=2,
+                      noise_mode="warm_start")
+    row = run_cases([case]).iloc[0]
+    assert row.select == "groups" and row.n_eval == 6  # top, bottom and one random group per size
+    assert row.noise_std > 0 and 0 <= row.frac_within_noise <= 1
+
+
+def test_depth_study_tiny_and_summary():
+    table = ex.depth_study("tiny")
+    assert list(table.depth) == [1, 2] and (table.study == "depth").all()
+    summary = ex.summarize(table)
+    assert {"spearman", "spearman_sd", "n", "ref_spearman"} <= set(summary.columns)
+    assert summary.loc[summary.depth == 1, "ref_spearman"].item() == 0.66
+    text = ex.markdown_summary("depth", table, preset="tiny", seconds=1.0)
+    assert "ref_spearman" in text and "0.66" in text and "## Reference" in text
+
+
+def test_missing_dataset_is_skipped_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path / "empty"))
+    table = ex.weight_decay_study("tiny", datasets=("mnist",))
+    assert table.empty and list(table.columns[: len(ex.COLUMNS)]) == list(ex.COLUMNS)
+    assert table.attrs["notes"] and table.attrs["notes"][0].startswith("mnist skipped")
+
+
+def test_synthetic_image_folder_is_readable(tmp_path):
+    from influence_widgets.datasets import image_folder
+
+    root = ex.synthetic_image_folder(tmp_path / "shapes", n_classes=2, per_class=4, size=8)
+    data = image_folder(root, image_size=8)
+    assert data.n_classes == 2 and data.X_train.shape[1:] == (3, 8, 8)
+    assert ex.synthetic_image_folder(tmp_path / "shapes", n_classes=2, per_class=4, size=8) == root
+
+
+@pytest.mark.parametrize("study", sorted(ex.STUDIES))
+def test_every_study_has_the_three_presets_with_the_same_options(study):
+    presets = ex.PRESETS[study]
+    assert {"tiny", "quick", "paper"} <= set(presets)
+    keys = {name: set(options) for name, options in presets.items()}
+    assert all(k == keys["quick"] for k in keys.values()), keys
+    assert ex.get_study(study).presets == list(presets)
+
+
+def test_unknown_names_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown study 'nope'; valid names: depth"):
+        ex.run_study("nope")
+    with pytest.raises(ValueError, match="unknown preset 'huge'.*valid: tiny, quick, paper"):
+        ex.depth_study("huge")
+    with pytest.raises(ValueError, match="unknown option.*depht.*valid:.*depths"):
+        ex.depth_study("tiny", depht=(1,))
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        ex.load_data("nope")
+    with pytest.raises(ValueError, match="unknown select"):
+        EvalCase(select="best")

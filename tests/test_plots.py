@@ -1,0 +1,88 @@
+"""Every study plot takes ``ax=``, draws from a small hand-made table and returns what it drew."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from influence_widgets import plots
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for depth in (1, 2, 4):
+        for wd in (0.0, 0.005):
+            for seed in (0, 1):
+                for tp in ("highest", "median"):
+                    for solver in ("exact", "lissa"):
+                        rows.append({
+                            "study": "depth", "arch": "mlp", "depth": depth, "width": 5,
+                            "activation": "selu", "weight_decay": wd, "seed": seed,
+                            "test_point": tp, "solver": solver, "params": "all",
+                            "loo_mode": "warm_start", "loo_params": "all",
+                            "spearman": rng.uniform(-1, 1), "pearson": rng.uniform(-1, 1),
+                            "pearson_lo": -0.5, "pearson_hi": 0.5, "spearman_lo": -0.5,
+                            "spearman_hi": 0.5, "n_eval": 5,
+                            "top_eigenvalue": float(depth * 3 + rng.uniform()),
+                            "rel_error": 0.0 if solver == "exact" else 0.1 * depth,
+                            "est_seconds": 0.01 * depth, "frac_within_noise": 0.2,
+                        })
+    df = pd.DataFrame(rows)
+    df.attrs["pairs"] = {i: {"estimated": rng.normal(size=5), "actual": rng.normal(size=5),
+                             "noise": 0.1} for i in range(3)}
+    return df
+
+
+def _ax():
+    return Figure().add_subplot()
+
+
+def test_correlation_vs_draws_lines_bands_and_reference(table):
+    ax = _ax()
+    ref = pd.DataFrame({"depth": [1, 2, 4], "spearman": [0.66, 0.40, 0.51]})
+    out = plots.correlation_vs(table, "depth", ax=ax, reference=ref)
+    assert out["ax"] is ax and out["lines"] and out["bands"] and out["reference"] is not None
+    assert all(line in ax.lines for line in out["lines"])
+    assert ax.get_xlabel() == "depth" and "Spearman" in ax.get_ylabel()
+
+
+def test_correlation_vs_eigenvalue_draws_points(table):
+    ax = _ax()
+    out = plots.correlation_vs_eigenvalue(table, ax=ax)
+    assert out["ax"] is ax and out["points"] and ax.get_xscale() == "log"
+
+
+def test_correlation_spread_draws_boxes_and_points(table):
+    ax = _ax()
+    out = plots.correlation_spread(table, "test_point", hue="depth", ax=ax)
+    assert out["ax"] is ax and out["boxes"] and out["points"]
+    out = plots.correlation_spread(table, ("loo_mode", "loo_params"), ax=_ax())
+    assert out["boxes"]
+
+
+def test_solver_error_draws_log_lines_without_the_exact_solver(table):
+    ax = _ax()
+    out = plots.solver_error(table, ax=ax)
+    assert out["ax"] is ax and out["lines"] and ax.get_yscale() == "log"
+    assert "exact" not in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_scatter_grid_uses_the_pairs(table):
+    fig = Figure()
+    axes = fig.subplots(1, 4)
+    out = plots.scatter_grid(table, axes=axes)
+    assert len(out) == 3 and out[0]["ax"] is axes[0] and out[0]["points"] is not None
+    assert not axes[3].axison  # the unused panel is hidden
+    assert plots.scatter_grid(table)[0]["ax"].figure is not None  # makes its own figure
+
+
+def test_study_figures_are_figures(table):
+    figs = plots.study_figures("depth", table)
+    assert set(figs) == {"depth_trend", "depth_scatter"}
+    assert all(isinstance(f, Figure) for f in figs.values())
+    assert plots.study_figures("solver", table.assign(study="solver"))
+    assert plots.study_figures("depth", table.iloc[:0]) == {}
