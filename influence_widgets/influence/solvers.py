@@ -237,13 +237,15 @@ class CGSolver(Solver):
         if P is not None:  # solve (P A P) Y = P V, then X = P Y, with P = M^{-1/2} symmetric
             A = lambda M: P(self._apply(P(M)))  # noqa: E731
             V = P(V)
+        # a residual far below the rounding of the dtype cannot be reached reliably (float32)
+        self._tol = max(self.tol, 10 * torch.finfo(V.dtype).eps)
         X, it, trace = self._solve_block(V, A) if self.block and V.shape[0] > 1 else self._solve_plain(V, A)
         if P is not None:
             X = P(X)
         if not torch.isfinite(X).all():
             raise DivergenceError("CG produced NaN/inf: add damping or use curvature='ggn'")
         self.diagnostics.update(iterations=it, residual=trace[-1], residual_trace=trace,
-                                converged=trace[-1] <= self.tol, block=self.block)
+                                converged=trace[-1] <= self._tol, tol=self._tol, block=self.block)
         return X
 
     def _solve_plain(self, V: torch.Tensor, A: Callable[[torch.Tensor], torch.Tensor]
@@ -269,7 +271,7 @@ class CGSolver(Solver):
             rel = rs_new.sqrt() / bnorm
             trace.append(float(rel.max()))
             self._report(it, self.max_iter, {"residual": trace[-1]})
-            active = rel > self.tol
+            active = rel > self._tol
             if not active.any():
                 break
             beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(rs.dtype).tiny), torch.zeros_like(rs))
@@ -305,7 +307,7 @@ class CGSolver(Solver):
             rel = (C.norm(dim=0) / bnorm).masked_fill(zero, 0.0)
             trace.append(float(rel.max()))
             self._report(it, self.max_iter, {"residual": trace[-1]})
-            if trace[-1] <= self.tol:
+            if trace[-1] <= self._tol:
                 break
         return X.T.contiguous(), it, trace
 
