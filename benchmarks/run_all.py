@@ -40,9 +40,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller runs (for a smoke check)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--assemble", action="store_true",
+                    help="do not run: stitch the sections already in results/ (each keeps its date)")
     args = ap.parse_args()
     sections, failed = [], []
-    for bench in BENCHES:
+    if args.assemble:
+        sections = [(HERE / "results" / f"{b[6:-3]}.md").read_text().strip() + "\n" for b in BENCHES]
+    for bench in [] if args.assemble else BENCHES:
         cmd = [sys.executable, str(HERE / bench)] + (["--quick"] if args.quick else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -51,6 +55,9 @@ def main() -> int:
         else:
             sections.append(proc.stdout.strip() + "\n")
     cmdline = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
+    if args.assemble:
+        cmdline = ("python benchmarks/bench_influence.py; python benchmarks/bench_loo.py --threads 1; "
+                   "python benchmarks/run_all.py --assemble")
     header = (
         "# Benchmark results\n\n"
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"

@@ -397,6 +397,23 @@ def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
                                                **dict(model.named_buffers())}.items()}
 
 
+def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelection,
+              dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+    """The diagnostics a :class:`TrainedModel` keeps, from one copy's ``fit_copies`` output."""
+    gn = float(diag["grad_norm"][0])
+    return {
+        "objective": float(diag["objective"][0]),
+        "grad_norm": gn,
+        "converged": gn < config.grad_tol,
+        "grad_tol": config.grad_tol,
+        "steps": diag["steps"],
+        "seconds": diag["seconds"],
+        "params": params if isinstance(params, str) else list(params),
+        "dtype": dtype_name(dtype),
+        "device": str(device),
+    }
+
+
 def train(
     model: nn.Module | ModelSpec,
     train: Any,
@@ -456,17 +473,6 @@ def train(
             named[k].copy_(v[0])
     module.eval()
     module._iw_spec = spec  # type: ignore[attr-defined]
-    gn = float(diag["grad_norm"][0])
-    diagnostics = {
-        "objective": float(diag["objective"][0]),
-        "grad_norm": gn,
-        "converged": gn < config.grad_tol,
-        "grad_tol": config.grad_tol,
-        "steps": diag["steps"],
-        "seconds": diag["seconds"],
-        "params": params if isinstance(params, str) else list(params),
-        "dtype": dtype_name(dtype),
-        "device": str(device),
-    }
+    diagnostics = summarize(diag, config, params=params, dtype=dtype, device=device)
     return TrainedModel(module, config, {k: v.cpu() for k, v in init.items()}, X, y, diagnostics,
                         spec=spec, name=name, data=data)

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from .._cache import atomic_torch_save, atomic_write_text, cache_dir, hash_settings, safe_torch_load
-from .._devices import dtype_name, resolve_device
+from .._devices import resolve_device
 from .architectures import ModelSpec
-from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, train
+from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, summarize, train
 
 FORMAT = 2  # bump when the layout of the cached files changes
 
@@ -430,18 +430,7 @@ def _from_module(
     )
     model.eval()
     model._iw_spec = spec  # type: ignore[attr-defined]
-    gn = float(diag["grad_norm"][0])
-    diagnostics = {
-        "objective": float(diag["objective"][0]),
-        "grad_norm": gn,
-        "converged": gn < config.grad_tol,
-        "grad_tol": config.grad_tol,
-        "steps": 0,
-        "seconds": 0.0,
-        "params": "all",
-        "dtype": dtype_name(dtype),
-        "device": str(device),
-    }
+    diagnostics = summarize(diag, config, params="all", dtype=dtype, device=device)
     init = {k: v.cpu() for k, v in state.items()}
     return TrainedModel(
         model, config, init, X, y, diagnostics, spec=spec, data=data, extra={"init_known": False}
