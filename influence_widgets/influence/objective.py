@@ -155,9 +155,9 @@ class Objective:
         return g + self.weight_decay * flat
 
     # ------------------------------------------------------------------ chunking
-    def _auto_chunk(self, per_row_bytes: int) -> int:
+    def _auto_chunk(self, per_row_bytes: int, rows: int | None = None) -> int:
         budget = memory_budget(self.device)
-        return max(1, min(self.n, budget // max(1, per_row_bytes)))
+        return max(1, min(rows or self.n, budget // max(1, per_row_bytes)))
 
     def _hvp_chunk_size(self) -> int:
         return self.chunk_size or self._auto_chunk(self.p * self.dtype.itemsize * 4)
@@ -187,7 +187,7 @@ class Objective:
         raises on NaN/inf rows (see :meth:`check_finite`)."""
         X = X.to(self.device, self.dtype)
         y = y.to(self.device) if self.loss == "cross_entropy" else y.to(self.device, self.dtype)
-        size = chunk_size or self.chunk_size or self._auto_chunk(self.p * self.dtype.itemsize * 8)
+        size = chunk_size or self.chunk_size or self._auto_chunk(self.p * self.dtype.itemsize * 8, X.shape[0])
         out = []
         with eval_mode(self.model):
             for Xc, yc in self.chunks(X, y, size):
