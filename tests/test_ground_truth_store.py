@@ -15,13 +15,7 @@ from influence_widgets.ground_truth import retrain as retrain_module
 from influence_widgets.ground_truth.store import Record, open_store
 from influence_widgets.models.training import TrainConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

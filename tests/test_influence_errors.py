@@ -23,13 +23,7 @@ from influence_widgets.influence import (
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: threads only add stalls on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 20, d: int = 3, k: int = 3, seed: int = 0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import rel_err
 from torch import nn
 from torch.func import functional_call, grad, hessian, vmap
 
@@ -13,17 +14,7 @@ from influence_widgets.influence import ExactSolver, InfluenceEngine, Objective
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: threads only add stalls on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(n: int, d: int, k: int, seed: int, spread: float = 1.2):
@@ -57,10 +48,10 @@ def _ridge(n=30, d=4, lam=0.1, seed=0):
 def test_ridge_hessian_and_inverse_match_closed_form():
     model, X, y, H, theta = _ridge()
     obj = Objective(model, X, y, loss="mse", weight_decay=0.1)
-    assert _rel(obj.hessian(), H) < 1e-8
+    assert rel_err(obj.hessian(), H) < 1e-8
     solver = ExactSolver().fit(obj)
     V = torch.randn(5, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
-    assert _rel(solver.inverse_hvp(V), torch.linalg.solve(H, V.T).T) < 1e-8
+    assert rel_err(solver.inverse_hvp(V), torch.linalg.solve(H, V.T).T) < 1e-8
     # a trained ridge model sits at a stationary point of the objective
     assert float(obj.gradient().norm()) < 1e-12
 
@@ -73,7 +64,7 @@ def test_ridge_influence_matches_hand_formula():
     g_test = (Xt @ theta - yt)[:, None] * Xt
     expected = g_test @ torch.linalg.solve(H, g_train.T) / X.shape[0]
     assert est.shape == (6, 30)
-    assert _rel(est, expected) < 1e-8
+    assert rel_err(est, expected) < 1e-8
 
 
 # ----------------------------------------------------------------------------- logistic regression
@@ -132,13 +123,13 @@ def test_logistic_hessian_and_scores_match_hand_formula():
     model = _logreg_model(theta, d, k)
     _, H, G = _logreg_parts(theta, X, y, k, lam)
     obj = Objective(model, X, y, weight_decay=lam)
-    assert _rel(obj.hessian(), H) < 1e-8
-    assert _rel(obj.per_sample_grads(X, y), G) < 1e-10
+    assert rel_err(obj.hessian(), H) < 1e-8
+    assert rel_err(obj.per_sample_grads(X, y), G) < 1e-10
     _, _, Gt = _logreg_parts(theta, Xt, yt, k, lam)
     expected = Gt @ torch.linalg.solve(H, G.T) / X.shape[0]
     for method in ("eigh", "cholesky"):
         est = iw.influence(model, (X, y), (Xt, yt), weight_decay=lam, method=method)
-        assert _rel(est, expected) < 1e-8, method
+        assert rel_err(est, expected) < 1e-8, method
 
 
 def test_influence_predicts_exact_leave_one_out_on_logistic_regression():
@@ -193,11 +184,11 @@ def test_scores_do_not_depend_on_chunk_size(tiny_problem):
     runs = [iw.influence(model, train, test, weight_decay=0.01, damping=1.0, chunk_size=c)
             for c in (1, 7, None)]
     for other in runs[1:]:
-        assert _rel(other, runs[0]) < 1e-10
+        assert rel_err(other, runs[0]) < 1e-10
     cg = [iw.influence(model, train, test, weight_decay=0.01, damping=1.0, solver="cg", chunk_size=c,
                        tol=1e-12) for c in (1, 7, None)]
     for other in cg:
-        assert _rel(other, runs[0]) < 1e-8
+        assert rel_err(other, runs[0]) < 1e-8
 
 
 def test_batched_and_single_test_points_agree(tiny_problem):
@@ -207,9 +198,9 @@ def test_batched_and_single_test_points_agree(tiny_problem):
     for t in (0, 4, 8):
         one = engine.scores(test, damping=1.0, test_indices=[t]).values
         assert one.shape == (1, 23)
-        assert _rel(one[0], full[t]) < 1e-12
+        assert rel_err(one[0], full[t]) < 1e-12
     some = engine.scores(test, damping=1.0, test_indices=[8, 2]).values
-    assert _rel(some, full[[8, 2]]) < 1e-12
+    assert rel_err(some, full[[8, 2]]) < 1e-12
 
 
 @pytest.mark.parametrize("mode", ["fwd", "graph", "graph_loop", "auto"])
@@ -218,17 +209,17 @@ def test_hvp_modes_agree(tiny_problem, mode):
     ref = Objective(model, X, y, weight_decay=0.01, hvp_mode="rev")
     other = Objective(model, X, y, weight_decay=0.01, hvp_mode=mode)
     V = torch.randn(5, ref.p, dtype=DT, generator=torch.Generator().manual_seed(0))
-    assert _rel(other.hvp(V), ref.hvp(V)) < 1e-12
-    assert _rel(other.hvp(V[1]), ref.hvp(V[1])) < 1e-12
-    assert _rel(other.hessian(), ref.hessian()) < 1e-12
+    assert rel_err(other.hvp(V), ref.hvp(V)) < 1e-12
+    assert rel_err(other.hvp(V[1]), ref.hvp(V[1])) < 1e-12
+    assert rel_err(other.hessian(), ref.hessian()) < 1e-12
 
 
 def test_per_sample_grads_match_torch_func(tiny_problem):
     model, (X, y), _ = tiny_problem
     obj = Objective(model, X, y)
     ref = vmap(grad(obj._sample_loss), in_dims=(None, 0, 0))(obj.theta, X, y)
-    assert _rel(obj.per_sample_grads(X, y), ref) < 1e-12
-    assert _rel(obj.per_sample_grads(X, y, chunk_size=5), ref) < 1e-12
+    assert rel_err(obj.per_sample_grads(X, y), ref) < 1e-12
+    assert rel_err(obj.per_sample_grads(X, y, chunk_size=5), ref) < 1e-12
 
 
 # ----------------------------------------------------------------------------- parameter subsets
@@ -254,7 +245,7 @@ def test_last_layer_equals_exact_restricted_computation(tiny_problem):
     G = vmap(grad(one), in_dims=(None, 0, 0))(flat, X, y)
     Gt = vmap(grad(one), in_dims=(None, 0, 0))(flat, Xt, yt)
     expected = Gt @ torch.linalg.solve(H, G.T) / X.shape[0]
-    assert _rel(est, expected) < 1e-8
+    assert rel_err(est, expected) < 1e-8
     res = iw.influence(model, (X, y), (Xt, yt), weight_decay=lam, params="last_layer", return_result=True)
     assert res.params == "last_layer" and res.diagnostics["n_params"] == flat.numel()
 
@@ -277,12 +268,12 @@ def test_new_damping_reuses_the_exact_hessian(tiny_problem, method):
     assert obj.hvp_calls == calls and engine.fits == fits
     V = torch.randn(4, obj.p, dtype=DT, generator=torch.Generator().manual_seed(2))
     expected = torch.linalg.solve(H + b * torch.eye(obj.p, dtype=DT), V.T).T
-    assert _rel(s.inverse_hvp(V), expected) < 1e-8
+    assert rel_err(s.inverse_hvp(V), expected) < 1e-8
     res = engine.scores(test, damping=b, method=method)
     assert obj.hvp_calls == calls and engine.fits == fits
     G = obj.per_sample_grads(*train)
     Gt = obj.per_sample_grads(*test)
-    assert _rel(res.values, Gt @ torch.linalg.solve(H + b * torch.eye(obj.p, dtype=DT), G.T) / 23) < 1e-8
+    assert rel_err(res.values, Gt @ torch.linalg.solve(H + b * torch.eye(obj.p, dtype=DT), G.T) / 23) < 1e-8
 
 
 # ----------------------------------------------------------------------------- GPU
@@ -296,4 +287,4 @@ def test_cuda_and_cpu_scores_agree(tiny_problem):
         gpu = iw.influence(model, train, test, weight_decay=0.01, damping=1.0, device="cuda",
                            solver=solver, **opts)
         assert gpu.device.type == "cuda"
-        assert _rel(gpu.cpu(), cpu) < 1e-8, solver
+        assert rel_err(gpu.cpu(), cpu) < 1e-8, solver

@@ -27,13 +27,7 @@ LAM = 0.1
 WD = 0.01
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

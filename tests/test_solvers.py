@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import rel_err
 from torch import nn
 
 from influence_widgets.influence import (
@@ -20,17 +21,7 @@ from influence_widgets.influence.solvers import top_eigenvalue
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: threads only add stalls on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 30, d: int = 3, k: int = 3, seed: int = 0):
@@ -68,9 +59,9 @@ def _exact(obj: Objective, V: torch.Tensor, damping: float) -> torch.Tensor:
 def test_cg_matches_exact(pd_objective, block):
     V = _rhs(pd_objective)
     s = CGSolver(damping=1.0, tol=1e-10, block=block).fit(pd_objective)
-    assert _rel(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
+    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
     assert s.diagnostics["converged"] and s.diagnostics["block"] == block
-    assert _rel(s.inverse_hvp(V[2]), _exact(pd_objective, V[2:3], 1.0)[0]) < 1e-6
+    assert rel_err(s.inverse_hvp(V[2]), _exact(pd_objective, V[2:3], 1.0)[0]) < 1e-6
 
 
 @pytest.mark.parametrize("block", [True, False])
@@ -78,7 +69,7 @@ def test_preconditioned_cg_matches_exact(pd_objective, block):
     V = _rhs(pd_objective)
     plain = CGSolver(damping=1.0, tol=1e-10, block=block).fit(pd_objective)
     s = CGSolver(damping=1.0, tol=1e-10, block=block, precondition=8).fit(pd_objective)
-    assert _rel(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
+    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
     plain.inverse_hvp(V)
     assert s.diagnostics["precondition"] == 8
     assert s.diagnostics["iterations"] < plain.diagnostics["iterations"]
@@ -87,7 +78,7 @@ def test_preconditioned_cg_matches_exact(pd_objective, block):
 def test_block_cg_with_more_vectors_than_parameters(pd_objective):
     V = _rhs(pd_objective, k=pd_objective.p + 7)
     s = CGSolver(damping=1.0, tol=1e-10).fit(pd_objective)
-    assert _rel(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
+    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
     assert s.diagnostics["iterations"] <= 3
 
 
@@ -101,7 +92,7 @@ def test_cg_reports_progress(pd_objective):
 def test_lissa_with_automatic_scale_matches_exact(pd_objective):
     V = _rhs(pd_objective)
     s = LiSSASolver(damping=1.0, depth=80).fit(pd_objective)
-    assert _rel(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 2e-2
+    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 2e-2
     lam = float(torch.linalg.eigvalsh(pd_objective.hessian())[-1]) + 1.0
     # automatic: just above half the top eigenvalue of H + damping I (the fastest safe scale)
     assert 0.5 * lam < s.diagnostics["scale"] < 0.6 * lam
@@ -113,7 +104,7 @@ def test_lissa_stops_early_at_its_estimated_error(pd_objective):
     s = LiSSASolver(damping=1.0, depth=5000, tol=1e-4).fit(pd_objective)
     out = s.inverse_hvp(V)
     assert s.diagnostics["steps"] < 500 and s.diagnostics["estimated_error"] <= 1e-4
-    assert _rel(out, _exact(pd_objective, V, 1.0)) < 1e-4
+    assert rel_err(out, _exact(pd_objective, V, 1.0)) < 1e-4
 
 
 def test_lissa_recovers_when_its_automatic_scale_is_too_small(pd_objective):
@@ -123,7 +114,7 @@ def test_lissa_recovers_when_its_automatic_scale_is_too_small(pd_objective):
     s._set_auto_scale()
     out = s.inverse_hvp(V)
     assert s.diagnostics["restarts"] >= 1
-    assert _rel(out, _exact(pd_objective, V, 1.0)) < 5e-2
+    assert rel_err(out, _exact(pd_objective, V, 1.0)) < 5e-2
 
 
 def test_lissa_minibatches_average_to_the_answer(pd_objective):
@@ -131,7 +122,7 @@ def test_lissa_minibatches_average_to_the_answer(pd_objective):
     s = LiSSASolver(damping=1.0, depth=100, repeats=2, batch_size=15, seed=3).fit(pd_objective)
     out = s.inverse_hvp(V)
     assert "1.1 x" in s.diagnostics["scale_source"]
-    assert _rel(out, _exact(pd_objective, V, 1.0)) < 0.3
+    assert rel_err(out, _exact(pd_objective, V, 1.0)) < 0.3
 
 
 def test_top_eigenvalue_by_lanczos(pd_objective):
@@ -143,7 +134,7 @@ def test_top_eigenvalue_by_lanczos(pd_objective):
 def test_arnoldi_with_full_rank_equals_exact(pd_objective):
     V = _rhs(pd_objective)
     s = ArnoldiSolver(damping=1.0, rank=pd_objective.p).fit(pd_objective)
-    assert _rel(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-8
+    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-8
 
 
 def test_exact_methods_agree_and_handle_indefinite_matrices():
@@ -153,12 +144,12 @@ def test_exact_methods_agree_and_handle_indefinite_matrices():
     eig = ExactSolver(damping=0.2, method="eigh").fit(obj)
     chol = ExactSolver(damping=0.2, method="cholesky").fit(obj)
     assert eig.diagnostics["min_eigenvalue"] + 0.2 < 0  # indefinite: cholesky falls back to LU
-    assert _rel(chol.inverse_hvp(V), eig.inverse_hvp(V)) < 1e-8
+    assert rel_err(chol.inverse_hvp(V), eig.inverse_hvp(V)) < 1e-8
     assert chol.diagnostics["factorization"] == "lu"
     assert chol.diagnostics["top_eigenvalue"] == pytest.approx(eig.diagnostics["top_eigenvalue"], rel=1e-6)
     assert abs(chol.diagnostics["min_eigenvalue"] - eig.diagnostics["min_eigenvalue"]) < 1e-8
     chol.damping = eig.damping = 5.0
-    assert _rel(chol.inverse_hvp(V), eig.inverse_hvp(V)) < 1e-8
+    assert rel_err(chol.inverse_hvp(V), eig.inverse_hvp(V)) < 1e-8
     assert chol.diagnostics["factorization"] == "cholesky"
 
 
@@ -168,10 +159,10 @@ def test_ggn_equals_hessian_for_linear_least_squares():
     model = nn.Linear(4, 2).to(DT)
     hess = Objective(model, X, Y, loss="mse", weight_decay=0.1)
     ggn = Objective(model, X, Y, loss="mse", weight_decay=0.1, curvature="ggn")
-    assert _rel(ggn.hessian(), hess.hessian()) < 1e-12
+    assert rel_err(ggn.hessian(), hess.hessian()) < 1e-12
     V = _rhs(hess, k=3)
-    assert _rel(ggn.hvp(V), hess.hvp(V)) < 1e-12
-    assert _rel(ggn.hvp(V[0]), hess.hvp(V[0])) < 1e-12
+    assert rel_err(ggn.hvp(V), hess.hvp(V)) < 1e-12
+    assert rel_err(ggn.hvp(V[0]), hess.hvp(V[0])) < 1e-12
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
@@ -186,7 +177,7 @@ def test_ggn_is_positive_semidefinite_on_an_mlp(loss):
     assert float(torch.linalg.eigvalsh(full.hessian())[0]) < -1e-6 or loss == "mse"
     # the GGN's products match its matrix, batched or not
     V = _rhs(obj, k=4)
-    assert _rel(obj.hvp(V), V @ G) < 1e-12 and _rel(obj.hvp(V[0]), G @ V[0]) < 1e-12
+    assert rel_err(obj.hvp(V), V @ G) < 1e-12 and rel_err(obj.hvp(V[0]), G @ V[0]) < 1e-12
 
 
 def test_make_solver_builds_every_solver_with_its_options():
@@ -203,5 +194,5 @@ def test_engine_shares_fits_across_test_points_and_reports_diagnostics():
     a = engine.scores((Xt, yt), solver="cg", damping=1.0)
     b = engine.scores((Xt, yt), solver="cg", damping=1.0, test_indices=[3])
     assert engine.fits == 1
-    assert _rel(b.values[0], a.values[3]) < 1e-8
+    assert rel_err(b.values[0], a.values[3]) < 1e-8
     assert a.diagnostics["solver"] == "cg" and "grad_norm" in a.diagnostics and a.seconds > 0

@@ -16,13 +16,7 @@ from influence_widgets.models.training import TrainConfig, fit_copies, state_of,
 SPEC = mlp_spec((4,), 3, depth=1, width=5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: threads only add contention on shared CI machines.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ from influence_widgets.models.training import TrainConfig, TrainedModel, train
 NAME = "iris-mlp-d1-w5"  # the cheapest preset (no weight decay: L-BFGS stops in ~50 iterations)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
 def _setup(tmp_path, monkeypatch):
     monkeypatch.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
     for name in [n for n in zoo.names() if n not in zoo.PRESETS]:
         zoo.unregister(name)
 
