@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..models.losses import per_sample_loss
-from ..models.training import Copies, TrainConfig, _check_finite
+from ..models.training import Copies, TrainConfig, _check_finite, per_copy_grad_norms
 
 
 def bregman(outputs: torch.Tensor, ref: torch.Tensor, loss: str) -> torch.Tensor:
@@ -72,11 +72,7 @@ class PBRFObjective:
         return obj
 
     def grad_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        leaves = list(self.copies.trainable.values())
-        obj = self()
-        grads = torch.autograd.grad(obj.sum(), leaves)
-        sq = sum((g.reshape(self.copies.n, -1) ** 2).sum(dim=1) for g in grads)
-        return obj.detach(), sq.sqrt().detach()
+        return per_copy_grad_norms(self(), self.copies.trainable)
 
 
 def fit_pbrf(

@@ -212,11 +212,14 @@ class Copies:
 
     def grad_norms(self, X, y, w, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-batch objective and the norm of its gradient, per copy."""
-        leaves = list(self.trainable.values())
-        obj = self.objective(X, y, w, config)
-        grads = torch.autograd.grad(obj.sum(), leaves)
-        sq = sum((g.reshape(self.n, -1) ** 2).sum(dim=1) for g in grads)
-        return obj.detach(), sq.sqrt().detach()
+        return per_copy_grad_norms(self.objective(X, y, w, config), self.trainable)
+
+
+def per_copy_grad_norms(obj: torch.Tensor, trainable: dict[str, torch.Tensor]):
+    """``obj (C,)`` detached, and the norm of each copy's gradient w.r.t. its stacked leaves."""
+    grads = torch.autograd.grad(obj.sum(), list(trainable.values()))
+    sq = sum((g.reshape(obj.shape[0], -1) ** 2).sum(dim=1) for g in grads)
+    return obj.detach(), sq.sqrt().detach()
 
 
 def fit_copies(
@@ -244,8 +247,9 @@ def fit_copies(
     names = list(trainable) if trainable is not None else select_params(model, "all")
     C = weights.shape[0]
     n_steps = config.n_steps(X.shape[0]) if steps is None else steps
-    if _has_batchnorm(model) and C > 1:
-        # Batch-norm statistics are updated in place: train the copies one by one.
+    if C > 1 and (_has_batchnorm(model) or config.optimizer == "lbfgs"):
+        # Batch-norm statistics are updated in place, and L-BFGS is not element-wise (its line
+        # search and history span all parameters): train the copies one by one.
         outs, diags = [], []
         for c in range(C):
             p, d = fit_copies(model, start, X, y, weights[c : c + 1], config, trainable=names,
@@ -270,18 +274,6 @@ def fit_copies(
     model.train()
     try:
         if config.optimizer == "lbfgs":
-            if C > 1:
-                outs, diags = [], []
-                for c in range(C):
-                    p, d = fit_copies(model, start, X, y, weights[c : c + 1], config, trainable=names,
-                                      steps=n_steps, progress=progress, polish=polish,
-                                      should_stop=should_stop)
-                    outs.append(p)
-                    diags.append(d)
-                stacked = {k: torch.cat([o[k] for o in outs]) for k in names}
-                diag = {k: torch.cat([d[k] for d in diags]) for k in ("objective", "grad_norm")}
-                diag.update(steps=n_steps, seconds=time.perf_counter() - t0, nan_step=None)
-                return stacked, diag
             n_steps = _lbfgs(copies, X, y, w, config, n_steps, progress, should_stop)
         else:
             _first_order(copies, X, y, w, config, n_steps, progress, should_stop)
