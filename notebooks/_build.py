@@ -1,13 +1,22 @@
-"""Write notebooks 01-07 (one per finding) with nbformat, outputs stripped.
+"""Write every bundled notebook (00_quickstart and 01-07, one per finding), outputs stripped.
 
-Run from the repository root: ``.venv/bin/python notebooks/_build_notebooks.py``. Each notebook
-explains its finding, runs its study under ``PRESET`` (``quick`` unless ``IW_PRESET=paper``),
-shows the figures, prints our numbers beside the reference and asserts what holds on the quick
-preset. CI executes them in ``tests/test_notebooks.py``.
+This is the one source of the notebooks: edit the cells here, never the ``.ipynb`` files, then run
+from the repository root::
+
+    .venv/bin/python notebooks/_build.py           # (re)write the notebooks
+    .venv/bin/python notebooks/_build.py --check   # exit 1 if a committed notebook is stale
+
+The output is deterministic (fixed cell ids, no outputs, no execution counts), so the same cells
+give byte-identical files; ``tests/test_notebook_sources.py`` fails when a committed notebook
+differs from what this script writes. Notebooks 01-07 explain their finding, run the study under
+``PRESET`` (``quick`` unless ``IW_PRESET=paper``), show the figures, print our numbers beside the
+reference and assert what holds on the quick preset. CI executes them in ``tests/test_notebooks.py``.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from textwrap import dedent
 
@@ -15,6 +24,17 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+
+#: Notebook-level metadata shared by every notebook.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {"name": "python"}
+
+#: File name -> its cells in order, each ``("md" | "code", source)``; filled below, 00 first.
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+
+# ---------------------------------------------------------------------------------------------
+# Cells shared by notebooks 01-07
+# ---------------------------------------------------------------------------------------------
 
 SETUP = """\
 %matplotlib inline
@@ -49,7 +69,78 @@ for fig in plots.study_figures({study!r}, {table}).values():
     display(fig)"""
 
 
-NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+# ---------------------------------------------------------------------------------------------
+# 00 · Quickstart
+# ---------------------------------------------------------------------------------------------
+
+INTRO = """\
+# Quickstart: can I trust these influence estimates?
+
+An **influence estimate** says how much the loss of one *test point* would change if one *training
+point* were removed and the model retrained (Koh & Liang 2017). This notebook checks estimates
+against the real thing: leave-one-out (LOO) retraining.
+
+In the explorer's scatter plot each dot is one training point:
+
+* **x** = the *estimated* change in the test point's loss if that training point is removed,
+* **y** = the *actual* change after removing it and retraining,
+* dots on the dashed **y = x** line are estimated exactly; positive values mean the point was
+  *helping* the test point (removing it raises the loss),
+* the shaded **band** is the retraining noise floor: how much the test loss moves when nothing is
+  removed and only the retraining randomness changes. Differences inside the band are noise.
+
+Pearson and Spearman correlations (with bootstrap 95% intervals) summarise the agreement.
+
+**What to try** (Basu, Pope & Feizi, ICLR 2021, *Influence functions in deep learning are fragile*):
+
+* **depth**: switch the model from `iris-mlp-d1-w5-wd` to `iris-mlp-d2-w5-wd` or `iris-mlp-d4-w5-wd`
+  — estimates usually get worse with depth;
+* **weight decay**: compare with `iris-mlp-d1-w5` (no weight decay) and look at the Hessian's
+  eigenvalues in the *diagnostics* tab;
+* **solver**: exact vs CG vs LiSSA (try a small LiSSA scale to see it diverge) vs Arnoldi;
+* **last layer**: restrict the estimate (*parameters*) and/or the retraining (*ground truth*) to the
+  last layer;
+* **test point**: highest-loss vs median-loss vs random test points.
+
+Changing only the solver reuses the retrained results; everything is cached on disk, so reopening
+this notebook shows earlier results at once.
+"""
+
+LOAD = """\
+import os
+
+import influence_widgets as iw
+
+# Trained on first use (a few seconds), then loaded from the cache.
+tm = iw.zoo.load("iris-mlp-d1-w5-wd", progress=True)
+tm"""
+
+EXPLORER = """\
+explorer = iw.InfluenceExplorer(model="iris-mlp-d1-w5-wd")
+explorer"""
+
+CHECK_MD = """\
+The cell below runs only in CI (`IW_NOTEBOOK_QUICK` set): it computes with the default settings and
+checks that the numbers make sense on this shallow, weight-decayed model."""
+
+CHECK = """\
+if os.environ.get("IW_NOTEBOOK_QUICK"):
+    import math
+
+    explorer.compute(raise_errors=True)
+    stats = explorer.last_stats
+    assert stats is not None, explorer.error
+    assert math.isfinite(stats["pearson"]) and math.isfinite(stats["spearman"]), stats
+    assert stats["pearson"] > 0.5, f"Pearson {stats['pearson']:.3f} is too low on iris-mlp-d1-w5-wd"
+    print(f"Pearson {stats['pearson']:.3f}, Spearman {stats['spearman']:.3f}, n = {stats['n']}")"""
+
+NOTEBOOKS["00_quickstart.ipynb"] = [
+    ("md", INTRO), ("code", LOAD), ("code", EXPLORER), ("md", CHECK_MD), ("code", CHECK),
+]
+
+# ---------------------------------------------------------------------------------------------
+# 01-07 · One notebook per finding
+# ---------------------------------------------------------------------------------------------
 
 NOTEBOOKS["01_depth_and_width.ipynb"] = [
     ("md", """\
@@ -372,25 +463,84 @@ NOTEBOOKS["07_scale_and_groups.ipynb"] = [
 ]
 
 
-def build(name: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+# ---------------------------------------------------------------------------------------------
+# Building and writing
+# ---------------------------------------------------------------------------------------------
+
+#: Notebooks whose cells are written exactly as given. The cells of every other notebook are
+#: dedented and stripped of leading/trailing newlines (so they can be indented in this file).
+VERBATIM = {"00_quickstart.ipynb"}
+
+
+def cell_id_prefix(name: str) -> str:
+    """Cell ids are ``<prefix>-<index>``: ``nb01-0``, ``nb01-1``, ... and ``quickstart-0``, ..."""
+    return "quickstart" if name == "00_quickstart.ipynb" else "nb" + name.split("_")[0]
+
+
+def notebook(name: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     """A notebook from ``(kind, source)`` cells, with stable cell ids and no outputs."""
     nb = new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                 "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    stem = name.split("_")[0]
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = dict(LANGUAGE_INFO)
+    prefix = cell_id_prefix(name)
     for i, (kind, source) in enumerate(cells):
-        text = dedent(source).strip("\n")
+        text = source if name in VERBATIM else dedent(source).strip("\n")
         cell = new_markdown_cell(text) if kind == "md" else new_code_cell(text)
-        cell["id"] = f"nb{stem}-{i}"
+        cell["id"] = f"{prefix}-{i}"
         nb.cells.append(cell)
+    nbformat.validate(nb)
     return nb
 
 
-def main() -> None:
+def build() -> dict[str, str]:
+    """Every notebook in memory: file name -> the exact text written to ``notebooks/<name>``."""
+    texts = {}
     for name, cells in NOTEBOOKS.items():
-        nbformat.write(build(name, cells), HERE / name)
+        text = nbformat.writes(notebook(name, cells))
+        texts[name] = text if text.endswith("\n") else text + "\n"  # as nbformat.write does
+    return texts
+
+
+def committed() -> set[str]:
+    """The notebooks in ``notebooks/`` (as ``tests/test_notebooks.py`` collects them)."""
+    return {p.name for p in HERE.glob("*.ipynb") if not p.name.startswith(".")}
+
+
+def stale(texts: dict[str, str]) -> list[str]:
+    """The notebooks whose committed file is missing or differs from ``texts``."""
+    return [name for name, text in texts.items()
+            if not (HERE / name).is_file() or (HERE / name).read_bytes() != text.encode("utf-8")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a committed notebook differs from the "
+                             "generated one, or a notebook is missing or not generated here")
+    args = parser.parse_args(argv)
+    texts = build()
+    changed = stale(texts)
+    stray = sorted(committed() - set(texts))
+    if args.check:
+        for name in changed:
+            state = "differs from the generator" if (HERE / name).is_file() else "is missing"
+            print(f"notebooks/{name} {state}")
+        for name in stray:
+            print(f"notebooks/{name} is not written by notebooks/_build.py")
+        if changed or stray:
+            print("run `.venv/bin/python notebooks/_build.py` (and delete stray notebooks or add "
+                  "them to the generator)", file=sys.stderr)
+            return 1
+        print(f"{len(texts)} notebooks up to date")
+        return 0
+    for name in changed:
+        (HERE / name).write_text(texts[name], encoding="utf-8", newline="\n")
+        print(f"wrote notebooks/{name}")
+    for name in stray:
+        print(f"warning: notebooks/{name} is not written by notebooks/_build.py", file=sys.stderr)
+    print(f"{len(texts)} notebooks up to date ({len(changed)} rewritten)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
