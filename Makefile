@@ -12,13 +12,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# Extra JupyterLab options, e.g. `make lab-headless LAB_ARGS="--ip=0.0.0.0 --port=8888"`
+# (default: JupyterLab's own, localhost:8888 with a token). Root needs --allow-root: added for root only.
+LAB_ARGS ?=
+LAB_ROOT_ARGS = $(if $(filter 0,$(shell id -u)),--allow-root)
+
 ## Main job: JupyterLab on the quickstart notebook.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/00_quickstart.ipynb
+	$(BIN)/jupyter lab $(LAB_ROOT_ARGS) $(LAB_ARGS) notebooks/00_quickstart.ipynb
 
 ## Headless variant: JupyterLab server without opening a browser (for remote machines/scripts).
 lab-headless: $(STAMP)
-	$(BIN)/jupyter lab --no-browser notebooks/00_quickstart.ipynb
+	$(BIN)/jupyter lab --no-browser $(LAB_ROOT_ARGS) $(LAB_ARGS) notebooks/00_quickstart.ipynb
 
 ## Headless reproduction of the depth study (table, figures and summary under reproduce_out/).
 reproduce: $(STAMP)
