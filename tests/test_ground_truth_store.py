@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
+import pickle
 import sqlite3
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -12,6 +14,8 @@ import torch
 from influence_widgets import models
 from influence_widgets.ground_truth import LOOStore, leave_group_out, leave_one_out
 from influence_widgets.ground_truth import retrain as retrain_module
+from influence_widgets.ground_truth.problem import prepare
+from influence_widgets.ground_truth.retrain import Job, RetrainTask, run_chunk
 from influence_widgets.ground_truth.store import Record, open_store
 from influence_widgets.models.training import TrainConfig
 
@@ -175,10 +179,13 @@ def test_thread_pool_matches_in_process(problem):
         pooled = leave_one_out(tm, train, test, idx, config=config(), batch_width=3,
                                executor=ex, store=None, return_result=True)
         auto = leave_one_out(tm, train, test, idx, config=config(), executor=ex, store=None,
-                             return_result=True)
+                             n_workers=2, return_result=True)
+        three = leave_one_out(tm, train, test, idx, config=config(), executor=ex, store=None,
+                              n_workers=3, return_result=True)
     torch.testing.assert_close(pooled.values, local, rtol=0, atol=1e-12)
     assert pooled.n_retrains_computed == 9
     assert auto.batch_width == 5  # 9 retrains spread over the 2 workers
+    assert three.batch_width == 3
     torch.testing.assert_close(auto.values, local, rtol=0, atol=1e-12)
 
 
@@ -193,3 +200,22 @@ def test_process_pool_matches_in_process(problem, tmp_path):
                                executor=ex, store=store)
     torch.testing.assert_close(pooled, local, rtol=0, atol=1e-12)
     assert store.count() == 4
+
+
+def test_retrain_task_pickles_and_runs(problem):
+    tm, train, test = problem
+    prob = prepare(tm, train, test, config=config(), mode="pbrf", params="all", dtype="float64",
+                   subtract_control=True, pbrf_damping=0.01)
+    task = prob.task([Job("0", (0,)), Job("3", (3,))], portable=True, keep_params=True)
+    assert isinstance(task, RetrainTask) and task.jobs == (Job("0", (0,)), Job("3", (3,)))
+    assert task.config == prob.config and task.pbrf_damping == 0.01 and task.dtype == "float64"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.steps = 3
+    copy = pickle.loads(pickle.dumps(task))
+    assert isinstance(copy, RetrainTask) and copy.jobs == task.jobs and copy.config == task.config
+    a, b = run_chunk(task), run_chunk(copy)
+    assert a["losses"].shape == (2, 4)
+    for k in ("losses", "grad_norm", "objective"):
+        assert torch.equal(a[k], b[k]), k
+    for k, v in a["params"].items():
+        assert torch.equal(v, b["params"][k]), k

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,7 @@ from torch.func import functional_call, grad, hessian
 
 from influence_widgets import models
 from influence_widgets.ground_truth import (
+    SweepOptions,
     all_points,
     group_estimate,
     leave_group_out,
@@ -385,6 +388,43 @@ def test_plain_module_warm_start_and_auto_dtype(small_mlp):
                           store=None, return_result=True)
     assert res32.dtype == "float32" and res32.values.dtype == torch.float32
     torch.testing.assert_close(res32.values.double(), res.values, rtol=1e-2, atol=1e-5)
+
+
+def test_sweep_options_validate_and_keywords_override_them(small_mlp):
+    tm, train, test = small_mlp
+    cfg = adam_config(steps=20)
+    with pytest.raises(TypeError, match=r"'batchwidth'.*batch_width, n_workers, executor, store"):
+        leave_one_out(tm, train, test, [0], config=cfg, batchwidth=2)
+    with pytest.raises(TypeError, match="retraining_noise.*'seeds'"):
+        retraining_noise(tm, train, test, config=cfg, seeds=2)
+    bad = [({"batch_width": 0}, "batch_width must be 'auto' or a positive integer"),
+           ({"batch_width": "wide"}, "batch_width must be 'auto'"),
+           ({"n_workers": 0}, "n_workers must be None .* or a positive integer"),
+           ({"pbrf_damping": float("nan")}, "pbrf_damping must be a finite number >= 0"),
+           ({"pbrf_damping": -1.0}, "pbrf_damping must be a finite number >= 0"),
+           ({"dtype": "int8"}, "dtype must be 'auto', 'float32' or 'float64'")]
+    for kw, message in bad:
+        with pytest.raises(ValueError, match=message):
+            SweepOptions(**kw)
+        with pytest.raises(ValueError, match=message):
+            leave_one_out(tm, train, test, [0], config=cfg, **kw)
+    for kw in ({"store": 3}, {"executor": object()}, {"progress": 1}, {"subtract_control": "no"}):
+        with pytest.raises(TypeError, match=next(iter(kw))):
+            SweepOptions(**kw)
+    with pytest.raises(TypeError, match="must be a SweepOptions"):
+        leave_one_out(tm, train, test, [0], config=cfg, options={"store": None})
+    with pytest.raises(ValueError, match="always compares with the control"):
+        retraining_noise(tm, train, test, config=cfg, subtract_control=False, store=None)
+    assert all(f.metadata.get("help") for f in dataclasses.fields(SweepOptions))
+
+    options = SweepOptions(store=None, batch_width=1)
+    res = leave_one_out(tm, train, test, [0, 5], config=cfg, options=options, batch_width=2,
+                        return_result=True)
+    assert res.batch_width == 2 and options.batch_width == 1  # the keyword wins, options kept
+    plain = leave_one_out(tm, train, test, [0, 5], config=cfg, store=None, batch_width=2)
+    assert torch.equal(res.values, plain)
+    groups = leave_group_out(tm, train, test, [[0], [5]], config=cfg, options=options)
+    torch.testing.assert_close(groups, plain, rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- selection

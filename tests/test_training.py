@@ -11,7 +11,15 @@ from torch import nn
 
 from influence_widgets.datasets import iris
 from influence_widgets.models.architectures import mlp_spec
-from influence_widgets.models.training import TrainConfig, fit_copies, state_of, train
+from influence_widgets.models.modes import eval_mode, module_mode
+from influence_widgets.models.training import (
+    Copies,
+    TrainConfig,
+    TrainingObjective,
+    fit_copies,
+    state_of,
+    train,
+)
 
 SPEC = mlp_spec((4,), 3, depth=1, width=5)
 
@@ -218,3 +226,129 @@ def test_relu_model_reports_non_stationarity(data):
     assert d["grad_norm"] > d["grad_tol"] == 1e-6
     assert math.isfinite(d["grad_norm"])
     assert "converged=False" in repr(tm)
+
+
+# ----------------------------------------------------------------------------- one engine
+
+
+def _adam_by_hand(objective, n: int, config: TrainConfig, steps: int) -> None:
+    """A plain torch.optim.Adam loop: the seeded batch order, a new permutation per epoch."""
+    opt = torch.optim.Adam(list(objective.copies.trainable.values()), lr=config.lr)
+    B = config.batch_size or n
+    per_epoch = math.ceil(n / B)
+    g = torch.Generator().manual_seed(config.seed)
+    for step in range(steps):
+        rows = None
+        if B < n:
+            if step % per_epoch == 0:
+                order = torch.randperm(n, generator=g)
+            rows = order[(step % per_epoch) * B : (step % per_epoch + 1) * B]
+        opt.zero_grad()
+        objective(rows).sum().backward()
+        opt.step()
+
+
+def _one_copy(model, start, names, X, y, removed: int | None, config, make):
+    copies = Copies.stack(model, start, names, 1, X.device, X.dtype)
+    w = torch.ones(1, X.shape[0], dtype=X.dtype)
+    if removed is not None:
+        w[0, removed] = 0.0
+    return make(copies, X, y, w, config), w
+
+
+def _pbrf(copies, X, y, w, config):
+    from influence_widgets.ground_truth.pbrf import PBRFObjective
+
+    return PBRFObjective(copies, X, y, w, config, damping=0.01)
+
+
+@pytest.mark.parametrize("batch_size", [None, 32])
+@pytest.mark.parametrize("which", ["training", "pbrf"])
+def test_fit_copies_is_a_plain_adam_loop_over_its_objective(data, which, batch_size):
+    """One copy through the engine is bit for bit a hand-written torch.optim.Adam loop over the
+    same objective, in the module mode the objective asks for. PBRF is never polished (its
+    config asks for polish steps; the training objective's would be polished, so none there)."""
+    from influence_widgets.ground_truth.pbrf import pbrf_objective
+
+    X, y = data
+    pbrf = which == "pbrf"
+    config = cfg(steps=30, weight_decay=0.01, batch_size=batch_size, seed=5,
+                 polish_steps=20 if pbrf else 0)
+    model = SPEC.build(seed=2).double()
+    start, names = state_of(model), [k for k, _ in model.named_parameters()]
+    make = _pbrf if pbrf else TrainingObjective
+    objective, w = _one_copy(model, start, names, X, y, 7, config, make)
+    with module_mode(model, not pbrf):
+        _adam_by_hand(objective, X.shape[0], config, 30)
+    got, diag = fit_copies(model, start, X, y, w, config,
+                           objective=pbrf_objective(0.01) if pbrf else None)
+    for k in names:
+        assert torch.equal(got[k], objective.copies.trainable[k].detach()), k
+    assert diag["steps"] == 30
+
+
+def test_pbrf_with_nothing_removed_stays_at_the_start(data):
+    """theta_s minimises the PBRF objective when nothing is removed; removing a point moves the
+    copy (2 stacked copies, float64). SGD: Adam's normalised steps would blow the ~1e-17
+    round-off gradient at theta_s up to steps of size lr."""
+    from influence_widgets.ground_truth.pbrf import pbrf_objective
+
+    X, y = data
+    model = SPEC.build(seed=1).double()
+    start = state_of(model)
+    w = torch.ones(2, X.shape[0], dtype=torch.float64)
+    w[1, 11] = 0.0
+    config = cfg(optimizer="sgd", lr=0.5, steps=50)
+    got, diag = fit_copies(model, start, X, y, w, config, objective=pbrf_objective(1e-3))
+    for k, v in got.items():
+        torch.testing.assert_close(v[0], start[k], rtol=0, atol=1e-12)
+    assert float(diag["grad_norm"][0]) < 1e-12 < float(diag["grad_norm"][1])
+    assert (got["1.weight"][1] - start["1.weight"]).abs().max() > 1e-6
+    assert model.training  # the module's own mode is restored
+
+
+def test_pbrf_is_cancelled_like_training(data):
+    from influence_widgets.ground_truth.pbrf import pbrf_objective
+
+    X, y = data
+    model = SPEC.build(seed=1).double()
+    with pytest.raises(InterruptedError, match="cancelled at step 1 of 50"):
+        fit_copies(model, state_of(model), X, y, torch.ones(1, X.shape[0]), cfg(steps=50),
+                   objective=pbrf_objective(1e-3), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="pbrf_damping must be a finite number >= 0"):
+        pbrf_objective(float("nan"))
+
+
+@pytest.mark.parametrize("context", [eval_mode, lambda m: module_mode(m, True)])
+def test_module_mode_restores_the_flag_also_when_the_body_raises(context):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    for flag in (True, False):
+        model.train(flag)
+        with pytest.raises(RuntimeError, match="inside"):
+            with context(model):
+                assert model.training is (context is not eval_mode)
+                raise RuntimeError("inside")
+        assert model.training is flag and model[1].training is flag
+
+
+def test_the_spec_rides_on_the_trained_model_not_on_the_module(data):
+    tm = train(SPEC, data, cfg(steps=5))
+    assert tm.spec is SPEC and not hasattr(tm.model, "_iw_spec")
+    again = train(tm.model, data, cfg(steps=5), spec=SPEC)
+    assert again.spec is SPEC and not hasattr(again.model, "_iw_spec")
+    assert train(tm.model, data, cfg(steps=5)).spec is None
+    with pytest.raises(ValueError, match="not two different ones"):
+        train(SPEC, data, cfg(steps=5), spec=mlp_spec((4,), 3, depth=2))
+
+
+def test_no_module_metadata_or_private_engine_names_in_models_and_ground_truth():
+    from pathlib import Path
+
+    import influence_widgets
+
+    root = Path(influence_widgets.__file__).parent
+    for folder in ("models", "ground_truth"):
+        for path in (root / folder).glob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            for name in ("_iw_spec", "_max_workers", "_check_finite"):
+                assert name not in text, f"{path.name} uses {name}"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +12,11 @@ import torch
 from .._devices import dtype_name
 from ..models.params import ParamSelection
 from ..models.training import TrainConfig
+from .options import SweepOptions, sweep_options
 from .problem import Problem, prepare
 from .retrain import Job
 from .selection import check_groups, check_indices
-from .store import LOOStore, open_store
-from .sweep import Progress, run_jobs
+from .sweep import run_jobs
 
 CONTROL = "control"
 
@@ -76,15 +75,9 @@ def leave_one_out(
     config: TrainConfig | None = None,
     mode: str = "warm_start",
     params: ParamSelection = "all",
-    subtract_control: bool = True,
-    dtype: str | torch.dtype = "auto",
-    batch_width: int | str = "auto",
-    executor: Executor | None = None,
-    store: LOOStore | str | None = "auto",
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
     return_result: bool = False,
-    pbrf_damping: float = 1e-3,
+    options: SweepOptions | None = None,
+    **overrides: Any,
 ) -> torch.Tensor | LOOResult:
     """Actual influence of training points: remove each one, retrain, measure the test losses.
 
@@ -100,23 +93,21 @@ def leave_one_out(
     ``pbrf_damping``; compared with the trained model, no control). ``params`` retrains only a
     subset ("last_layer" or names); every other tensor stays as trained.
 
-    The reference is the control retrain (nothing removed, same start and steps) when
-    ``subtract_control`` (warm_start/scratch), else the trained model. ``dtype="auto"`` is
-    float64 for models under 5e6 parameters on CPU (1e6 on CUDA). Copies are trained
-    ``batch_width`` at a time (``"auto"`` from model size, data and free memory); chunks can go
-    to any ``concurrent.futures`` ``executor``. Finished chunks are saved in ``store`` (default
-    ``<cache_dir()>/loo.sqlite``; ``None`` disables) so an interrupted sweep resumes.
-    ``progress(done, total, info)`` is called after every chunk (and during training in-process);
-    ``should_stop()`` returning True stops the sweep with an ``InterruptedError``.
+    How the sweep runs is set by ``options`` (a :class:`SweepOptions`) or by its fields as
+    keywords, which override it: ``subtract_control`` (the reference is the control retrain,
+    else the trained model), ``dtype`` (``"auto"``), ``batch_width`` and ``n_workers`` (how
+    many copies are trained together), ``executor`` (any ``concurrent.futures`` executor),
+    ``store`` (finished chunks are saved so an interrupted sweep resumes; ``None`` disables),
+    ``progress(done, total, info)``, ``should_stop()`` (True stops with an ``InterruptedError``)
+    and ``pbrf_damping``; see :class:`SweepOptions` for each. An unknown keyword is a TypeError.
     ``return_result=True`` gives a :class:`LOOResult` with gradient norms and convergence.
     """
     t0 = time.perf_counter()
-    problem = prepare(model, train, test, config=config, mode=mode, params=params, dtype=dtype,
-                      subtract_control=subtract_control, pbrf_damping=pbrf_damping)
+    opts = sweep_options(options, overrides, caller="leave_one_out")
+    problem = _prepare(model, train, test, config, mode, params, opts)
     idx = check_indices(indices, problem.n)
     jobs = [Job(str(i), (i,)) for i in idx]
-    result = _removal_sweep(problem, idx, jobs, batch_width=batch_width, executor=executor,
-                            store=store, progress=progress, should_stop=should_stop, t0=t0)
+    result = _removal_sweep(problem, idx, jobs, opts, t0)
     return result if return_result else result.values
 
 
@@ -129,38 +120,37 @@ def leave_group_out(
     config: TrainConfig | None = None,
     mode: str = "warm_start",
     params: ParamSelection = "all",
-    subtract_control: bool = True,
-    dtype: str | torch.dtype = "auto",
-    batch_width: int | str = "auto",
-    executor: Executor | None = None,
-    store: LOOStore | str | None = "auto",
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
     return_result: bool = False,
-    pbrf_damping: float = 1e-3,
+    options: SweepOptions | None = None,
+    **overrides: Any,
 ) -> torch.Tensor | LOOResult:
     """Like :func:`leave_one_out`, removing each group of training points at once.
 
     Returns ``(n_test, len(groups))``; compare with :func:`group_estimate` (the first-order
-    estimate of a group is the sum of its members' estimates).
+    estimate of a group is the sum of its members' estimates). ``options`` and the keyword
+    overrides are those of :class:`SweepOptions`.
     """
     t0 = time.perf_counter()
-    problem = prepare(model, train, test, config=config, mode=mode, params=params, dtype=dtype,
-                      subtract_control=subtract_control, pbrf_damping=pbrf_damping)
+    opts = sweep_options(options, overrides, caller="leave_group_out")
+    problem = _prepare(model, train, test, config, mode, params, opts)
     gs = check_groups(groups, problem.n)
     jobs = [Job(",".join(map(str, g)), g) for g in gs]
-    result = _removal_sweep(problem, gs, jobs, batch_width=batch_width, executor=executor,
-                            store=store, progress=progress, should_stop=should_stop, t0=t0)
+    result = _removal_sweep(problem, gs, jobs, opts, t0)
     return result if return_result else result.values
 
 
-def _removal_sweep(problem: Problem, items: list[Any], jobs: list[Job], *, batch_width: int | str,
-                   executor: Executor | None, store: Any, progress: Progress | None,
-                   should_stop: Callable[[], bool] | None, t0: float) -> LOOResult:
+def _prepare(model: Any, train: Any, test: Any, config: TrainConfig | None, mode: str,
+             params: ParamSelection, options: SweepOptions) -> Problem:
+    return prepare(model, train, test, config=config, mode=mode, params=params,
+                   dtype=options.dtype, subtract_control=options.subtract_control,
+                   pbrf_damping=options.pbrf_damping)
+
+
+def _removal_sweep(problem: Problem, items: list[Any], jobs: list[Job], options: SweepOptions,
+                   t0: float) -> LOOResult:
     """Run the removal jobs (plus the control) and turn losses into changes in test loss."""
     control = [Job(CONTROL)] if problem.subtract_control else []
-    outcome = run_jobs(problem, control + jobs, batch_width=batch_width, executor=executor,
-                       store=open_store(store), progress=progress, should_stop=should_stop)
+    outcome = run_jobs(problem, control + jobs, options)
     rec = outcome.records
     ref, control_gn = reference_losses(problem, rec)
     losses = torch.stack([rec[j.key].losses for j in jobs], dim=1)
@@ -182,7 +172,7 @@ def _removal_sweep(problem: Problem, items: list[Any], jobs: list[Job], *, batch
         reference_losses=ref,
         control_grad_norm=control_gn,
         batch_width=outcome.width,
-        pbrf_damping=problem.damping if problem.mode == "pbrf" else None,
+        pbrf_damping=problem.pbrf_damping if problem.mode == "pbrf" else None,
         setting=problem.setting()[0],
         info={"config": problem.config.to_dict(), "device": str(problem.device),
               "trainable": list(problem.names)},

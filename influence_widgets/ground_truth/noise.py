@@ -7,8 +7,6 @@ randomness of retraining (K & Sogaard 2022; Basu et al. 2021 at ImageNet scale).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +16,10 @@ from .._devices import dtype_name
 from ..models.params import ParamSelection
 from ..models.training import TrainConfig
 from .loo import CONTROL, reference_losses
+from .options import SweepOptions, sweep_options
 from .problem import Problem, prepare
 from .retrain import Job
-from .store import LOOStore, open_store
-from .sweep import Progress, run_jobs
+from .sweep import run_jobs
 
 DEFAULT_PERTURB = 1e-3
 
@@ -67,14 +65,9 @@ def retraining_noise(
     mode: str = "warm_start",
     params: ParamSelection = "all",
     perturb: float | str = "auto",
-    dtype: str | torch.dtype = "auto",
-    batch_width: int | str = "auto",
-    executor: Executor | None = None,
-    store: LOOStore | str | None = "auto",
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
     return_result: bool = False,
-    pbrf_damping: float = 1e-3,
+    options: SweepOptions | None = None,
+    **overrides: Any,
 ) -> torch.Tensor | NoiseResult:
     """Retrain with nothing removed under seeds ``config.seed + 1 .. + n_seeds``.
 
@@ -85,19 +78,25 @@ def retraining_noise(
     Full-batch optimisers are deterministic: with ``perturb="auto"`` the start is then moved by a
     seeded Gaussian perturbation of ``1e-3`` times each tensor's RMS (``perturb`` sets the size
     and applies it in every case; 0 turns it off, and the values are then exactly 0).
-    ``return_result=True`` gives a :class:`NoiseResult` with the noise floor ``std``.
+    How the sweep runs (``dtype``, ``batch_width``, ``executor``, ``store``, ``progress``, ...)
+    is set by ``options`` or by the fields of :class:`SweepOptions` as keywords, as in
+    :func:`leave_one_out`. ``return_result=True`` gives a :class:`NoiseResult` with the noise
+    floor ``std``.
     """
     t0 = time.perf_counter()
+    opts = sweep_options(options, overrides, caller="retraining_noise")
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
-    problem = prepare(model, train, test, config=config, mode=mode, params=params, dtype=dtype,
-                      subtract_control=True, pbrf_damping=pbrf_damping)
+    if not opts.subtract_control:
+        raise ValueError("retraining_noise always compares with the control retrain: "
+                         "leave subtract_control at True (it applies to leave_one_out)")
+    problem = prepare(model, train, test, config=config, mode=mode, params=params,
+                      dtype=opts.dtype, subtract_control=True, pbrf_damping=opts.pbrf_damping)
     size, how = _randomness(problem, perturb)
     seeds = [problem.config.seed + s for s in range(1, n_seeds + 1)]
     jobs = [Job(f"seed={s};perturb={size:g};{how}", seed=s, perturb=size) for s in seeds]
     control = [Job(CONTROL)] if problem.subtract_control else []
-    outcome = run_jobs(problem, control + jobs, batch_width=batch_width, executor=executor,
-                       store=open_store(store), progress=progress, should_stop=should_stop)
+    outcome = run_jobs(problem, control + jobs, opts)
     ref, _ = reference_losses(problem, outcome.records)
     losses = torch.stack([outcome.records[j.key].losses for j in jobs], dim=1)
     values = (losses - ref[:, None]).to(problem.dtype)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +12,11 @@ from torch import nn
 from .._cache import hash_settings, hash_tensors
 from .._devices import dtype_name, resolve_device, resolve_dtype
 from ..datasets.base import as_tensors
+from ..models.losses import cast_targets
 from ..models.params import ParamSelection, describe_params, select_params
 from ..models.training import TrainConfig, TrainedModel, state_of
-from .retrain import MODES, Job, losses_of_copies, module_state
+from .pbrf import check_pbrf_damping
+from .retrain import MODES, Job, RetrainTask, losses_of_copies, module_state
 
 KEY_VERSION = 1
 AUTO_FLOAT64_MAX_PARAMS = {"cpu": 5_000_000, "cuda": 1_000_000}
@@ -40,7 +41,7 @@ class Problem:
     steps: int
     dtype: torch.dtype
     device: torch.device
-    damping: float
+    pbrf_damping: float  # the damping of the PBRF objective (mode "pbrf")
     subtract_control: bool
     init: dict[str, torch.Tensor] | None = None
 
@@ -70,7 +71,7 @@ class Problem:
             "params": self.names,
             "subtract_control": self.subtract_control,
             "dtype": dtype_name(self.dtype),
-            "pbrf_damping": self.damping if self.mode == "pbrf" else None,
+            "pbrf_damping": self.pbrf_damping if self.mode == "pbrf" else None,
         }
         return hash_settings(desc, length=32), desc
 
@@ -81,8 +82,9 @@ class Problem:
         return losses_of_copies(self.module, stacked, frozen, self.X_test, self.y_test,
                            self.config.loss)[0]
 
-    def task(self, jobs: list[Job], *, portable: bool, keep_params: bool = False) -> dict[str, Any]:
-        """The plain-dict task of one chunk (``portable``: CPU tensors for other processes)."""
+    def task(self, jobs: list[Job], *, portable: bool, keep_params: bool = False) -> RetrainTask:
+        """The task of one chunk (``portable``: CPU tensors and a CPU module for other processes
+        or threads)."""
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.cpu() if portable else t
 
@@ -90,23 +92,23 @@ class Problem:
         if (len(jobs) == 1 and jobs[0].seed is not None and self.mode == "scratch"
                 and self.spec is not None):
             spec_init = module_state(self.spec.build(seed=jobs[0].seed))
-        return {
-            "module": self._portable_module() if portable else self.module,
-            "copy_module": portable,
-            "start": {k: move(v) for k, v in self.start.items()},
-            "X": move(self.X), "y": move(self.y),
-            "X_test": move(self.X_test), "y_test": move(self.y_test),
-            "config": self.config.to_dict(),
-            "trainable": list(self.names),
-            "steps": self.steps,
-            "mode": self.mode,
-            "damping": self.damping,
-            "device": str(self.device),
-            "dtype": dtype_name(self.dtype),
-            "jobs": [job.__dict__.copy() for job in jobs],
-            "spec_init": spec_init,
-            "keep_params": keep_params,
-        }
+        return RetrainTask(
+            module=self._portable_module() if portable else self.module,
+            copy_module=portable,
+            start={k: move(v) for k, v in self.start.items()},
+            X=move(self.X), y=move(self.y),
+            X_test=move(self.X_test), y_test=move(self.y_test),
+            config=self.config,
+            trainable=tuple(self.names),
+            steps=self.steps,
+            mode=self.mode,
+            pbrf_damping=self.pbrf_damping,
+            device=str(self.device),
+            dtype=dtype_name(self.dtype),
+            jobs=tuple(jobs),
+            spec_init=spec_init,
+            keep_params=keep_params,
+        )
 
     def _portable_module(self) -> nn.Module:
         if not hasattr(self, "_cpu_module"):
@@ -120,7 +122,7 @@ def resolve_model(model: Any) -> tuple[nn.Module, dict[str, torch.Tensor] | None
     if isinstance(model, TrainedModel):
         return model.model, model.init_params, model.spec, model.config
     if isinstance(model, nn.Module):
-        return model, None, getattr(model, "_iw_spec", None), None
+        return model, None, None, None
     raise TypeError(f"model must be a TrainedModel or an nn.Module, got {type(model).__name__}")
 
 
@@ -143,8 +145,7 @@ def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mo
     if not isinstance(config, TrainConfig):
         raise TypeError("pass config=TrainConfig(...): how to retrain (a plain nn.Module does not "
                         "carry one; a TrainedModel's own config is used when config is None)")
-    if mode == "pbrf" and not (pbrf_damping >= 0 and math.isfinite(pbrf_damping)):
-        raise ValueError(f"pbrf_damping must be a finite number >= 0, got {pbrf_damping}")
+    pbrf_damping = check_pbrf_damping(pbrf_damping)
     device = resolve_device(config.device)
     n_params = sum(p.numel() for p in module.parameters())
     dt = resolve_dtype_auto(dtype, n_params, device)
@@ -159,7 +160,7 @@ def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mo
         raise ValueError("leave-one-out needs at least 2 training points")
     return Problem(work, trained, start, spec, X, y, X_test, y_test, config, mode, names,
                    describe_params(params), config.n_steps(X.shape[0]), dt, device,
-                   float(pbrf_damping), bool(subtract_control) and mode != "pbrf",
+                   pbrf_damping, bool(subtract_control) and mode != "pbrf",
                    init=None if init is None else {k: v.to(device) for k, v in init.items()})
 
 
@@ -194,7 +195,7 @@ def _tensors(model: Any, data: Any, split: str, device: torch.device, dtype: tor
     if X.shape[0] == 0:
         raise ValueError(f"the {split} set is empty")
     X = X.to(device=device, dtype=dtype)
-    y = y.to(device=device) if loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    y = cast_targets(y, loss, device, dtype)
     if torch.isnan(X).any():
         raise ValueError(f"the {split} inputs contain NaN; clean or impute them first")
     return X, y

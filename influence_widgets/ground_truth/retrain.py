@@ -1,4 +1,5 @@
-"""Retraining chunks: the picklable task every executor runs, and how many copies go in a chunk.
+"""Retraining chunks: the picklable :class:`RetrainTask` every executor runs, and how many copies
+go in a chunk.
 
 A *job* is one retrain: which training points it removes (none for the control), and for noise
 runs another seed or a small perturbation of the start. Jobs that share the start and the batch
@@ -12,13 +13,15 @@ import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..models.losses import per_sample_loss
+from .._devices import resolve_dtype
+from ..models.losses import cast_targets, per_sample_loss
+from ..models.modes import eval_mode
 from ..models.training import Copies, TrainConfig, fit_copies, state_of
+from .pbrf import pbrf_objective
 
 MODES = ("warm_start", "scratch", "pbrf")
 
@@ -50,62 +53,70 @@ def losses_of_copies(module: nn.Module, stacked: dict[str, torch.Tensor],
                      frozen: dict[str, torch.Tensor], X_test: torch.Tensor, y_test: torch.Tensor,
                      loss: str) -> torch.Tensor:
     """Per-copy test losses ``(C, n_test)`` of stacked parameters (model in eval mode)."""
-    was = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = Copies(module, stacked, frozen).outputs(X_test)
-            return per_sample_loss(out, y_test, loss)
-    finally:
-        module.train(was)
+    with torch.no_grad(), eval_mode(module):
+        out = Copies(module, stacked, frozen).outputs(X_test)
+        return per_sample_loss(out, y_test, loss)
 
 
-def run_chunk(task: dict[str, Any], progress: Callable | None = None,
+@dataclass(frozen=True)
+class RetrainTask:
+    """One chunk of retrains: what :func:`run_chunk` needs, picklable for any executor.
+
+    Built by ``Problem.task``. Tensors are on ``device`` (or on the CPU for a task sent to other
+    processes); ``run_chunk`` casts them to ``device``/``dtype``.
+    """
+
+    module: nn.Module  # the model (architecture, and the buffers of the start)
+    copy_module: bool  # train a private copy (the module is shared with other threads)
+    start: dict[str, torch.Tensor]  # the full state every retrain starts from
+    X: torch.Tensor
+    y: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    config: TrainConfig
+    trainable: tuple[str, ...]  # the parameters retrained; every other tensor stays as in start
+    steps: int
+    mode: str  # one of MODES
+    pbrf_damping: float  # used in mode "pbrf"
+    device: str
+    dtype: str  # "float32" or "float64"
+    jobs: tuple[Job, ...]
+    spec_init: dict[str, torch.Tensor] | None = None  # a fresh initialisation (scratch noise run)
+    keep_params: bool = False  # also return the retrained states
+
+
+def run_chunk(task: RetrainTask, progress: Callable | None = None,
               should_stop: Callable[[], bool] | None = None) -> dict[str, torch.Tensor]:
     """Run the retrains of one chunk; the function every executor is given.
 
-    ``task`` holds plain values and tensors (built by ``Problem.task``): the module, the start
-    state, the data, the config as a dict, the trainable names, the steps, the mode and the jobs.
     Returns CPU tensors: ``losses`` ``(C, n_test)``, ``grad_norm`` and ``objective`` ``(C,)``,
-    and with ``task["keep_params"]`` the full retrained states ``params`` (``name -> (C, ...)``).
+    and with ``task.keep_params`` the full retrained states ``params`` (``name -> (C, ...)``).
     """
-    device = torch.device(task["device"])
-    dtype = getattr(torch, task["dtype"])
-    module = copy.deepcopy(task["module"]) if task.get("copy_module") else task["module"]
-    config = TrainConfig.from_dict(task["config"])
-    X = task["X"].to(device=device, dtype=dtype)
-    y = _labels(task["y"], device, dtype, config.loss)
-    X_test = task["X_test"].to(device=device, dtype=dtype)
-    y_test = _labels(task["y_test"], device, dtype, config.loss)
-    jobs = [Job(**j) for j in task["jobs"]]
-    start = {k: _cast(v, device, dtype) for k, v in task["start"].items()}
-    names = list(task["trainable"])
+    device, dtype = torch.device(task.device), resolve_dtype(task.dtype)
+    module = copy.deepcopy(task.module) if task.copy_module else task.module
+    config, jobs, names = task.config, list(task.jobs), list(task.trainable)
+    X = task.X.to(device=device, dtype=dtype)
+    y = cast_targets(task.y, config.loss, device, dtype)
+    X_test = task.X_test.to(device=device, dtype=dtype)
+    y_test = cast_targets(task.y_test, config.loss, device, dtype)
+    start = {k: _cast(v, device, dtype) for k, v in task.start.items()}
     if len(jobs) > 1 and not all(j.stackable for j in jobs):
         raise ValueError("only jobs that share the start and the batch order can share a chunk")
-    start = _start_of(jobs[0], start, names, task.get("spec_init")) if len(jobs) == 1 else start
+    start = _start_of(jobs[0], start, names, task.spec_init) if len(jobs) == 1 else start
     cfg = config if jobs[0].seed is None else config.replace(seed=jobs[0].seed)
     w = weight_matrix(jobs, X.shape[0]).to(device=device, dtype=dtype)
-    if task["mode"] == "pbrf":
-        from .pbrf import fit_pbrf
-
-        params, diag = fit_pbrf(module, start, X, y, w, cfg, trainable=names, steps=task["steps"],
-                                damping=task["damping"], progress=progress, should_stop=should_stop)
-    else:
-        params, diag = fit_copies(module, start, X, y, w, cfg, trainable=names,
-                                  steps=task["steps"], progress=progress, should_stop=should_stop)
+    objective = pbrf_objective(task.pbrf_damping) if task.mode == "pbrf" else None
+    params, diag = fit_copies(module, start, X, y, w, cfg, trainable=names, steps=task.steps,
+                              progress=progress, should_stop=should_stop, objective=objective)
     frozen = {k: v for k, v in start.items() if k not in params}
     losses = losses_of_copies(module, params, frozen, X_test, y_test, config.loss)
     out = {"losses": losses.cpu(), "grad_norm": diag["grad_norm"].detach().cpu(),
            "objective": diag["objective"].detach().cpu()}
-    if task.get("keep_params"):
+    if task.keep_params:
         C = losses.shape[0]
         full = {k: v.unsqueeze(0).expand(C, *v.shape) for k, v in frozen.items()}
         out["params"] = {k: v.cpu() for k, v in {**full, **params}.items()}
     return out
-
-
-def _labels(y: torch.Tensor, device: torch.device, dtype: torch.dtype, loss: str) -> torch.Tensor:
-    return y.to(device=device) if loss == "cross_entropy" else y.to(device=device, dtype=dtype)
 
 
 def _cast(v: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -165,13 +176,10 @@ def activation_size(module: nn.Module, x: torch.Tensor) -> int:
 
     leaves = [m for m in module.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    was = module.training
     try:
-        module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(module):
             module(x[:1])
     finally:
-        module.train(was)
         for h in handles:
             h.remove()
     return max(total, 1)

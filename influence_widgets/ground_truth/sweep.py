@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
@@ -11,9 +10,10 @@ from typing import Any
 
 import torch
 
+from .options import SweepOptions
 from .problem import Problem
 from .retrain import Job, choose_width, run_chunk
-from .store import LOOStore, Record
+from .store import Record, open_store
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 
@@ -26,19 +26,16 @@ class SweepOutcome:
     width: int
 
 
-def resolve_width(problem: Problem, batch_width: int | str, n_jobs: int,
-                  executor: Executor | None = None) -> int:
-    """``"auto"``: :func:`choose_width`, and with an executor at least one chunk per worker."""
-    if batch_width == "auto":
-        width = choose_width(problem.module, problem.X, max(n_jobs, 1), problem.names,
-                             problem.config, problem.device)
-        if executor is not None:
-            workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
-            width = min(width, max(1, math.ceil(n_jobs / workers)))
-        return width
-    if isinstance(batch_width, bool) or not isinstance(batch_width, int) or batch_width < 1:
-        raise ValueError(f"batch_width must be 'auto' or a positive integer, got {batch_width!r}")
-    return batch_width
+def resolve_width(problem: Problem, options: SweepOptions, n_jobs: int) -> int:
+    """``options.batch_width``; ``"auto"``: :func:`choose_width`, and with an executor at least
+    one chunk per worker (``options.workers()``)."""
+    if options.batch_width != "auto":
+        return options.batch_width
+    width = choose_width(problem.module, problem.X, max(n_jobs, 1), problem.names,
+                         problem.config, problem.device)
+    if options.executor is not None:
+        width = min(width, max(1, math.ceil(n_jobs / options.workers())))
+    return width
 
 
 def chunk_jobs(jobs: list[Job], width: int) -> list[list[Job]]:
@@ -48,27 +45,27 @@ def chunk_jobs(jobs: list[Job], width: int) -> list[list[Job]]:
     return chunks + [[j] for j in jobs if not j.stackable]
 
 
-def run_jobs(problem: Problem, jobs: list[Job], *, batch_width: int | str = "auto",
-             executor: Executor | None = None, store: LOOStore | None = None,
-             progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None) -> SweepOutcome:
-    """Results of every job: loaded from ``store`` when there, else computed and committed.
+def run_jobs(problem: Problem, jobs: list[Job], options: SweepOptions) -> SweepOutcome:
+    """Results of every job: loaded from ``options.store`` when there, else computed (in chunks
+    of ``options.batch_width``, in this process or on ``options.executor``) and committed.
 
     Each finished chunk is committed before the next result is awaited, so an interrupted sweep
     (``should_stop``, an exception, a killed process) resumes where it stopped.
     """
+    store, progress, should_stop = open_store(options.store), options.progress, options.should_stop
     unique = list({j.key: j for j in jobs}.values())
     setting, desc = problem.setting()
     found = store.get(setting, [j.key for j in unique]) if store is not None else {}
     todo = [j for j in unique if j.key not in found]
     n_loaded = len(unique) - len(todo)
-    width = resolve_width(problem, batch_width, len(todo), executor)
+    width = resolve_width(problem, options, len(todo))
     chunks = chunk_jobs(todo, width)
     if store is not None and todo:
         store.describe(setting, desc)
     total, done = len(unique), n_loaded
     results = (_in_process(problem, chunks, progress, should_stop, done, total)
-               if executor is None else _with_executor(problem, chunks, executor, should_stop))
+               if options.executor is None
+               else _with_executor(problem, chunks, options.executor, should_stop))
     try:
         for i, (chunk, out) in enumerate(results):
             records = _records(chunk, out)

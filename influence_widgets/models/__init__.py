@@ -10,9 +10,11 @@ from .architectures import (
     count_parameters,
     mlp_spec,
 )
+from .modes import eval_mode, module_mode
 from .training import TrainConfig, TrainedModel, train
 
 __all__ = [
     "ACTIVATIONS", "ARCHITECTURES", "MLP", "SMOOTH_ACTIVATIONS", "ModelSpec", "TrainConfig",
-    "TrainedModel", "check_input_shape", "count_parameters", "mlp_spec", "train",
+    "TrainedModel", "check_input_shape", "count_parameters", "eval_mode", "mlp_spec",
+    "module_mode", "train",
 ]

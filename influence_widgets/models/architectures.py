@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .modes import eval_mode
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -137,13 +139,8 @@ def check_input_shape(model: nn.Module, X: torch.Tensor, spec: ModelSpec | None 
             f"expects {spec.input_shape}; load the dataset the model was built for"
         )
     try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            try:
-                model(X[:1])
-            finally:
-                model.train(was)
+        with torch.no_grad(), eval_mode(model):
+            model(X[:1])
     except RuntimeError as e:
         raise ValueError(
             f"the model cannot take inputs of shape {tuple(X.shape[1:])} per row ({e}); "

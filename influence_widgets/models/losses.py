@@ -24,3 +24,10 @@ def per_sample_loss(outputs: torch.Tensor, y: torch.Tensor, loss: str = "cross_e
     raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(LOSSES)}")
 
 
+def cast_targets(y: torch.Tensor, loss: str, device: torch.device | str,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """Targets on ``device``: class indices stay integers for ``cross_entropy``; ``mse`` targets
+    take the floating ``dtype`` of the model."""
+    if loss == "cross_entropy":
+        return y.to(device=device)
+    return y.to(device=device, dtype=dtype)

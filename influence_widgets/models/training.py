@@ -1,8 +1,10 @@
-"""Training as one functional engine, shared by :func:`train` and leave-one-out retraining.
+"""Training as one functional engine, shared by :func:`train`, leave-one-out retraining, the
+noise floor and PBRF.
 
-Every run optimises the training objective of DESIGN.md,
+By default a run optimises the training objective of DESIGN.md,
 ``sum_i w_i * loss_i / sum_i w_i + (weight_decay / 2) * ||theta||^2``, with ``w_i = 1`` for a
-normal run and ``w_i = 0`` for removed points. ``C`` copies of the parameters can be trained at
+normal run and ``w_i = 0`` for removed points; another objective (PBRF's) plugs into the same
+loops as a :class:`CopyObjective`. ``C`` copies of the parameters can be trained at
 once ("stacked" along a leading dimension, forward through ``torch.func.vmap``): first-order
 optimisers (SGD, Adam) act element-wise, so stacked copies follow exactly the trajectories they
 would follow one at a time. L-BFGS is not element-wise and runs copy by copy.
@@ -15,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -23,7 +25,8 @@ from torch.func import functional_call, vmap
 
 from .._devices import dtype_name, resolve_device, resolve_dtype
 from .architectures import ModelSpec
-from .losses import LOSSES, per_sample_loss
+from .losses import LOSSES, cast_targets, per_sample_loss
+from .modes import eval_mode, module_mode
 from .params import ParamSelection, select_params
 
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
@@ -189,6 +192,24 @@ class Copies:
         self.frozen = frozen  # name -> tensor (parameters not trained, and buffers)
         self.n = next(iter(trainable.values())).shape[0]
 
+    @classmethod
+    def stack(cls, model: nn.Module, start: dict[str, torch.Tensor], names: Sequence[str], C: int,
+              device: torch.device, dtype: torch.dtype) -> Copies:
+        """``C`` copies of ``start[k]`` for every name in ``names`` (fresh leaves on ``device`` in
+        ``dtype``); every other tensor of ``start`` is shared, floating ones cast to ``dtype``."""
+        leaves = {}
+        for k in names:
+            v = start[k].detach().to(device=device, dtype=dtype)
+            leaves[k] = v.unsqueeze(0).repeat(C, *([1] * v.dim())).requires_grad_(True)
+        frozen = {k: v.detach().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+                  .clone() for k, v in start.items() if k not in leaves}
+        return cls(model, leaves, frozen)
+
+    def select(self, c: int) -> Copies:
+        """Copy ``c`` alone, as fresh leaves (the frozen tensors stay shared)."""
+        return Copies(self.model, {k: v[c : c + 1].detach().clone().requires_grad_(True)
+                                   for k, v in self.trainable.items()}, self.frozen)
+
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         """Model outputs of every copy: ``(C, N, K)``."""
         if self.n == 1:
@@ -200,19 +221,10 @@ class Copies:
 
         return vmap(one, in_dims=(0, None))(self.trainable, X)
 
-    def objective(self, X, y, w, config: TrainConfig) -> torch.Tensor:
-        """Per-copy objective ``(C,)``: weighted mean loss plus the L2 term."""
-        losses = per_sample_loss(self.outputs(X), y, config.loss)  # (C, N)
-        wsum = w.sum(dim=1).clamp_min(torch.finfo(w.dtype).tiny)
-        obj = (losses * w).sum(dim=1) / wsum
-        if config.weight_decay:
-            sq = sum((v.reshape(self.n, -1) ** 2).sum(dim=1) for v in self.trainable.values())
-            obj = obj + 0.5 * config.weight_decay * sq
-        return obj
-
-    def grad_norms(self, X, y, w, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        """Full-batch objective and the norm of its gradient, per copy."""
-        return per_copy_grad_norms(self.objective(X, y, w, config), self.trainable)
+    def sq_norms(self, anchor: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``||theta_c - anchor||^2`` per copy ``(C,)``; ``anchor`` is one unstacked copy (None: 0)."""
+        return sum(((v if anchor is None else v - anchor[k]).reshape(self.n, -1) ** 2).sum(dim=1)
+                   for k, v in self.trainable.items())
 
 
 def per_copy_grad_norms(obj: torch.Tensor, trainable: dict[str, torch.Tensor]):
@@ -220,6 +232,50 @@ def per_copy_grad_norms(obj: torch.Tensor, trainable: dict[str, torch.Tensor]):
     grads = torch.autograd.grad(obj.sum(), list(trainable.values()))
     sq = sum((g.reshape(obj.shape[0], -1) ** 2).sum(dim=1) for g in grads)
     return obj.detach(), sq.sqrt().detach()
+
+
+class CopyObjective(Protocol):
+    """What :func:`fit_copies` minimises: one objective per stacked copy of the parameters."""
+
+    copies: Copies
+    training: bool  # the module's mode while optimising (dropout, batch-norm statistics)
+
+    def __call__(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The objective of each copy ``(C,)`` on the training rows ``rows`` (None: all)."""
+        ...
+
+    def grad_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-batch objective and the norm of its gradient, per copy (both detached)."""
+        ...
+
+
+# (copies, X, y, weights (C, N), config) -> the objective to minimise
+ObjectiveFactory = Callable[[Copies, torch.Tensor, torch.Tensor, torch.Tensor, TrainConfig],
+                            CopyObjective]
+
+
+class TrainingObjective:
+    """The training objective per copy: ``sum_i w_i loss_i / sum_i w_i + (wd/2)||theta||^2``."""
+
+    training = True
+
+    def __init__(self, copies: Copies, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
+                 config: TrainConfig) -> None:
+        self.copies, self.X, self.y, self.w = copies, X, y, weights
+        self.loss, self.weight_decay = config.loss, config.weight_decay
+
+    def __call__(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        X, y, w = (self.X, self.y, self.w) if rows is None else (
+            self.X[rows], self.y[rows], self.w[:, rows])
+        losses = per_sample_loss(self.copies.outputs(X), y, self.loss)  # (C, N)
+        wsum = w.sum(dim=1).clamp_min(torch.finfo(w.dtype).tiny)
+        obj = (losses * w).sum(dim=1) / wsum
+        if self.weight_decay:
+            obj = obj + 0.5 * self.weight_decay * self.copies.sq_norms()
+        return obj
+
+    def grad_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return per_copy_grad_norms(self(), self.copies.trainable)
 
 
 def fit_copies(
@@ -235,69 +291,76 @@ def fit_copies(
     progress: Progress | None = None,
     polish: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    objective: ObjectiveFactory | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train ``C = weights.shape[0]`` copies of ``model`` from ``start`` (a full state dict).
 
-    ``weights`` (C, N) weights each training point per copy (0 removes it). Only the parameters
-    named in ``trainable`` (default: all) change; every other tensor stays bit-identical. Returns
-    the stacked trained parameters ``name -> (C, *shape)`` (trainable ones only) and diagnostics
-    (objective and gradient norm per copy, steps, seconds).
+    ``weights`` (C, N) weights each training point per copy (0 removes it). ``objective`` makes
+    what is minimised from ``(copies, X, y, weights, config)``; the default is the training
+    objective (:class:`TrainingObjective`), which alone is polished by ``config.polish_steps`` of
+    L-BFGS when ``polish``. Only the parameters named in ``trainable`` (default: all) change;
+    every other tensor stays bit-identical. ``should_stop()`` returning True raises
+    ``InterruptedError``. Returns the stacked trained parameters ``name -> (C, *shape)``
+    (trainable ones only) and diagnostics (objective and gradient norm per copy, steps, seconds).
     """
-    device, dtype = X.device, X.dtype
+    make = objective or TrainingObjective
     names = list(trainable) if trainable is not None else select_params(model, "all")
     C = weights.shape[0]
     n_steps = config.n_steps(X.shape[0]) if steps is None else steps
-    if C > 1 and (_has_batchnorm(model) or config.optimizer == "lbfgs"):
-        # Batch-norm statistics are updated in place, and L-BFGS is not element-wise (its line
-        # search and history span all parameters): train the copies one by one.
-        outs, diags = [], []
-        for c in range(C):
-            p, d = fit_copies(model, start, X, y, weights[c : c + 1], config, trainable=names,
-                              steps=n_steps, progress=progress, polish=polish, should_stop=should_stop)
-            outs.append(p)
-            diags.append(d)
-        stacked = {k: torch.cat([o[k] for o in outs]) for k in names}
-        diag = {k: torch.cat([d[k] for d in diags]) for k in ("objective", "grad_norm")}
-        diag.update(steps=n_steps, seconds=sum(d["seconds"] for d in diags), nan_step=None)
-        return stacked, diag
-
     t0 = time.perf_counter()
-    leaves = {}
-    for k in names:
-        v = start[k].detach().to(device=device, dtype=dtype)
-        leaves[k] = v.unsqueeze(0).repeat(C, *([1] * v.dim())).requires_grad_(True)
-    frozen = {k: v.detach().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype).clone()
-              for k, v in start.items() if k not in leaves}
-    copies = Copies(model, leaves, frozen)
-    w = weights.to(device=device, dtype=dtype)
-    was_training = model.training
-    model.train()
-    try:
+    copies = Copies.stack(model, start, names, C, X.device, X.dtype)
+    w = weights.to(device=X.device, dtype=X.dtype)
+    obj = make(copies, X, y, w, config)
+    if C > 1 and (config.optimizer == "lbfgs" or (obj.training and _has_batchnorm(model))):
+        # L-BFGS is not element-wise (its line search and history span all parameters), and
+        # batch-norm statistics are updated in place in training mode: one copy at a time.
+        return _one_by_one(model, start, X, y, w, config, names=names, steps=n_steps,
+                           progress=progress, polish=polish, should_stop=should_stop,
+                           objective=objective)
+    with module_mode(model, obj.training):
         if config.optimizer == "lbfgs":
-            n_steps = _lbfgs(copies, X, y, w, config, n_steps, progress, should_stop)
+            n_steps = _lbfgs(obj, config, n_steps, progress, should_stop)
         else:
-            _first_order(copies, X, y, w, config, n_steps, progress, should_stop)
-        if polish and config.polish_steps and config.optimizer != "lbfgs":
-            if C > 1:
-                for c in range(C):
-                    sub = Copies(model, {k: v[c : c + 1].detach().clone().requires_grad_(True)
-                                         for k, v in leaves.items()}, frozen)
-                    _lbfgs(sub, X, y, w[c : c + 1], config, config.polish_steps, None, should_stop)
-                    with torch.no_grad():
-                        for k in leaves:
-                            leaves[k][c] = sub.trainable[k][0]
-            else:
-                _lbfgs(copies, X, y, w, config, config.polish_steps, None, should_stop)
-        model.eval()
-        obj, gn = copies.grad_norms(X, y, w, config)
-    finally:
-        model.train(was_training)
-    out = {k: v.detach() for k, v in leaves.items()}
-    return out, {"objective": obj, "grad_norm": gn, "steps": n_steps,
+            _first_order(obj, X.shape[0], config, n_steps, progress, should_stop)
+        if polish and make is TrainingObjective and config.optimizer != "lbfgs":
+            _polish(copies, X, y, w, config, should_stop)
+    with eval_mode(model):
+        final, gn = obj.grad_norms()
+    out = {k: v.detach() for k, v in copies.trainable.items()}
+    return out, {"objective": final, "grad_norm": gn, "steps": n_steps,
                  "seconds": time.perf_counter() - t0, "nan_step": None}
 
 
-def _check_finite(obj: torch.Tensor, step: int) -> None:
+def _one_by_one(model: nn.Module, start: dict[str, torch.Tensor], X, y, w, config: TrainConfig, *,
+                names: list[str], steps: int, **kwargs: Any
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`fit_copies` for each copy in turn, the results stacked as if trained together."""
+    parts = [fit_copies(model, start, X, y, w[c : c + 1], config, trainable=names, steps=steps,
+                        **kwargs) for c in range(w.shape[0])]
+    stacked = {k: torch.cat([p[k] for p, _ in parts]) for k in names}
+    diag = {k: torch.cat([d[k] for _, d in parts]) for k in ("objective", "grad_norm")}
+    diag.update(steps=steps, seconds=sum(d["seconds"] for _, d in parts), nan_step=None)
+    return stacked, diag
+
+
+def _polish(copies: Copies, X, y, w, config: TrainConfig,
+            should_stop: Callable[[], bool] | None) -> None:
+    """Up to ``config.polish_steps`` full-batch L-BFGS iterations on each copy's training
+    objective, towards the stationary point influence functions assume."""
+    if not config.polish_steps:
+        return
+    for c in range(copies.n):
+        sub = copies if copies.n == 1 else copies.select(c)
+        _lbfgs(TrainingObjective(sub, X, y, w[c : c + 1], config), config, config.polish_steps,
+               None, should_stop)
+        if sub is not copies:
+            with torch.no_grad():
+                for k, v in copies.trainable.items():
+                    v[c] = sub.trainable[k][0]
+
+
+def check_finite_objective(obj: torch.Tensor, step: int) -> None:
+    """Raise ``FloatingPointError`` naming the step and copies whose objective is NaN/inf."""
     if not torch.isfinite(obj).all():
         bad = torch.nonzero(~torch.isfinite(obj)).flatten().tolist()
         raise FloatingPointError(
@@ -306,35 +369,33 @@ def _check_finite(obj: torch.Tensor, step: int) -> None:
         )
 
 
-def _first_order(copies: Copies, X, y, w, config: TrainConfig, n_steps: int,
-                 progress: Progress | None, should_stop) -> None:
-    params = list(copies.trainable.values())
+def _first_order(objective: CopyObjective, n: int, config: TrainConfig, n_steps: int,
+                 progress: Progress | None, should_stop: Callable[[], bool] | None) -> None:
+    """SGD or Adam on all copies at once; mini-batches in a seeded order (a new one per epoch)."""
+    params = list(objective.copies.trainable.values())
     if config.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=config.lr)
     else:
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
-    n = X.shape[0]
+    device = params[0].device
     B = config.batch_size or n
     g = torch.Generator().manual_seed(config.seed)
-    check_every = 1 if X.device.type == "cpu" else 25
+    check_every = 1 if device.type == "cpu" else 25
     order = None
     per_epoch = math.ceil(n / B)
     report_every = max(1, n_steps // 100)
     for step in range(n_steps):
-        if B >= n:
-            Xb, yb, wb = X, y, w
-        else:
+        rows = None
+        if B < n:
             j = step % per_epoch
             if j == 0:
-                order = torch.randperm(n, generator=g).to(X.device)
-            idx = order[j * B : (j + 1) * B]
-            Xb, yb, wb = X[idx], y[idx], w[:, idx]
+                order = torch.randperm(n, generator=g).to(device)
+            rows = order[j * B : (j + 1) * B]
         opt.zero_grad(set_to_none=True)
-        obj = copies.objective(Xb, yb, wb, config)
-        total = obj.sum()
+        obj = objective(rows)
         if step % check_every == 0 or step == n_steps - 1:
-            _check_finite(obj.detach(), step)
-        total.backward()
+            check_finite_objective(obj.detach(), step)
+        obj.sum().backward()
         opt.step()
         if progress is not None and (step % report_every == 0 or step == n_steps - 1):
             progress(step + 1, n_steps, {"objective": float(obj.detach().mean())})
@@ -342,10 +403,11 @@ def _first_order(copies: Copies, X, y, w, config: TrainConfig, n_steps: int,
             raise InterruptedError(f"training cancelled at step {step + 1} of {n_steps}")
 
 
-def _lbfgs(copies: Copies, X, y, w, config: TrainConfig, max_iter: int,
-           progress: Progress | None, should_stop) -> int:
-    """Full-batch L-BFGS (strong Wolfe) for up to ``max_iter`` iterations; returns those done."""
-    params = list(copies.trainable.values())
+def _lbfgs(objective: CopyObjective, config: TrainConfig, max_iter: int,
+           progress: Progress | None, should_stop: Callable[[], bool] | None) -> int:
+    """Full-batch L-BFGS (strong Wolfe) for up to ``max_iter`` iterations, in chunks of 50 that
+    keep the history, until the gradient norm is under ``config.grad_tol``; returns those done."""
+    params = list(objective.copies.trainable.values())
     lr = config.lr if config.optimizer == "lbfgs" else 1.0
     chunk = 50
     opt = torch.optim.LBFGS(params, lr=lr, max_iter=chunk, max_eval=4 * chunk, history_size=50,
@@ -354,7 +416,7 @@ def _lbfgs(copies: Copies, X, y, w, config: TrainConfig, max_iter: int,
 
     def closure():
         opt.zero_grad(set_to_none=True)
-        obj = copies.objective(X, y, w, config).sum()
+        obj = objective().sum()
         obj.backward()
         return obj
 
@@ -368,8 +430,8 @@ def _lbfgs(copies: Copies, X, y, w, config: TrainConfig, max_iter: int,
         opt.step(closure)
         ran = state["n_iter"] - iters0
         done += ran
-        obj, gn = copies.grad_norms(X, y, w, config)
-        _check_finite(obj, done)
+        obj, gn = objective.grad_norms()
+        check_finite_objective(obj, done)
         if progress is not None:
             progress(done, max_iter, {"objective": float(obj.mean()), "grad_norm": float(gn.max())})
         stalled = ran < it and state["func_evals"] - evals0 < 4 * it  # L-BFGS stopped by itself
@@ -415,11 +477,13 @@ def train(
     name: str | None = None,
     data: Any = None,
     progress: Progress | bool | None = None,
+    spec: ModelSpec | None = None,
 ) -> TrainedModel:
     """Train ``model`` on ``train`` (an ``(X, y)`` pair or a torch Dataset) with ``config``.
 
     A :class:`ModelSpec` is built with ``config.seed``; a module passed in is copied and never
-    edited. Returns a :class:`TrainedModel` with the trained copy, its initial parameters, the
+    edited (``spec`` says which spec it was built from, when known: the result keeps it as
+    ``TrainedModel.spec``). Returns a :class:`TrainedModel` with the trained copy, its initial parameters, the
     config and convergence diagnostics (objective and gradient norm with weight decay).
     ``progress=True`` shows a tqdm bar; a callable receives ``(step, total, info)``.
     """
@@ -429,14 +493,17 @@ def train(
     config = config or TrainConfig()
     device = resolve_device(config.device)
     dtype = config.torch_dtype
-    spec = model if isinstance(model, ModelSpec) else getattr(model, "_iw_spec", None)
+    if isinstance(model, ModelSpec):
+        if spec is not None and spec != model:
+            raise ValueError("pass the ModelSpec as the model or as spec=, not two different ones")
+        spec = model
     module = model.build(seed=config.seed) if isinstance(model, ModelSpec) else copy.deepcopy(model)
     module = module.to(device=device, dtype=dtype)
     X, y = as_tensors(train)
     if X.shape[0] == 0:
         raise ValueError("the training set is empty")
     X = X.to(device=device, dtype=dtype)
-    y = y.to(device=device) if config.loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    y = cast_targets(y, config.loss, device, dtype)
     check_input_shape(module, X, spec)
     init = state_of(module)
     names = select_params(module, params)
@@ -464,7 +531,6 @@ def train(
         for k, v in trained.items():
             named[k].copy_(v[0])
     module.eval()
-    module._iw_spec = spec  # type: ignore[attr-defined]
     diagnostics = summarize(diag, config, params=params, dtype=dtype, device=device)
     return TrainedModel(module, config, {k: v.cpu() for k, v in init.items()}, X, y, diagnostics,
                         spec=spec, name=name, data=data)

@@ -26,6 +26,7 @@ from torch import nn
 from .._cache import atomic_torch_save, atomic_write_text, cache_dir, hash_settings, safe_torch_load
 from .._devices import resolve_device
 from .architectures import ModelSpec
+from .losses import cast_targets
 from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, summarize, train
 
 FORMAT = 2  # bump when the layout of the cached files changes
@@ -331,10 +332,9 @@ def _read(preset: Preset, data: Any, key: str, weights: Path, meta: Path) -> Tra
     with torch.no_grad():
         model.load_state_dict(blob["state"], strict=True)
     model.eval()
-    model._iw_spec = spec  # type: ignore[attr-defined]
     X, y = data.train
     X = X.to(device=device, dtype=dtype)
-    y = y.to(device=device) if config.loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    y = cast_targets(y, config.loss, device, dtype)
     extra = {"init_known": True, "cache_key": key, "cache_path": str(weights)}
     return TrainedModel(
         model,
@@ -418,10 +418,9 @@ def _from_module(
 
     device, dtype = resolve_device(config.device), config.torch_dtype
     model = copy.deepcopy(module).to(device=device, dtype=dtype)
-    spec = spec or getattr(module, "_iw_spec", None)
     X, y = data.train
     X = X.to(device=device, dtype=dtype)
-    y = y.to(device=device) if config.loss == "cross_entropy" else y.to(device=device, dtype=dtype)
+    y = cast_targets(y, config.loss, device, dtype)
     check_input_shape(model, X, spec)
     state = state_of(model)
     # Zero steps: only the objective and its gradient norm at the given parameters.
@@ -429,7 +428,6 @@ def _from_module(
         model, state, X, y, torch.ones(1, X.shape[0]), config, steps=0, polish=False
     )
     model.eval()
-    model._iw_spec = spec  # type: ignore[attr-defined]
     diagnostics = summarize(diag, config, params="all", dtype=dtype, device=device)
     init = {k: v.cpu() for k, v in state.items()}
     return TrainedModel(
