@@ -49,7 +49,7 @@ from influence_widgets.models.architectures import mlp_spec
 
 RESULTS = Path(__file__).parent / "results" / "influence.md"
 IRIS_WD = 0.005
-LISSA_DEPTH = 5000  # at most dattri's default depth; stops earlier at its own error estimate
+LISSA_STEPS = 5000  # at most dattri's default depth; stops earlier at its own error estimate
 LISSA_TOL = 0.02  # LiSSA stops at this estimated relative error: the 2% asked for
 CG_TOL = 1e-10
 ARNOLDI_RANK = 50
@@ -211,7 +211,7 @@ def dattri(kind: str) -> Callable[[Problem], torch.Tensor]:
 METHODS: dict[str, tuple[str, Callable[[Problem], torch.Tensor]]] = {
     "exact": ("this engine: exact (Hessian by HVPs, eigh/Cholesky)", ours("exact")),
     "cg": (f"this engine: block CG (tol {CG_TOL:g})", ours("cg", tol=CG_TOL, max_iter=2000)),
-    "lissa": ("this engine: LiSSA (automatic scale)", None),  # depth set per problem
+    "lissa": ("this engine: LiSSA (automatic scale)", None),  # steps set per problem
     "arnoldi": (f"this engine: Arnoldi (rank {ARNOLDI_RANK})", ours("arnoldi", rank=ARNOLDI_RANK)),
     "naive": ("naive: loop of autograd + linalg.solve", naive),
     "dattri_explicit": ("dattri: explicit (best setting: one batch)", dattri("explicit")),
@@ -273,8 +273,8 @@ def bench_problem(pb: Problem, args, have_dattri: bool, why_not: str) -> list[Ro
     ref64 = pb.reference
     for key, (label, fn) in METHODS.items():
         if key == "lissa":
-            fn = ours("lissa", depth=LISSA_DEPTH, tol=LISSA_TOL)
-            label = f"{label}, tol {LISSA_TOL:g}, depth <= {LISSA_DEPTH}"
+            fn = ours("lissa", steps=LISSA_STEPS, error_tol=LISSA_TOL)
+            label = f"{label}, error_tol {LISSA_TOL:g}, steps <= {LISSA_STEPS}"
         if args.quick and pb.kind == "digits":
             continue
         reason = skip_reason(key, pb, args, have_dattri, why_not)
@@ -314,12 +314,10 @@ def hvp_vs_gradient(pb: Problem, reps: int = 10) -> dict[str, float]:
 
     t_grad = med(obj.gradient, reps)
     t_hvp = med(lambda: obj.hvp(v), reps)
-    mode1 = obj.last_hvp_mode
-    for _ in range(20):  # let "auto" settle on a route for batches
-        obj.hvp(V)
+    mode1 = obj.route(1)
     t_batch = med(lambda: obj.hvp(V), max(3, reps // 3)) / 30
     return {"grad": t_grad, "hvp": t_hvp, "hvp_mode": mode1, "hvp_batched_per_vector": t_batch,
-            "batched_mode": obj.last_hvp_mode}
+            "batched_mode": obj.route(V.shape[0])}
 
 
 COLD_SCRIPT = """
@@ -435,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, (_, fn) in METHODS.items():
         if key == "dattri_lissa" or (key.startswith("dattri") and (not have_dattri or args.skip_dattri)):
             continue
-        (fn or ours("lissa", depth=20))(warm)
+        (fn or ours("lissa", steps=20))(warm)
 
     rows: list[Row] = []
     for pb in problems + ([] if args.quick else [dig]):
@@ -468,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "- times: best of 7 runs under 0.5 s, of 3 under 2 s, else one run; each run from scratch "
         "(fresh engine or attributor), after every method ran once on a small problem",
         f"- this engine's LiSSA: automatic scale, stops at an estimated relative error of {LISSA_TOL:g} "
-        f"(at most {LISSA_DEPTH} steps); CG tol {CG_TOL:g}; Arnoldi rank {ARNOLDI_RANK}; errors against this "
+        f"(at most {LISSA_STEPS} steps); CG tol {CG_TOL:g}; Arnoldi rank {ARNOLDI_RANK}; errors against this "
         "engine's exact float64 answer",
     ]
     extra = [f"## HVP vs gradient (digits MLP, {dig.p:,} parameters, {dig.n:,} points)", ""]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -55,7 +56,11 @@ def cmd_list() -> str:
     lines += ["", "Datasets:", "  " + ", ".join(names)]
     lines += ["", "Models (zoo presets):", *_zoo_lines()]
     lines += ["", "Architectures:", "  " + ", ".join(ARCHITECTURES)]
-    lines += ["", "Solvers:", "  " + ", ".join(SOLVERS)]
+    lines += ["", "Solvers (iw.influence(..., solver=NAME, damping=..., **settings)):"]
+    for name, cls in SOLVERS.items():
+        lines.append(f"  {name:<13} {cls.summary}")
+        for line in cls.Settings.describe():
+            lines += textwrap.wrap(line, 100, initial_indent="      ", subsequent_indent="          ")
     return "\n".join(lines)
 
 

@@ -51,7 +51,7 @@ def test_same_seed_gives_the_same_table(tiny_table, tmp_path, monkeypatch):
 
 def test_solver_errors_are_recorded_not_raised():
     case = _iris_case(solvers=("exact", "lissa"), select="all", k=None,
-                      solver_options={"lissa": {"scale": 1e-3, "depth": 50}},
+                      solver_options={"lissa": {"scale": 1e-3, "steps": 50}},
                       truths=(Truth(mode="exact"),))
     table = run_cases([case])
     lissa = table[table.solver == "lissa"].iloc[0]

@@ -8,11 +8,13 @@ from conftest import rel_err
 from torch import nn
 
 from influence_widgets.influence import (
+    SOLVERS,
+    ArnoldiSettings,
     ArnoldiSolver,
+    CGSettings,
     CGSolver,
-    ExactSolver,
     InfluenceEngine,
-    LiSSASolver,
+    LiSSASettings,
     Objective,
     make_solver,
 )
@@ -58,41 +60,41 @@ def _exact(obj: Objective, V: torch.Tensor, damping: float) -> torch.Tensor:
 @pytest.mark.parametrize("block", [True, False])
 def test_cg_matches_exact(pd_objective, block):
     V = _rhs(pd_objective)
-    s = CGSolver(damping=1.0, tol=1e-10, block=block).fit(pd_objective)
-    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
+    s = make_solver("cg", tol=1e-10, block=block).fit(pd_objective)
+    assert rel_err(s.inverse_hvp(V, 1.0), _exact(pd_objective, V, 1.0)) < 1e-6
     assert s.diagnostics["converged"] and s.diagnostics["block"] == block
-    assert rel_err(s.inverse_hvp(V[2]), _exact(pd_objective, V[2:3], 1.0)[0]) < 1e-6
+    assert rel_err(s.inverse_hvp(V[2], 1.0), _exact(pd_objective, V[2:3], 1.0)[0]) < 1e-6
 
 
 @pytest.mark.parametrize("block", [True, False])
 def test_preconditioned_cg_matches_exact(pd_objective, block):
     V = _rhs(pd_objective)
-    plain = CGSolver(damping=1.0, tol=1e-10, block=block).fit(pd_objective)
-    s = CGSolver(damping=1.0, tol=1e-10, block=block, precondition=8).fit(pd_objective)
-    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
-    plain.inverse_hvp(V)
+    plain = make_solver("cg", tol=1e-10, block=block).fit(pd_objective)
+    s = make_solver("cg", tol=1e-10, block=block, precondition=8).fit(pd_objective)
+    assert rel_err(s.inverse_hvp(V, 1.0), _exact(pd_objective, V, 1.0)) < 1e-6
+    plain.inverse_hvp(V, 1.0)
     assert s.diagnostics["precondition"] == 8
     assert s.diagnostics["iterations"] < plain.diagnostics["iterations"]
 
 
 def test_block_cg_with_more_vectors_than_parameters(pd_objective):
     V = _rhs(pd_objective, k=pd_objective.p + 7)
-    s = CGSolver(damping=1.0, tol=1e-10).fit(pd_objective)
-    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-6
+    s = CGSolver(CGSettings(tol=1e-10)).fit(pd_objective)
+    assert rel_err(s.inverse_hvp(V, damping=1.0), _exact(pd_objective, V, 1.0)) < 1e-6
     assert s.diagnostics["iterations"] <= 3
 
 
 def test_cg_reports_progress(pd_objective):
     seen = []
-    s = CGSolver(damping=1.0, progress=lambda i, n, info: seen.append(info["residual"])).fit(pd_objective)
-    s.inverse_hvp(_rhs(pd_objective))
+    s = CGSolver().fit(pd_objective)
+    s.inverse_hvp(_rhs(pd_objective), 1.0, progress=lambda i, n, info: seen.append(info["residual"]))
     assert seen and seen[-1] <= 1e-8 and len(seen) == s.diagnostics["iterations"]
 
 
 def test_lissa_with_automatic_scale_matches_exact(pd_objective):
     V = _rhs(pd_objective)
-    s = LiSSASolver(damping=1.0, depth=80).fit(pd_objective)
-    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 2e-2
+    s = make_solver("lissa", steps=80).fit(pd_objective)
+    assert rel_err(s.inverse_hvp(V, 1.0), _exact(pd_objective, V, 1.0)) < 2e-2
     lam = float(torch.linalg.eigvalsh(pd_objective.hessian())[-1]) + 1.0
     # automatic: just above half the top eigenvalue of H + damping I (the fastest safe scale)
     assert 0.5 * lam < s.diagnostics["scale"] < 0.6 * lam
@@ -101,26 +103,25 @@ def test_lissa_with_automatic_scale_matches_exact(pd_objective):
 
 def test_lissa_stops_early_at_its_estimated_error(pd_objective):
     V = _rhs(pd_objective, k=3)
-    s = LiSSASolver(damping=1.0, depth=5000, tol=1e-4).fit(pd_objective)
-    out = s.inverse_hvp(V)
+    s = make_solver("lissa", steps=5000, error_tol=1e-4).fit(pd_objective)
+    out = s.inverse_hvp(V, 1.0)
     assert s.diagnostics["steps"] < 500 and s.diagnostics["estimated_error"] <= 1e-4
     assert rel_err(out, _exact(pd_objective, V, 1.0)) < 1e-4
 
 
 def test_lissa_recovers_when_its_automatic_scale_is_too_small(pd_objective):
     V = _rhs(pd_objective, k=2)
-    s = LiSSASolver(damping=1.0, depth=80).fit(pd_objective)
+    s = make_solver("lissa", steps=80).fit(pd_objective)
     s._top = (0.2 * s._top[0], 0.0)  # a badly underestimated top eigenvalue
-    s._set_auto_scale()
-    out = s.inverse_hvp(V)
+    out = s.inverse_hvp(V, 1.0)
     assert s.diagnostics["restarts"] >= 1
     assert rel_err(out, _exact(pd_objective, V, 1.0)) < 5e-2
 
 
 def test_lissa_minibatches_average_to_the_answer(pd_objective):
     V = _rhs(pd_objective, k=2)
-    s = LiSSASolver(damping=1.0, depth=100, repeats=2, batch_size=15, seed=3).fit(pd_objective)
-    out = s.inverse_hvp(V)
+    s = make_solver("lissa", steps=100, repeats=2, batch_size=15, seed=3).fit(pd_objective)
+    out = s.inverse_hvp(V, 1.0)
     assert "1.1 x" in s.diagnostics["scale_source"]
     assert rel_err(out, _exact(pd_objective, V, 1.0)) < 0.3
 
@@ -133,23 +134,22 @@ def test_top_eigenvalue_by_lanczos(pd_objective):
 
 def test_arnoldi_with_full_rank_equals_exact(pd_objective):
     V = _rhs(pd_objective)
-    s = ArnoldiSolver(damping=1.0, rank=pd_objective.p).fit(pd_objective)
-    assert rel_err(s.inverse_hvp(V), _exact(pd_objective, V, 1.0)) < 1e-8
+    s = ArnoldiSolver(ArnoldiSettings(rank=pd_objective.p)).fit(pd_objective)
+    assert rel_err(s.inverse_hvp(V, 1.0), _exact(pd_objective, V, 1.0)) < 1e-8
 
 
 def test_exact_methods_agree_and_handle_indefinite_matrices():
     X, y = _data()
     obj = Objective(_mlp(), X, y)
     V = _rhs(obj)
-    eig = ExactSolver(damping=0.2, method="eigh").fit(obj)
-    chol = ExactSolver(damping=0.2, method="cholesky").fit(obj)
+    eig = make_solver("exact", method="eigh").fit(obj)
+    chol = make_solver("exact", method="cholesky").fit(obj)
     assert eig.diagnostics["min_eigenvalue"] + 0.2 < 0  # indefinite: cholesky falls back to LU
-    assert rel_err(chol.inverse_hvp(V), eig.inverse_hvp(V)) < 1e-8
+    assert rel_err(chol.inverse_hvp(V, 0.2), eig.inverse_hvp(V, 0.2)) < 1e-8
     assert chol.diagnostics["factorization"] == "lu"
     assert chol.diagnostics["top_eigenvalue"] == pytest.approx(eig.diagnostics["top_eigenvalue"], rel=1e-6)
     assert abs(chol.diagnostics["min_eigenvalue"] - eig.diagnostics["min_eigenvalue"]) < 1e-8
-    chol.damping = eig.damping = 5.0
-    assert rel_err(chol.inverse_hvp(V), eig.inverse_hvp(V)) < 1e-8
+    assert rel_err(chol.inverse_hvp(V, 5.0), eig.inverse_hvp(V, 5.0)) < 1e-8
     assert chol.diagnostics["factorization"] == "cholesky"
 
 
@@ -182,9 +182,14 @@ def test_ggn_is_positive_semidefinite_on_an_mlp(loss):
 
 def test_make_solver_builds_every_solver_with_its_options():
     assert isinstance(make_solver("cg", tol=1e-4, block=False), CGSolver)
-    assert isinstance(make_solver("lissa", depth=5, scale=2.0), LiSSASolver)
+    assert make_solver("lissa", steps=5, scale=2.0).settings == LiSSASettings(scale=2.0, steps=5)
     assert isinstance(make_solver("arnoldi", rank=3), ArnoldiSolver)
-    assert make_solver("exact", method="cholesky").method == "cholesky"
+    assert make_solver("exact", method="cholesky").settings.method == "cholesky"
+    # LiSSA's old option names still work, with a warning naming the new one
+    with pytest.warns(FutureWarning, match="'depth' is now called 'steps'"):
+        assert make_solver("lissa", depth=7).settings.steps == 7
+    with pytest.warns(FutureWarning, match="'tol' is now called 'error_tol'"):
+        assert make_solver("lissa", tol=1e-3).settings.error_tol == 1e-3
 
 
 def test_engine_shares_fits_across_test_points_and_reports_diagnostics():
@@ -196,3 +201,42 @@ def test_engine_shares_fits_across_test_points_and_reports_diagnostics():
     assert engine.fits == 1
     assert rel_err(b.values[0], a.values[3]) < 1e-8
     assert a.diagnostics["solver"] == "cg" and "grad_norm" in a.diagnostics and a.seconds > 0
+
+
+# ----------------------------------------------------------------------------- damping per solve
+
+
+@pytest.mark.parametrize("name", ["exact", "cg", "lissa", "arnoldi"])
+def test_one_fit_serves_every_damping_and_bad_damping_is_refused(pd_objective, name):
+    """Damping is an argument of each solve, validated there, also after a first fit."""
+    options = {"lissa": {"steps": 400}, "arnoldi": {"rank": pd_objective.p}}.get(name, {})
+    s = make_solver(name, **options).fit(pd_objective)
+    V = _rhs(pd_objective, k=2)
+    expected = {d: _exact(pd_objective, V, d) for d in (1.0, 3.0)}
+    calls = pd_objective.hvp_calls
+    for damping in (1.0, 3.0):
+        tol = {"lissa": 5e-2}.get(name, 1e-6)
+        assert rel_err(s.inverse_hvp(V, damping), expected[damping]) < tol
+        assert s.diagnostics["damping"] == damping
+    if name in ("exact", "arnoldi"):  # the fit holds the whole answer: no product after it
+        assert pd_objective.hvp_calls == calls
+    for bad in (float("nan"), -0.5, float("inf"), "1"):
+        with pytest.raises(ValueError, match="damping must be a finite number >= 0"):
+            s.inverse_hvp(V, bad)
+    assert not hasattr(s, "damping")  # nothing to set from outside
+
+
+def test_engine_reuses_each_fit_across_dampings_and_checks_damping():
+    X, y = _data()
+    engine = InfluenceEngine(_mlp(), (X, y), weight_decay=0.01)
+    test = _data(n=4, seed=9)
+    for name in SOLVERS:
+        first = engine.scores(test, solver=name, damping=2.0)
+        fits = engine.fits
+        engine.scores(test, solver=name, damping=3.0)
+        assert engine.fits == fits, name
+        assert first.damping == 2.0 and first.diagnostics["settings"] == engine.solver(name).settings.options()
+        with pytest.raises(ValueError, match="damping"):
+            engine.scores(test, solver=name, damping=float("nan"))
+        with pytest.raises(ValueError, match="damping"):
+            engine.scores(test, solver=name, damping=-1.0)

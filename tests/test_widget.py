@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import influence_widgets as iw
-from influence_widgets.influence.solvers import SolverSettings
+from influence_widgets.influence import SOLVERS
 from influence_widgets.plots.scatter import HIGHLIGHT_GID, POINTS_GID
 
 MODEL = "iris-test"
@@ -97,13 +97,19 @@ def test_selecting_a_training_point_highlights_it(explorer):
     assert f"training point #{int(explorer.last_indices[pos])}" in explorer.point_html.value
 
 
-@pytest.mark.parametrize("solver", list(SolverSettings.USED_BY))
+@pytest.mark.parametrize("solver", list(SOLVERS))
 def test_solver_settings_hidden_unless_used(explorer, solver):
     explorer.controls.solver.value = solver
     assert explorer.solver == solver
-    used = SolverSettings.USED_BY[solver]
-    for name, widget in explorer.controls.settings.widgets.items():
-        assert (widget.layout.display != "none") == (name in used), (solver, name)
+    for owner, widgets in explorer.controls.settings.widgets.items():
+        for name, widget in widgets.items():
+            assert (widget.layout.display != "none") == (owner == solver), (solver, owner, name)
+    assert explorer.controls.settings.damping.layout.display != "none"  # every solver's
+    # each control is a field of the solver's settings, with the field's help as its tooltip
+    fields = {f.name: f for f in SOLVERS[solver].Settings.fields()}
+    for name, widget in explorer.controls.settings.widgets[solver].items():
+        assert widget.tooltip == fields[name].help and not fields[name].advanced
+    assert type(explorer.request().settings) is SOLVERS[solver].Settings
 
 
 def test_injected_failure_is_shown(explorer, monkeypatch):
@@ -124,8 +130,8 @@ def test_injected_failure_is_shown(explorer, monkeypatch):
 
 def test_lissa_divergence_is_shown(explorer):
     explorer.controls.solver.value = "lissa"
-    explorer.controls.settings.widgets["scale"].value = "0.001"
-    explorer.controls.settings.widgets["depth"].value = 50
+    explorer.controls.settings.widgets["lissa"]["scale"].value = "0.001"
+    explorer.controls.settings.widgets["lissa"]["steps"].value = 50
     explorer.controls.compute.click()
     assert explorer.error is not None and explorer.error.startswith("DivergenceError")
     assert "increase scale" in explorer.error_box.value
@@ -148,7 +154,7 @@ def test_exact_damping_change_does_not_refit(explorer):
     _click(explorer)
     engine = explorer.session.engines[explorer.request().engine_key]
     fits, before = engine.fits, explorer.last_estimates.clone()
-    explorer.controls.settings.widgets["damping"].value = 0.5
+    explorer.controls.settings.damping.value = 0.5
     _click(explorer)
     assert engine.fits == fits
     assert not torch.allclose(explorer.last_estimates, before)

@@ -123,10 +123,9 @@ class EvalCase:
     group_repeats: int = 2
     compare_k: int = 10
     keep_pairs: bool = True
-    #: A fixed Hessian-vector-product route, never the timed "auto" choice: without weight decay
-    #: the Hessian is nearly singular and amplifies the rounding differences between routes, so
-    #: a timed choice would break "same seeds, same numbers".
-    hvp_mode: str = "rev"
+    #: The Hessian-vector-product route (``Objective``'s ``hvp_mode``). "auto" is a fixed rule of
+    #: device and sizes, so the same seeds give the same numbers in every process.
+    hvp_mode: str = "auto"
 
     def __post_init__(self) -> None:
         selects = ("top_abs", "train_loss", "random", "all")

@@ -105,11 +105,11 @@ def solver_study(preset: str = "quick", *, device: str | None = None,
 
     No retraining: ``rel_error`` is ``||est - exact|| / ||exact||`` over all training points and
     the correlations are with the exact estimate. Options: ``depths``, ``weight_decay``,
-    ``activation``, ``seeds``, ``solvers``, ``damping``, ``lissa_depth``, ``lissa_batch``
+    ``activation``, ``seeds``, ``solvers``, ``damping``, ``lissa_steps``, ``lissa_batch``
     (training points per LiSSA step; ``None``: all, deterministic), ``arnoldi_rank``, ``train``.
     """
     o = resolve("solver", preset, options)
-    lissa = {"depth": o["lissa_depth"], "batch_size": o["lissa_batch"]}
+    lissa = {"steps": o["lissa_steps"], "batch_size": o["lissa_batch"]}
     solver_options = {**IRIS_SOLVER_OPTIONS, "lissa": lissa,
                       "arnoldi": {"rank": o["arnoldi_rank"]}}
     ev = EvalCase(solvers=tuple(o["solvers"]), solver_options=solver_options,
@@ -167,7 +167,7 @@ def _available(dataset: str, data_options: dict[str, Any], notes: list[str]) -> 
 
 def _image_eval(o: dict[str, Any], solvers: tuple[str, ...]) -> EvalCase:
     options = {"cg": {"tol": 1e-5, "max_iter": 300},
-               "lissa": {"depth": o.get("lissa_depth", 300), "batch_size": o.get("lissa_batch")}}
+               "lissa": {"steps": o.get("lissa_steps", 300), "batch_size": o.get("lissa_batch")}}
     return EvalCase(solvers=solvers, solver_options=options, damping=o["damping"], k=o["k"],
                     truths=(_warm_start(o["retrain"]),))
 
@@ -184,7 +184,7 @@ def weight_decay_study(preset: str = "quick", *, device: str | None = None,
 
     Missing datasets are skipped with a note in ``table.attrs["notes"]``. Options: ``datasets``,
     ``archs``, ``weight_decays``, ``solvers``, ``seeds``, ``k``, ``train_size``, ``test_size``,
-    ``steps``, ``damping``, ``lissa_depth``, ``lissa_batch``, ``arch_options``, ``retrain``.
+    ``steps``, ``damping``, ``lissa_steps``, ``lissa_batch``, ``arch_options``, ``retrain``.
     """
     o = resolve("weight_decay", preset, options)
     notes: list[str] = []
@@ -206,7 +206,7 @@ def architecture_study(preset: str = "quick", *, device: str | None = None,
 
     CG and LiSSA estimates (with damping) against warm-start LOO; CG stops with an error on an
     indefinite Hessian (recorded in the ``error`` column). Options: ``dataset``, ``archs``,
-    ``weight_decay``, ``seeds``, ``solvers``, ``lissa_depth``, ``lissa_batch``, ``k``,
+    ``weight_decay``, ``seeds``, ``solvers``, ``lissa_steps``, ``lissa_batch``, ``k``,
     ``train_size``, ``test_size``, ``steps``, ``damping``, ``arch_options``, ``retrain``.
     """
     o = resolve("architecture", preset, options)

@@ -1,26 +1,37 @@
 """The influence engine: objective, per-sample gradients, HVPs, solvers and the public entry points."""
 
 from .api import InfluenceEngine, InfluenceResult, hessian_spectrum, influence
-from .objective import Objective
+from .objective import Objective, hvp_route
+from .settings import SolverSettings, setting
 from .solvers import (
     SOLVERS,
+    ArnoldiSettings,
     ArnoldiSolver,
+    CGSettings,
     CGSolver,
     DivergenceError,
+    ExactSettings,
     ExactSolver,
     HessianTooLargeError,
+    LiSSASettings,
     LiSSASolver,
     NegativeCurvatureError,
+    Solve,
     Solver,
     SolverError,
-    SolverSettings,
+    make_settings,
     make_solver,
     power_iteration,
+    register_solver,
+    solver_class,
+    unregister_solver,
 )
 
 __all__ = [
-    "SOLVERS", "ArnoldiSolver", "CGSolver", "DivergenceError", "ExactSolver", "HessianTooLargeError",
-    "InfluenceEngine", "InfluenceResult", "LiSSASolver", "NegativeCurvatureError", "Objective",
-    "Solver", "SolverError", "SolverSettings", "hessian_spectrum", "influence", "make_solver",
-    "power_iteration",
+    "SOLVERS", "ArnoldiSettings", "ArnoldiSolver", "CGSettings", "CGSolver", "DivergenceError",
+    "ExactSettings", "ExactSolver", "HessianTooLargeError", "InfluenceEngine", "InfluenceResult",
+    "LiSSASettings", "LiSSASolver", "NegativeCurvatureError", "Objective", "Solve", "Solver",
+    "SolverError", "SolverSettings", "hessian_spectrum", "hvp_route", "influence", "make_settings",
+    "make_solver", "power_iteration", "register_solver", "setting", "solver_class",
+    "unregister_solver",
 ]

@@ -16,7 +16,8 @@ from ..models.architectures import check_input_shape
 from ..models.params import ParamSelection
 from ..models.training import TrainedModel
 from .objective import Objective
-from .solvers import Progress, Solver, make_solver
+from .settings import SolverSettings, check_damping
+from .solvers import Progress, Solver, make_settings, solver_class
 
 
 @dataclass
@@ -37,7 +38,7 @@ def _unpack_model(model: nn.Module | TrainedModel, weight_decay, loss):
     if isinstance(model, TrainedModel):
         wd = model.config.weight_decay if weight_decay is None else weight_decay
         return model.model, wd, loss or model.config.loss, model.spec
-    return model, (0.0 if weight_decay is None else weight_decay), loss or "cross_entropy", getattr(model, "_iw_spec", None)
+    return model, (0.0 if weight_decay is None else weight_decay), loss or "cross_entropy", None
 
 
 def _check_indices(test_indices, n_test: int) -> torch.Tensor:
@@ -109,26 +110,28 @@ class InfluenceEngine:
         self._train_grads = obj.check_finite(G[: obj.n], "training")
         return obj.check_finite(G[obj.n :], "test")
 
-    def solver(self, name: str = "exact", damping: float = 0.0, progress: Progress | None = None,
-               **options: Any) -> Solver:
-        """A fitted solver; exact and Arnoldi fits are shared across dampings."""
-        shares_fit = name in ("exact", "arnoldi")
-        key = (name, None if shares_fit else damping, tuple(sorted(options.items())))
+    def solver(self, name: str = "exact", settings: SolverSettings | None = None,
+               progress: Progress | None = None, **options: Any) -> Solver:
+        """The fitted solver ``name`` with these settings (fitted once, then shared by every
+        damping and test point). ``settings`` is the solver's own settings class; ``options``
+        set (or replace) its fields by name."""
+        st = make_settings(name, settings, **options)
+        key = (name, st)
         s = self._solvers.get(key)
         if s is None:
-            s = make_solver(name, damping=damping, progress=progress, **options)
-            s.fit(self.objective)
+            s = solver_class(name)(st).fit(self.objective, progress=progress)
             self.fits += 1
             self._solvers[key] = s
-        s.damping = float(damping)
-        s.progress = progress
         return s
 
     def scores(self, test: Any, *, solver: str = "exact", damping: float = 0.0,
-               test_indices: Any = None, progress: Progress | None = None,
-               wd_correction: bool = False, **options: Any) -> InfluenceResult:
+               settings: SolverSettings | None = None, test_indices: Any = None,
+               progress: Progress | None = None, wd_correction: bool = False,
+               **options: Any) -> InfluenceResult:
         """Estimated change in each test loss when each training point is removed (see :func:`influence`)."""
         t0 = time.perf_counter()
+        damping = check_damping(damping)
+        st = make_settings(solver, settings, **options)
         Xt, yt = as_tensors(test)
         if test_indices is not None:
             idx = _check_indices(test_indices, Xt.shape[0])
@@ -138,15 +141,17 @@ class InfluenceEngine:
             raise ValueError(f"test inputs have shape {tuple(Xt.shape[1:])} per row but the training "
                              f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
         g_test = self._test_grads(Xt, yt)
-        s = self.solver(solver, damping, progress, **options)
-        ihvp = s.inverse_hvp(g_test)  # (n_test, p)
+        s = self.solver(solver, st, progress)
+        solved = s.solve(g_test, damping, progress)  # (n_test, p)
+        ihvp = solved.X
         values = ihvp @ self.train_grads.T / obj.n
         if wd_correction and obj.weight_decay:
             values = values + (ihvp @ (obj.weight_decay * obj.theta)).unsqueeze(1) / (obj.n - 1)
-        diag = dict(s.diagnostics)
+        diag = dict(solved.diagnostics)
+        diag["settings"] = st.options()
         self._warn_indefinite(diag, damping)
         diag["grad_norm"] = self.grad_norm
-        return InfluenceResult(values.detach(), solver, float(damping), obj.params_label, obj.curvature,
+        return InfluenceResult(values.detach(), solver, damping, obj.params_label, obj.curvature,
                                obj.weight_decay, diag, time.perf_counter() - t0)
 
     @staticmethod
@@ -170,7 +175,8 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
               loss: str | None = None, device: str | torch.device | None = None,
               curvature: str = "hessian", test_indices: Any = None, chunk_size: int | None = None,
               wd_correction: bool = False, return_result: bool = False,
-              progress: Progress | None = None, **solver_options: Any) -> torch.Tensor | InfluenceResult:
+              progress: Progress | None = None, settings: SolverSettings | None = None,
+              **solver_options: Any) -> torch.Tensor | InfluenceResult:
     """Estimated influence of every training point on every test point.
 
     Returns a ``(n_test, n_train)`` tensor whose entry ``[t, i]`` estimates the *change in the loss
@@ -188,9 +194,13 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
         train, test: ``(X, y)`` tensor pairs or torch Datasets.
         weight_decay: the L2 coefficient the model was trained with (``None``: from the
             ``TrainedModel``, else 0.0).
-        solver: "exact", "cg", "lissa" or "arnoldi"; ``solver_options`` go to it (e.g. exact:
-            ``method``, ``max_bytes``; cg: ``tol``, ``max_iter``, ``block``, ``precondition``;
-            lissa: ``scale``, ``depth``, ``repeats``, ``batch_size``, ``tol``; arnoldi: ``rank``).
+        solver: a name in ``iw.influence.SOLVERS`` ("exact", "cg", "lissa", "arnoldi", ...).
+            Its settings are its own dataclass (``ExactSettings``, ``CGSettings``,
+            ``LiSSASettings``, ``ArnoldiSettings``: every field documented there), passed as
+            ``settings=`` or field by field as ``solver_options`` (e.g. cg: ``tol``,
+            ``max_iter``; lissa: ``scale``, ``steps``, ``repeats``, ``batch_size``; arnoldi:
+            ``rank``). An option the solver does not have is a ``TypeError``.
+        damping: added to the curvature, ``(H + damping I)``; a finite number >= 0.
         params: "all", "last_layer" or a list of parameter names.
         test_indices: score only these rows of ``test``.
         wd_correction: add the term ``g_t^T H^{-1} (weight_decay theta) / (n - 1)`` that retraining
@@ -199,8 +209,9 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
     """
     engine = InfluenceEngine(model, train, weight_decay=weight_decay, params=params, loss=loss,
                              curvature=curvature, device=device, chunk_size=chunk_size)
-    res = engine.scores(test, solver=solver, damping=damping, test_indices=test_indices,
-                        progress=progress, wd_correction=wd_correction, **solver_options)
+    res = engine.scores(test, solver=solver, damping=damping, settings=settings,
+                        test_indices=test_indices, progress=progress,
+                        wd_correction=wd_correction, **solver_options)
     return res if return_result else res.values
 
 

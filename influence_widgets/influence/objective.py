@@ -13,47 +13,41 @@ while the data fit in one chunk.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from ..models.losses import per_sample_loss
+from ..models.losses import cast_targets, per_sample_loss
+from ..models.modes import eval_mode
 from ..models.params import ParamSelection, describe_params, select_params
 
 CURVATURES = ("hessian", "ggn")
-HVP_MODES = ("auto", "rev", "fwd", "graph", "graph_loop")
-_HVP_CHOICE: dict[tuple, tuple[str, bool]] = {}  # key -> (route, final)
-_AUTO_CALLS: dict[tuple, int] = {}  # products asked for per key, over all objectives
-_AUTO_RETIME_CALLS = 16
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluate with batch-norm running statistics and no dropout; restore the flag afterwards."""
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
+ROUTES = ("rev", "fwd", "graph", "graph_loop")
+HVP_MODES = ("auto", "tune", *ROUTES)
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes a single temporary may take: a quarter of free CUDA memory, or 2 GiB on the CPU."""
+    """Bytes a single temporary may take: an eighth of the CUDA device's total memory, or 2 GiB
+    on the CPU. A fixed number per device (never the memory free at the moment), so chunk sizes,
+    and with them the last bits of every result, are the same in every process."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free // 4)
+        return int(torch.cuda.get_device_properties(device).total_memory // 8)
     return 2 * 1024**3
 
 
-def _imported(module: str) -> bool:
-    return module in sys.modules
+def hvp_route(device_type: str, p: int, n: int, k: int, cached: bool) -> str:
+    """The Hessian-vector-product route ``hvp_mode="auto"`` takes: a fixed rule of the device
+    type, the parameter count ``p``, the training rows ``n``, the vectors per product ``k`` and
+    whether the gradient graph at theta is kept between products (``cached``).
+
+    Measured in ``benchmarks/bench_hvp_routes.py`` (``benchmarks/results/hvp_routes.md``).
+    """
+    if not cached:
+        return "rev"
+    return "graph"
 
 
 def _sync(device: torch.device) -> None:
@@ -74,10 +68,10 @@ class Objective:
         chunk_size: rows per chunk for per-sample gradients and HVPs (``None``: from memory).
         hvp_mode: "rev" (vjp of grad), "fwd" (jvp of grad), "graph" (batched backward through a
             gradient graph built once at ``theta``), "graph_loop" (the same, one vector at a
-            time) or "auto" (the fastest, timed once per device, model size and batch of vectors).
-            Routes agree to rounding (about 1e-16 relative); each fixed route is bitwise
-            repeatable, "auto" may pick a different one in another process, so pin a route where
-            results must be bit-for-bit reproducible.
+            time), "auto" (a fixed rule of device, sizes and vectors per product:
+            :func:`hvp_route`) or "tune" (opt-in: the fastest, timed once on this objective).
+            Routes agree to rounding (about 1e-16 relative); every mode but "tune" gives the same
+            bits for the same inputs in every process.
         cache_graph: keep the gradient graph between calls; ``None``: when the data fit in one chunk.
     """
 
@@ -108,7 +102,7 @@ class Objective:
         self.frozen = {k: v.detach() for k, v in named.items() if k not in self.names}
         self.frozen.update({k: v.detach() for k, v in model.named_buffers()})
         self.X = X.to(self.device, self.dtype)
-        self.y = y.to(self.device) if loss == "cross_entropy" else y.to(self.device, self.dtype)
+        self.y = cast_targets(y, loss, self.device, self.dtype)
         self.n = X.shape[0]
         self.p = self.theta.numel()
         self.chunk_size = chunk_size
@@ -118,6 +112,9 @@ class Objective:
         self.last_hvp_mode: str | None = None
         self._graphs: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self._psg_route: str | None = None
+        self._no_double_backward = False
+        self._tuned: dict[tuple[int, bool], str] = {}
+        self.tune_times: dict[tuple[int, bool], dict[str, float]] = {}
 
     # ------------------------------------------------------------------ pure functions
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -186,7 +183,7 @@ class Objective:
         """Gradients of each row's loss, ``(N, p)`` (no weight decay: that is in ``H``); ``check``
         raises on NaN/inf rows (see :meth:`check_finite`)."""
         X = X.to(self.device, self.dtype)
-        y = y.to(self.device) if self.loss == "cross_entropy" else y.to(self.device, self.dtype)
+        y = cast_targets(y, self.loss, self.device, self.dtype)
         size = chunk_size or self.chunk_size or self._auto_chunk(self.p * self.dtype.itemsize * 8, X.shape[0])
         out = []
         with eval_mode(self.model):
@@ -244,10 +241,8 @@ class Objective:
             out = sum(self._run_chunk(V, Xc, yc, mode, None, n) for Xc, yc in self.chunks(Xr, yr))
         elif self.curvature == "ggn":
             out = self._run(V, "ggn")
-        elif self.hvp_mode == "auto":
-            out = self._auto(V)
         else:
-            out = self._run(V, self.hvp_mode)
+            out = self._routed(V)
         out = out + self.weight_decay * V
         return out[0] if single else out
 
@@ -322,72 +317,64 @@ class Objective:
         p = torch.softmax(out, dim=-1)
         return p * u - p * (p * u).sum(-1, keepdim=True)
 
-    def _auto(self, V: torch.Tensor) -> torch.Tensor:
-        """The fastest route for this problem, timed on the first call (whose result is returned).
+    def route(self, k: int) -> str:
+        """The route a product of ``k`` vectors takes (``hvp_mode`` fixed, the rule of
+        :func:`hvp_route` for "auto", this objective's own timing for "tune")."""
+        cached = self.caches_graph
+        if self.hvp_mode in ROUTES:
+            route = self.hvp_mode
+        elif self.hvp_mode == "tune":
+            route = self._tuned.get((k, cached), "")
+        else:
+            route = hvp_route(self.device.type, self.p, self.n, k, cached)
+        if route.startswith("graph") and self._no_double_backward:
+            return "rev"
+        return route
 
-        The batched-backward route ("graph") costs a one-time import of about a second (sympy,
-        for autograd's batched shape checks): while that is not paid, it is tried only when a
-        product is slow anyway or the same products keep being asked for (iterative solvers).
-        torch.func's routes ("rev", "fwd") import torch._dynamo (seconds) and are slower than a
-        cached graph, so they compete only when the graph cannot be cached or that is paid.
-        """
-        k = V.shape[0]
-        key = (self.device.type, type(self.model).__name__, self.p, self.n, k, self.caches_graph)
-        mode, final = _HVP_CHOICE.get(key, (None, False))
-        calls = _AUTO_CALLS[key] = _AUTO_CALLS.get(key, 0) + 1
-        paid = _imported("torch.fx.experimental.symbolic_shapes")
-        if mode is not None and (final or (calls < _AUTO_RETIME_CALLS and not paid)):
-            return self._run(V, mode)
-        if mode is not None:
-            self.last_hvp_mode = mode
-            out = self._run(V, mode)
-            self._try_modes(V, key, ["graph"], {mode: self._time(V, mode)[0]}, final=True)
-            return out
-        first = "graph_loop" if k > 1 else "graph"
+    def _routed(self, V: torch.Tensor) -> torch.Tensor:
+        route = self.route(V.shape[0])
+        if not route:  # "tune", first product of this shape: time the routes on it
+            return self._tune(V)
         try:
-            elapsed, out = self._time(V, first)
-        except (RuntimeError, NotImplementedError):  # no double backward here: torch.func's routes
-            best = self._try_modes(V, key, ["rev", "fwd"], {}, final=True)
-            return self._run(V, best)
-        times = {first: elapsed}
-        final = True
-        others: list[str] = []
-        if k > 1:
-            if paid or elapsed > 0.2:
-                others.append("graph")
-            else:
-                final = False  # look again after a few more calls
-        if not self.caches_graph or _imported("torch._dynamo"):
-            others += ["rev", "fwd"]
-        best = self._try_modes(V, key, others, times, final)
-        return out if best == first else self._run(V, best)
+            return self._run(V, route)
+        except (RuntimeError, NotImplementedError):
+            # A model without double backward (some fused ops): torch.func's routes still work.
+            # Decided by the model alone, so every process takes the same route.
+            if not route.startswith("graph") or self.hvp_mode in ROUTES:
+                raise
+            self._no_double_backward = True
+            self.clear_cache()
+            return self._run(V, "rev")
+
+    def _tune(self, V: torch.Tensor) -> torch.Tensor:
+        """Opt-in (``hvp_mode="tune"``): time every route once on this objective and keep the
+        fastest for products of this many vectors. The choice lives on this object only; another
+        process may choose differently, so results can differ in the last bits."""
+        times, out = {}, None
+        for route in ROUTES:
+            try:
+                elapsed, res = self._time(V, route)
+            except (RuntimeError, NotImplementedError):
+                continue  # a route this model does not support
+            times[route] = elapsed
+            out = res if out is None or elapsed <= min(times.values()) else out
+        if not times:
+            raise RuntimeError("no Hessian-vector-product route works for this model; try curvature='ggn'")
+        best = min(times, key=times.get)
+        self._tuned[(V.shape[0], self.caches_graph)] = best
+        self.tune_times[(V.shape[0], self.caches_graph)] = times
+        return self._run(V, best)
 
     def _time(self, V: torch.Tensor, mode: str) -> tuple[float, torch.Tensor]:
-        t = time.perf_counter()
-        out = self._run(V, mode)  # warm-up: builds the graph
+        self._run(V, mode)  # warm-up: builds the graph
         _sync(self.device)
-        first = time.perf_counter() - t
-        reps = 3 if first < 5e-3 else 1
-        elapsed = []
-        for _ in range(reps):
+        elapsed, out = [], None
+        for _ in range(3):
             t = time.perf_counter()
             out = self._run(V, mode)
             _sync(self.device)
             elapsed.append(time.perf_counter() - t)
         return min(elapsed), out
-
-    def _try_modes(self, V, key, modes: list[str], times: dict[str, float], final: bool) -> str:
-        for mode in modes:
-            try:
-                times[mode] = self._time(V, mode)[0]
-            except (RuntimeError, NotImplementedError):
-                continue  # a route this model does not support
-        if not times:
-            raise RuntimeError("no Hessian-vector-product route works for this model; try curvature='ggn'")
-        best = min(times, key=times.get)
-        _HVP_CHOICE[key] = (best, final)
-        self.last_hvp_mode = best
-        return best
 
     def hessian(self, block: int | None = None, progress: Any = None) -> torch.Tensor:
         """The explicit ``p x p`` curvature matrix, built from batched HVPs on identity columns."""

@@ -1,7 +1,12 @@
-"""Inverse-HVP solvers behind one protocol: ``fit(objective)`` once, then ``inverse_hvp(V)``.
+"""Inverse-HVP solvers behind one protocol: ``fit(objective)`` once, then ``solve(V, damping)``.
 
 Every solver solves ``(H + damping * I) X = V`` for the same ``H`` (the objective's curvature,
-weight decay included), for a batch ``V (k, p)`` of right-hand sides at once.
+weight decay included), for a batch ``V (k, p)`` of right-hand sides at once. Its settings are a
+frozen dataclass of its own (:mod:`.settings`); the damping is an argument of each solve, so one
+fit (an eigendecomposition, a Lanczos basis, a top eigenvalue) serves every damping. Solvers are
+found by name in :data:`SOLVERS`: a new solver is one class (with its ``Settings``) and one
+:func:`register_solver` line, and appears in ``iw.influence``, the CLI's ``list`` and the
+explorer's controls.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from .objective import Objective, memory_budget
+from .settings import SolverSettings, check_damping, setting
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 
@@ -34,43 +40,82 @@ class HessianTooLargeError(MemoryError):
     pass
 
 
+@dataclass
+class Solve:
+    """One solve's answer ``X (k, p)`` and what the solver measured on the way."""
+
+    X: torch.Tensor
+    diagnostics: dict[str, Any]
+
+
 class Solver:
-    """Base class: subclasses set ``name`` and implement :meth:`_fit` and :meth:`_solve`."""
+    """Base class: subclasses set ``name``, ``label``, ``Settings`` and implement :meth:`_fit`
+    and :meth:`_solve`.
+
+    ``fit`` computes what every damping shares (and records it in ``fit_diagnostics``);
+    ``solve(V, damping)`` validates the damping and returns the answer with the diagnostics of
+    the fit and of this solve. A fitted solver is never reconfigured from outside: a different
+    setting is a different solver.
+    """
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # the name shown in the explorer and the CLI
+    summary: ClassVar[str] = ""  # one line: what it computes and when to use it
+    Settings: ClassVar[type[SolverSettings]] = SolverSettings
 
-    def __init__(self, damping: float = 0.0, progress: Progress | None = None) -> None:
-        if not (damping >= 0 and math.isfinite(damping)):
-            raise ValueError(f"damping must be a finite number >= 0, got {damping}")
-        self.damping = float(damping)
-        self.progress = progress
+    def __init__(self, settings: SolverSettings | None = None) -> None:
+        settings = self.Settings() if settings is None else settings
+        if not isinstance(settings, self.Settings):
+            raise TypeError(f"solver {self.name!r} takes {self.Settings.__name__}, "
+                            f"got {type(settings).__name__}")
+        self.settings = settings
         self.objective: Objective | None = None
-        self.diagnostics: dict[str, Any] = {"solver": self.name}
+        self.fit_diagnostics: dict[str, Any] = {}
+        self.diagnostics: dict[str, Any] = {"solver": self.name}  # of the last solve
+        self._progress: Progress | None = None
 
-    def fit(self, objective: Objective) -> Solver:
+    def fit(self, objective: Objective, progress: Progress | None = None) -> Solver:
         self.objective = objective
-        self._fit(objective)
+        self.fit_diagnostics = {"solver": self.name}
+        self._progress = progress
+        try:
+            self._fit(objective)
+        finally:
+            self._progress = None
+        self.diagnostics = dict(self.fit_diagnostics)
         return self
 
-    def inverse_hvp(self, V: torch.Tensor) -> torch.Tensor:
-        """``(H + damping I)^{-1} V`` for ``V`` of shape ``(k, p)`` (or ``(p,)``)."""
+    def solve(self, V: torch.Tensor, damping: float = 0.0, progress: Progress | None = None) -> Solve:
+        """``(H + damping I)^{-1} V`` for ``V`` of shape ``(k, p)`` (or ``(p,)``), with diagnostics."""
+        damping = check_damping(damping)
         if self.objective is None:
-            raise RuntimeError("call fit(objective) before inverse_hvp")
+            raise RuntimeError("call fit(objective) before solving")
         single = V.dim() == 1
         V = V.unsqueeze(0) if single else V
         if V.shape[1] != self.objective.p:
             raise ValueError(f"vectors have {V.shape[1]} entries, the objective has {self.objective.p} parameters")
-        X = self._solve(V.to(self.objective.device, self.objective.dtype))
-        return X[0] if single else X
+        info: dict[str, Any] = {}
+        self._progress = progress
+        try:
+            X = self._solve(V.to(self.objective.device, self.objective.dtype), damping, info)
+        finally:
+            self._progress = None
+        diag = {**self.fit_diagnostics, **info, "damping": damping}
+        self.diagnostics = diag
+        return Solve(X[0] if single else X, diag)
+
+    def inverse_hvp(self, V: torch.Tensor, damping: float = 0.0, progress: Progress | None = None) -> torch.Tensor:
+        """``(H + damping I)^{-1} V`` (see :meth:`solve`)."""
+        return self.solve(V, damping, progress).X
 
     def _report(self, step: int, total: int, info: dict[str, Any]) -> None:
-        if self.progress is not None:
-            self.progress(step, total, {"solver": self.name, **info})
+        if self._progress is not None:
+            self._progress(step, total, {"solver": self.name, **info})
 
     def _fit(self, objective: Objective) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _solve(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def _solve(self, V: torch.Tensor, damping: float, info: dict[str, Any]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -81,35 +126,41 @@ def _eigen_inverse(evals: torch.Tensor, evecs: torch.Tensor, damping: float, V: 
     return ((V @ evecs) * inv) @ evecs.T
 
 
-class ExactSolver(Solver):
-    """Explicit curvature matrix, factorised once: a new damping costs no new Hessian.
+@dataclass(frozen=True)
+class ExactSettings(SolverSettings):
+    """Settings of the exact solver."""
 
-    ``method="eigh"`` eigendecomposes ``H`` (every damping is then free, and the diagnostics hold
-    the whole spectrum's ends); ``"cholesky"`` factorises ``H + damping I`` once per damping (an
-    LU factorisation when that is not positive definite), many times cheaper for large ``p``;
-    ``"auto"`` takes eigh up to ``EIGH_MAX`` parameters.
+    method: str = setting("auto", "eigh: eigendecompose H once (every damping is then free, and "
+                          "the whole spectrum is known); cholesky: factorise H + damping I once "
+                          "per damping (many times cheaper for large p); auto: eigh up to 320 "
+                          "parameters", choices=("auto", "eigh", "cholesky"))
+    max_bytes: int | None = setting(None, "memory the p x p matrices may take, in bytes (blank: "
+                                    "half of the device's memory budget)", minimum=1,
+                                    advanced=True, blank="from memory")
+
+
+class ExactSolver(Solver):
+    """The explicit curvature matrix, factorised once: a new damping costs no new Hessian.
+
+    Builds ``H`` (p x p) from batched HVPs on identity columns, so it needs about ``3 p^2``
+    numbers of memory, and refuses (:class:`HessianTooLargeError`, naming the bytes and what to
+    use instead) a Hessian that would not fit.
     """
 
     name = "exact"
+    label = "exact"
+    summary = "the explicit Hessian, eigendecomposed or factorised: exact up to rounding; small models"
+    Settings = ExactSettings
     EIGH_MAX: ClassVar[int] = 320
-    METHODS: ClassVar[tuple[str, ...]] = ("auto", "eigh", "cholesky")
-
-    def __init__(self, damping: float = 0.0, progress: Progress | None = None, max_bytes: int | None = None,
-                 method: str = "auto"):
-        super().__init__(damping, progress)
-        if method not in self.METHODS:
-            raise ValueError(f"unknown exact method {method!r}; valid: {', '.join(self.METHODS)}")
-        self.max_bytes = max_bytes
-        self.method = method
-        self._factors: dict[float, tuple] = {}
 
     @staticmethod
     def required_bytes(p: int, itemsize: int) -> int:
         return 3 * p * p * itemsize  # matrix, eigenvectors or factor, workspace
 
     def _fit(self, objective: Objective) -> None:
+        st = self.settings
         need = self.required_bytes(objective.p, objective.dtype.itemsize)
-        limit = self.max_bytes if self.max_bytes is not None else memory_budget(objective.device) * 2
+        limit = st.max_bytes if st.max_bytes is not None else memory_budget(objective.device) * 2
         if need > limit:
             raise HessianTooLargeError(
                 f"the exact solver needs about {need:,} bytes ({need / 1e9:.2f} GB) for a "
@@ -117,14 +168,15 @@ class ExactSolver(Solver):
                 f"({limit / 1e9:.2f} GB) allowed; use solver='cg', 'lissa' or 'arnoldi', or "
                 "params='last_layer'"
             )
-        H = objective.hessian(progress=self.progress)
-        use_eigh = self.method == "eigh" or (self.method == "auto" and objective.p <= self.EIGH_MAX)
-        self.diagnostics.update(n_params=objective.p, factorization="eigh" if use_eigh else "cholesky")
-        self._factors = {}
+        H = objective.hessian(progress=self._progress)
+        use_eigh = st.method == "eigh" or (st.method == "auto" and objective.p <= self.EIGH_MAX)
+        diag = self.fit_diagnostics
+        diag.update(n_params=objective.p, factorization="eigh" if use_eigh else "cholesky")
+        self._factors: dict[float, tuple] = {}
         if use_eigh:
             self.H = None
             self.evals, self.evecs = torch.linalg.eigh(H)
-            self.diagnostics.update(
+            diag.update(
                 top_eigenvalue=float(self.evals[-1]),
                 min_eigenvalue=float(self.evals[0]),
                 n_negative=int((self.evals < 0).sum()),
@@ -132,33 +184,34 @@ class ExactSolver(Solver):
         else:
             self.H, self.evals, self.evecs = H, None, None
             top, _, _ = _lanczos(lambda v: H @ v, H.shape[0], H.dtype, H.device, min(H.shape[0], 30))
-            self.diagnostics.update(top_eigenvalue=float(top.max()))
+            diag.update(top_eigenvalue=float(top.max()))
 
-    def _factor(self, damping: float) -> tuple:
-        f = self._factors.get(damping)
-        if f is not None:
-            return f
+    def _factor(self, damping: float) -> tuple[tuple, dict[str, Any]]:
+        """The factor of ``H + damping I`` (cached for the last two dampings) and what it says."""
+        hit = self._factors.get(damping)
+        if hit is not None:
+            return hit
         A = self.H.clone()
         A.diagonal().add_(damping)
         L, info = torch.linalg.cholesky_ex(A)
         if int(info) == 0:
-            f = ("cholesky", L)
-            self.diagnostics.update(factorization="cholesky")
+            hit = (("cholesky", L), {"factorization": "cholesky"})
         else:
             del L
             lo = _smallest_eigenvalue(self.H)
-            self.diagnostics.update(factorization="lu", min_eigenvalue=min(lo, -damping), n_negative=None)
-            f = ("lu", *torch.linalg.lu_factor(A))
+            hit = (("lu", *torch.linalg.lu_factor(A)),
+                   {"factorization": "lu", "min_eigenvalue": min(lo, -damping), "n_negative": None})
         del A
         if len(self._factors) >= 2:  # each factor is p x p: keep the last two dampings
             self._factors.pop(next(iter(self._factors)))
-        self._factors[damping] = f
-        return f
+        self._factors[damping] = hit
+        return hit
 
-    def _solve(self, V: torch.Tensor) -> torch.Tensor:
+    def _solve(self, V: torch.Tensor, damping: float, info: dict[str, Any]) -> torch.Tensor:
         if self.evals is not None:
-            return _eigen_inverse(self.evals, self.evecs, self.damping, V)
-        f = self._factor(self.damping)
+            return _eigen_inverse(self.evals, self.evecs, damping, V)
+        f, what = self._factor(damping)
+        info.update(what)
         if f[0] == "cholesky":
             return torch.cholesky_solve(V.T, f[1]).T
         return torch.linalg.lu_solve(f[1], f[2], V.T).T
@@ -171,46 +224,55 @@ def _smallest_eigenvalue(H: torch.Tensor, n_iter: int = 100) -> float:
     return float(evals.min())
 
 
+@dataclass(frozen=True)
+class CGSettings(SolverSettings):
+    """Settings of conjugate gradient."""
+
+    tol: float = setting(1e-8, "stop when every vector's relative residual ||b - A x|| / ||b|| is "
+                         "below this (raised to 10 x the dtype's rounding when smaller)", above=0)
+    max_iter: int = setting(1000, "CG iteration limit (one batched Hessian-vector product each)",
+                            minimum=1)
+    block: bool = setting(True, "all vectors share one Krylov space (block CG): fewer iterations "
+                          "when several test points are solved at once", advanced=True)
+    precondition: int = setting(0, "top eigenpairs (by Lanczos, at fit time) for a spectral "
+                                "preconditioner; 0: none", minimum=0, advanced=True)
+    seed: int = setting(0, "seed of the Lanczos start vector of the preconditioner", advanced=True)
+
+
 class CGSolver(Solver):
     """Conjugate gradient on ``H + damping I``; stops on negative curvature.
 
     With ``block=True`` (default) all right-hand sides share one Krylov space (block CG in
     Dubrulle's QR form, stable when residuals become dependent): each iteration costs one batched
     HVP, as plain batched CG does, and converges in far fewer iterations when ``k`` vectors are
-    solved at once. ``block=False`` runs independent CG on each vector. ``tol`` is the relative
-    residual ``||b - A x|| / ||b||`` at which each vector stops.
+    solved at once. ``block=False`` runs independent CG on each vector.
     """
 
     name = "cg"
-
-    def __init__(self, damping: float = 0.0, progress: Progress | None = None, tol: float = 1e-8,
-                 max_iter: int = 1000, block: bool = True, precondition: int = 0, seed: int = 0):
-        super().__init__(damping, progress)
-        if tol <= 0 or max_iter < 1 or precondition < 0:
-            raise ValueError("cg needs tol > 0, max_iter >= 1 and precondition >= 0")
-        self.tol, self.max_iter, self.block = tol, max_iter, block
-        self.precondition, self.seed = precondition, seed
-        self._ritz: tuple[torch.Tensor, torch.Tensor] | None = None
+    label = "CG"
+    summary = "conjugate gradient on Hessian-vector products: exact at convergence; needs H + damping I > 0"
+    Settings = CGSettings
 
     def _fit(self, objective: Objective) -> None:
-        self._ritz = None
-        if self.precondition:
+        self._ritz: tuple[torch.Tensor, torch.Tensor] | None = None
+        st = self.settings
+        if st.precondition:
             # Top eigenpairs by Lanczos, for a spectral preconditioner M = U (L + d) U^T +
             # c (I - U U^T), c the smallest kept L + d: it maps the top of the spectrum to 1.
-            r = min(self.precondition, objective.p)
+            r = min(st.precondition, objective.p)
             m = min(objective.p, 2 * r + 10)
             evals, evecs, _ = _lanczos(objective.hvp, objective.p, objective.dtype, objective.device,
-                                       m, self.seed)
+                                       m, st.seed)
             top = torch.argsort(evals, descending=True)[:r]
             self._ritz = (evals[top], evecs[:, top].contiguous())
-            self.diagnostics.update(precondition=r, lanczos_products=m)
+            self.fit_diagnostics.update(precondition=r, lanczos_products=m)
 
-    def _scaler(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    def _scaler(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """``M^{-1/2}`` applied to the rows of a matrix, or ``None`` (no usable preconditioner)."""
         if self._ritz is None:
             return None
         lam, U = self._ritz
-        mu = lam + self.damping
+        mu = lam + damping
         c = float(mu.min())
         if c <= 0:  # H + damping I is not positive there: let CG meet and report it
             return None
@@ -221,34 +283,41 @@ class CGSolver(Solver):
 
         return scale
 
-    def _apply(self, M: torch.Tensor) -> torch.Tensor:
-        return self.objective.hvp(M) + self.damping * M
-
-    def _negative(self, value: float, it: int) -> NegativeCurvatureError:
+    @staticmethod
+    def _negative(value: float, it: int) -> NegativeCurvatureError:
         return NegativeCurvatureError(
             f"CG met negative curvature (p^T (H + damping I) p = {value:.3g}) at iteration {it}: "
             "H is indefinite here. Add damping (larger than the most negative eigenvalue's "
             "magnitude), use curvature='ggn', or solver='exact'"
         )
 
-    def _solve(self, V: torch.Tensor) -> torch.Tensor:
-        P = self._scaler()
-        A = self._apply
+    def _solve(self, V: torch.Tensor, damping: float, info: dict[str, Any]) -> torch.Tensor:
+        st = self.settings
+        hvp = self.objective.hvp
+
+        def A(M: torch.Tensor) -> torch.Tensor:
+            return hvp(M) + damping * M
+
+        P = self._scaler(damping)
         if P is not None:  # solve (P A P) Y = P V, then X = P Y, with P = M^{-1/2} symmetric
-            A = lambda M: P(self._apply(P(M)))  # noqa: E731
+            plain = A
+            A = lambda M: P(plain(P(M)))  # noqa: E731
             V = P(V)
         # a residual far below the rounding of the dtype cannot be reached reliably (float32)
-        self._tol = max(self.tol, 10 * torch.finfo(V.dtype).eps)
-        X, it, trace = self._solve_block(V, A) if self.block and V.shape[0] > 1 else self._solve_plain(V, A)
+        tol = max(st.tol, 10 * torch.finfo(V.dtype).eps)
+        if st.block and V.shape[0] > 1:
+            X, it, trace = self._solve_block(V, A, tol)
+        else:
+            X, it, trace = self._solve_plain(V, A, tol)
         if P is not None:
             X = P(X)
         if not torch.isfinite(X).all():
             raise DivergenceError("CG produced NaN/inf: add damping or use curvature='ggn'")
-        self.diagnostics.update(iterations=it, residual=trace[-1], residual_trace=trace,
-                                converged=trace[-1] <= self._tol, tol=self._tol, block=self.block)
+        info.update(iterations=it, residual=trace[-1], residual_trace=trace,
+                    converged=trace[-1] <= tol, tol=tol, block=st.block)
         return X
 
-    def _solve_plain(self, V: torch.Tensor, A: Callable[[torch.Tensor], torch.Tensor]
+    def _solve_plain(self, V: torch.Tensor, A: Callable[[torch.Tensor], torch.Tensor], tol: float
                      ) -> tuple[torch.Tensor, int, list[float]]:
         X = torch.zeros_like(V)
         R = V.clone()
@@ -258,7 +327,7 @@ class CGSolver(Solver):
         trace = []
         active = torch.ones(V.shape[0], dtype=torch.bool, device=V.device)
         it = 0
-        for it in range(1, self.max_iter + 1):
+        for it in range(1, self.settings.max_iter + 1):
             AP = A(P)
             pAp = (P * AP).sum(1)
             bad = active & (pAp <= 0)
@@ -270,8 +339,8 @@ class CGSolver(Solver):
             rs_new = (R * R).sum(1)
             rel = rs_new.sqrt() / bnorm
             trace.append(float(rel.max()))
-            self._report(it, self.max_iter, {"residual": trace[-1]})
-            active = rel > self._tol
+            self._report(it, self.settings.max_iter, {"residual": trace[-1]})
+            active = rel > tol
             if not active.any():
                 break
             beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(rs.dtype).tiny), torch.zeros_like(rs))
@@ -279,7 +348,7 @@ class CGSolver(Solver):
             rs = rs_new
         return X, it, trace
 
-    def _solve_block(self, V: torch.Tensor, A: Callable[[torch.Tensor], torch.Tensor]
+    def _solve_block(self, V: torch.Tensor, A: Callable[[torch.Tensor], torch.Tensor], tol: float
                      ) -> tuple[torch.Tensor, int, list[float]]:
         # Dubrulle (2001), BCGrQ: residual R = Q C with Q orthonormal, search directions S.
         B = V.T  # (p, k): columns are right-hand sides
@@ -291,7 +360,7 @@ class CGSolver(Solver):
         eps = torch.finfo(V.dtype).eps
         trace: list[float] = []
         it = 0
-        for it in range(1, self.max_iter + 1):
+        for it in range(1, self.settings.max_iter + 1):
             T = A(S.T).T
             StT = S.T @ T
             w, U = torch.linalg.eigh(0.5 * (StT + StT.T))
@@ -306,8 +375,8 @@ class CGSolver(Solver):
             C = xi @ C
             rel = (C.norm(dim=0) / bnorm).masked_fill(zero, 0.0)
             trace.append(float(rel.max()))
-            self._report(it, self.max_iter, {"residual": trace[-1]})
-            if trace[-1] <= self._tol:
+            self._report(it, self.settings.max_iter, {"residual": trace[-1]})
+            if trace[-1] <= tol:
                 break
         return X.T.contiguous(), it, trace
 
@@ -337,112 +406,124 @@ def top_eigenvalue(objective: Objective, n_iter: int = 30, seed: int = 0) -> tup
     return float(evals[i]), float(resid[i])
 
 
+@dataclass(frozen=True)
+class LiSSASettings(SolverSettings):
+    """Settings of LiSSA (``depth`` and ``tol`` are the old names of ``steps`` and ``error_tol``)."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"depth": "steps", "tol": "error_tol"}
+
+    scale: float | None = setting(None, "divides H + damping I: must exceed half its largest "
+                                  "eigenvalue with full-batch steps (the largest with "
+                                  "mini-batches), else the recursion diverges; blank: automatic "
+                                  "(from the top eigenvalue by Lanczos)", above=0, blank="automatic")
+    steps: int = setting(1000, "recursion steps per repeat (terms of the Neumann series)", minimum=1)
+    repeats: int = setting(1, "independent repeats averaged (only differ with mini-batches)",
+                           minimum=1)
+    batch_size: int | None = setting(None, "training points per Hessian-vector product (blank: "
+                                     "the full training set, deterministic)", minimum=1,
+                                     blank="full batch")
+    error_tol: float = setting(0.0, "stop a repeat early once the estimated relative error of "
+                               "every vector is below this (0: always run all steps)", minimum=0,
+                               advanced=True)
+    seed: int = setting(0, "seed of the mini-batch draws and of the Lanczos start vector",
+                        advanced=True)
+
+
 class LiSSASolver(Solver):
     """Neumann-series recursion (Agarwal et al. 2016):
-    ``h_j = v + (I - (H_batch + damping I) / scale) h_{j-1}``, answer ``h_J / scale``, averaged
-    over ``repeats``. ``batch_size=None`` uses the full training set per step (deterministic).
+    ``h_j = v + (I - (H_batch + damping I) / scale) h_{j-1}``, answer ``h_J / scale`` after
+    ``steps`` steps, averaged over ``repeats``. ``batch_size=None`` uses the full training set per
+    step (deterministic).
 
     ``scale=None`` sets it from the top eigenvalue ``lambda`` of ``H + damping I`` (Lanczos, with
     its error bound added): ``0.52 lambda`` for full-batch steps, where any scale above
     ``lambda / 2`` converges and ``lambda / 2`` is the fastest (Richardson's optimal step when the
     smallest eigenvalue is near 0); ``1.1 lambda`` for mini-batch steps, whose Hessians have larger
     eigenvalues. If the recursion diverges with an automatic scale, the scale is doubled and the
-    solve restarted (up to three times; recorded in the diagnostics). ``tol > 0`` stops a repeat
-    (before ``depth``) once the estimated relative error of every vector is below ``tol``: the
+    solve restarted (up to three times; recorded in the diagnostics). ``error_tol > 0`` stops a
+    repeat (before ``steps``) once the estimated relative error of every vector is below it: the
     recursion is linear, so its increments shrink by a measured rate ``rho`` per step and the rest
     of the series sums to about ``increment * rho / (1 - rho)`` (full-batch steps; mini-batch noise
     keeps the estimate high).
     """
 
     name = "lissa"
-
-    def __init__(self, damping: float = 0.0, progress: Progress | None = None, scale: float | None = None,
-                 depth: int = 1000, repeats: int = 1, batch_size: int | None = None, seed: int = 0,
-                 tol: float = 0.0):
-        super().__init__(damping, progress)
-        if depth < 1 or repeats < 1 or (scale is not None and scale <= 0):
-            raise ValueError("lissa needs depth >= 1, repeats >= 1 and scale > 0 (or None for automatic)")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"lissa needs batch_size >= 1 or None, got {batch_size}")
-        self.scale, self.depth, self.repeats = scale, depth, repeats
-        self.batch_size, self.seed, self.tol = batch_size, seed, tol
+    label = "LiSSA"
+    summary = "stochastic Neumann series (Agarwal et al. 2016): approximate; needs a valid scale"
+    Settings = LiSSASettings
 
     @property
     def _stochastic(self) -> bool:
-        return self.batch_size is not None and self.batch_size < self.objective.n
+        b = self.settings.batch_size
+        return b is not None and b < self.objective.n
 
     def _fit(self, objective: Objective) -> None:
-        if self.scale is not None:
-            self._scale = float(self.scale)
-            self.diagnostics.update(scale=self._scale, scale_source="given")
-            return
-        lam, err = top_eigenvalue(objective, seed=self.seed)
-        self._top = (lam, err)
-        self._set_auto_scale()
+        self._top: tuple[float, float] | None = None
+        if self.settings.scale is None:
+            self._top = top_eigenvalue(objective, seed=self.settings.seed)
 
-    def _set_auto_scale(self) -> None:
+    def _auto_scale(self, damping: float) -> tuple[float, str]:
         lam, err = self._top
-        top = abs(lam) + err + self.damping
         factor = 1.1 if self._stochastic else 0.52
-        self._scale = factor * top
-        self._scale_damping = self.damping
-        self.diagnostics.update(scale=self._scale, scale_source=(
+        return factor * (abs(lam) + err + damping), (
             f"automatic: {factor} x (top eigenvalue {lam:.6g} from Lanczos + its error bound "
-            f"{err:.2g} + damping {self.damping:.3g})"))
+            f"{err:.2g} + damping {damping:.3g})")
 
     def _hvp_batch(self, M: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         obj = self.objective
         if not self._stochastic:
             return obj.hvp(M)
-        idx = torch.randint(obj.n, (self.batch_size,), generator=g)
+        idx = torch.randint(obj.n, (self.settings.batch_size,), generator=g)
         return obj.hvp(M, rows=idx)
 
-    def _solve(self, V: torch.Tensor) -> torch.Tensor:
-        auto = self.scale is None
-        if auto and self._scale_damping != self.damping:
-            self._set_auto_scale()
+    def _solve(self, V: torch.Tensor, damping: float, info: dict[str, Any]) -> torch.Tensor:
+        auto = self.settings.scale is None
+        if auto:
+            scale, source = self._auto_scale(damping)
+        else:
+            scale, source = float(self.settings.scale), "given"
         restarts = 0
         while True:
             try:
-                out = self._recursion(V)
+                out = self._recursion(V, damping, scale, info)
                 break
             except DivergenceError:
                 if not auto or restarts >= 3:
                     raise
                 restarts += 1
-                self._scale *= 2.0
-        self.diagnostics.update(restarts=restarts, scale=self._scale)
+                scale *= 2.0
+        info.update(restarts=restarts, scale=scale, scale_source=source)
         return out
 
-    def _recursion(self, V: torch.Tensor) -> torch.Tensor:
-        s = self._scale
+    def _recursion(self, V: torch.Tensor, damping: float, s: float, info: dict[str, Any]) -> torch.Tensor:
+        st = self.settings
         total = torch.zeros_like(V)
         trace: list[float] = []
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator().manual_seed(st.seed)
         vnorm = float(V.norm(dim=1).max()) or 1.0
-        limit = 1e4 * vnorm * max(1.0, self.depth)
+        limit = 1e4 * vnorm * max(1.0, st.steps)
         every = 10  # norms (divergence check, trace) every 10 steps: each costs a sync on GPUs
-        keep = 1.0 - self.damping / s
+        keep = 1.0 - damping / s
         steps, estimate = 0, float("inf")
         window = 10  # steps between the increments compared for the error estimate
-        for r in range(self.repeats):
+        for r in range(st.repeats):
             h = V.clone()
             prev, hits = None, 0
-            for j in range(1, self.depth + 1):
+            for j in range(1, st.steps + 1):
                 h_new = self._hvp_batch(h, g).div_(-s).add_(h, alpha=keep).add_(V)
                 steps += 1
-                if j % every == 0 or j == self.depth:
+                if j % every == 0 or j == st.steps:
                     hn = h_new.norm(dim=1)
                     nrm = float(hn.max())
                     trace.append(nrm)
                     if not math.isfinite(nrm) or nrm > limit:
                         raise DivergenceError(
                             f"LiSSA diverged at step {j} (norm {nrm:.3g}) with scale {s:.4g} and damping "
-                            f"{self.damping:.3g}: increase scale (it must exceed half the largest "
+                            f"{damping:.3g}: increase scale (it must exceed half the largest "
                             "eigenvalue of H + damping I, and the largest for mini-batches) or add "
                             "damping (H + damping I must be positive definite)"
                         )
-                if self.tol and j % window == 0:
+                if st.error_tol and j % window == 0:
                     # A linear recursion: increments shrink by a rate rho per step, and what is
                     # still to come sums to about increment * rho / (1 - rho).
                     inc = (h_new - h).norm(dim=1)
@@ -451,17 +532,17 @@ class LiSSASolver(Solver):
                         err = torch.where(rho < 1, inc * rho / (1 - rho).clamp_min(1e-300),
                                           torch.full_like(inc, float("inf")))
                         estimate = float((err / h_new.norm(dim=1).clamp_min(torch.finfo(inc.dtype).tiny)).max())
-                        hits = hits + 1 if estimate <= self.tol else 0
+                        hits = hits + 1 if estimate <= st.error_tol else 0
                     prev = inc
                 h = h_new
-                if j % 10 == 0 or j == self.depth:
-                    self._report(r * self.depth + j, self.repeats * self.depth, {"norm": trace[-1]})
+                if j % 10 == 0 or j == st.steps:
+                    self._report(r * st.steps + j, st.repeats * st.steps, {"norm": trace[-1]})
                 if hits >= 3:
                     break
             total += h / s
-        self.diagnostics.update(norm_trace=trace, steps=steps, repeats=self.repeats,
-                                estimated_error=estimate if self.tol else None)
-        return total / self.repeats
+        info.update(norm_trace=trace, steps=steps, repeats=st.repeats,
+                    estimated_error=estimate if st.error_tol else None)
+        return total / st.repeats
 
 
 def _lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], p: int, dtype: torch.dtype,
@@ -516,63 +597,86 @@ def lanczos(objective: Objective, k: int, n_iter: int | None = None, seed: int =
     return evals, evecs
 
 
+@dataclass(frozen=True)
+class ArnoldiSettings(SolverSettings):
+    """Settings of the Arnoldi (Lanczos) low-rank solver."""
+
+    rank: int = setting(20, "top eigenpairs (by |eigenvalue|) kept; the inverse acts on their "
+                        "span only", minimum=1)
+    n_iter: int | None = setting(None, "Lanczos iterations (blank: max(2 rank, rank + 20))",
+                                 minimum=1, advanced=True, blank="automatic")
+    seed: int = setting(0, "seed of the Lanczos start vector", advanced=True)
+
+
 class ArnoldiSolver(Solver):
     """Top-``rank`` eigenpairs by Lanczos/Arnoldi (Schioppa et al. 2022); inverse on that subspace."""
 
     name = "arnoldi"
-
-    def __init__(self, damping: float = 0.0, progress: Progress | None = None, rank: int = 20,
-                 n_iter: int | None = None, seed: int = 0):
-        super().__init__(damping, progress)
-        if rank < 1:
-            raise ValueError(f"arnoldi needs rank >= 1, got {rank}")
-        self.rank, self.n_iter, self.seed = rank, n_iter, seed
+    label = "Arnoldi"
+    summary = "top eigenpairs by Lanczos (Schioppa et al. 2022): a low-rank inverse; large models"
+    Settings = ArnoldiSettings
 
     def _fit(self, objective: Objective) -> None:
-        evals, evecs = lanczos(objective, self.rank, self.n_iter, self.seed, self.progress)
-        keep = torch.argsort(evals.abs(), descending=True)[: self.rank]
+        st = self.settings
+        evals, evecs = lanczos(objective, st.rank, st.n_iter, st.seed, self._progress)
+        keep = torch.argsort(evals.abs(), descending=True)[: st.rank]
         self.evals, self.evecs = evals[keep], evecs[:, keep]
-        self.diagnostics.update(rank=int(keep.numel()), top_eigenvalue=float(self.evals.max()),
-                                min_eigenvalue=float(self.evals.min()))
+        self.fit_diagnostics.update(rank=int(keep.numel()), top_eigenvalue=float(self.evals.max()),
+                                    min_eigenvalue=float(self.evals.min()))
 
-    def _solve(self, V: torch.Tensor) -> torch.Tensor:
-        return _eigen_inverse(self.evals, self.evecs, self.damping, V)
-
-
-SOLVERS: dict[str, type[Solver]] = {s.name: s for s in (ExactSolver, CGSolver, LiSSASolver, ArnoldiSolver)}
+    def _solve(self, V: torch.Tensor, damping: float, info: dict[str, Any]) -> torch.Tensor:
+        return _eigen_inverse(self.evals, self.evecs, damping, V)
 
 
-def make_solver(name: str, damping: float = 0.0, progress: Progress | None = None, **options: Any) -> Solver:
-    """A solver by name; unknown names and options are clear errors."""
+# ----------------------------------------------------------------------------- the registry
+
+#: Every solver by name. A new one is a :class:`Solver` subclass with its ``Settings`` and one
+#: :func:`register_solver` call; ``iw.influence``, the CLI's ``list`` and the explorer read it.
+SOLVERS: dict[str, type[Solver]] = {}
+
+
+def register_solver(cls: type[Solver]) -> type[Solver]:
+    """Add a solver class to :data:`SOLVERS` under ``cls.name`` (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Solver)) or not cls.name:
+        raise TypeError("register_solver takes a Solver subclass with a non-empty name")
+    if not (isinstance(cls.Settings, type) and issubclass(cls.Settings, SolverSettings)):
+        raise TypeError(f"solver {cls.name!r}: Settings must be a SolverSettings dataclass")
+    if cls.name in SOLVERS and SOLVERS[cls.name] is not cls:
+        raise ValueError(f"a solver named {cls.name!r} is already registered")
+    SOLVERS[cls.name] = cls
+    return cls
+
+
+def unregister_solver(name: str) -> None:
+    """Remove a solver added with :func:`register_solver` (the built-in ones stay)."""
+    if name in BUILTIN_SOLVERS:
+        raise ValueError(f"{name!r} is a built-in solver")
+    SOLVERS.pop(name, None)
+
+
+for _cls in (ExactSolver, CGSolver, LiSSASolver, ArnoldiSolver):
+    register_solver(_cls)
+BUILTIN_SOLVERS = tuple(SOLVERS)
+
+
+def solver_class(name: str) -> type[Solver]:
+    """The solver class called ``name``, or a ``ValueError`` listing the valid names."""
     try:
-        cls = SOLVERS[name]
+        return SOLVERS[name]
     except KeyError:
         raise ValueError(f"unknown solver {name!r}; valid names: {', '.join(SOLVERS)}") from None
-    try:
-        return cls(damping=damping, progress=progress, **options)
-    except TypeError as e:
-        raise TypeError(f"solver {name!r} got an unknown option: {e}") from None
 
 
-@dataclass(frozen=True)
-class SolverSettings:
-    """The settings each solver takes (used to build widget controls)."""
+def make_settings(name: str, settings: SolverSettings | None = None, **options: Any) -> SolverSettings:
+    """The settings of solver ``name``: ``settings`` (its own class) with ``options`` replacing fields."""
+    cls = solver_class(name).Settings
+    if settings is None:
+        return cls.from_options(name, **options)
+    if not isinstance(settings, cls):
+        raise TypeError(f"solver {name!r} takes {cls.__name__}, got {type(settings).__name__}")
+    return cls.from_options(name, **{**settings.options(), **options}) if options else settings
 
-    damping: float = 0.0
-    tol: float = 1e-8
-    max_iter: int = 1000
-    scale: float | None = None
-    depth: int = 1000
-    repeats: int = 1
-    batch_size: int | None = None
-    rank: int = 20
 
-    USED_BY: ClassVar[dict[str, tuple[str, ...]]] = {
-        "exact": ("damping",),
-        "cg": ("damping", "tol", "max_iter"),
-        "lissa": ("damping", "scale", "depth", "repeats", "batch_size"),
-        "arnoldi": ("damping", "rank"),
-    }
-
-    def options_for(self, solver: str) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.USED_BY[solver] if k != "damping"}
+def make_solver(name: str, settings: SolverSettings | None = None, **options: Any) -> Solver:
+    """An unfitted solver by name; unknown names and options are clear errors."""
+    return solver_class(name)(make_settings(name, settings, **options))

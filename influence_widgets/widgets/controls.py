@@ -1,16 +1,20 @@
-"""The explorer's input widgets; solver settings are built from :class:`SolverSettings` fields."""
+"""The explorer's input widgets; each solver's controls are built from its settings dataclass.
+
+The solver list and every solver's controls come from the solver registry
+(:data:`~influence_widgets.influence.SOLVERS`): a registered solver appears here with one control
+per field of its ``Settings`` (fields marked ``advanced`` stay Python-only), the field's help as
+the control's tooltip, and its validation as the error message.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import Any
 
 import ipywidgets as W
 
-from ..influence.solvers import SolverSettings
+from ..influence.settings import FieldInfo, SolverSettings
+from ..influence.solvers import SOLVERS, solver_class
 
-SOLVERS = [("exact", "exact"), ("CG", "cg"), ("LiSSA", "lissa"), ("Arnoldi", "arnoldi")]
 TEST_PICKS = [
     ("highest loss", "highest"),
     ("median loss", "median"),
@@ -26,6 +30,7 @@ GT_MODES = [
 SELECTIONS = [("top-k by |estimate|", "top"), ("random k", "random")]
 
 STYLE = {"description_width": "96px"}
+DAMPING_HELP = "added to the curvature: (H + damping I)^-1; a number >= 0, shared by every solver"
 
 
 def _wide() -> W.Layout:
@@ -33,82 +38,70 @@ def _wide() -> W.Layout:
     return W.Layout(width="296px")
 
 
-HELP = {
-    "damping": "added to the curvature: (H + damping I)^-1",
-    "tol": "CG stops at this relative residual",
-    "max_iter": "CG iteration limit",
-    "scale": "LiSSA scale; must exceed the top eigenvalue (blank: automatic, power iteration)",
-    "depth": "LiSSA recursion depth",
-    "repeats": "LiSSA repeats averaged",
-    "batch_size": "LiSSA Hessian batch (blank: full batch)",
-    "rank": "Arnoldi: number of top eigenpairs kept",
-}
-BLANK = {"scale": "automatic", "batch_size": "full batch"}
+def solver_options() -> list[tuple[str, str]]:
+    """``(label, name)`` of every registered solver, for the solver dropdown."""
+    return [(cls.label or name, name) for name, cls in SOLVERS.items()]
 
 
-def _setting_widget(name: str, kind: Any, default: Any) -> W.Widget:
-    """A control for one SolverSettings field: float, int, or optional (blank = None)."""
-    common = {
-        "description": name,
-        "style": STYLE,
-        "layout": _wide(),
-        "description_allow_html": False,
-    }
-    optional = type(None) in typing.get_args(kind)
-    if optional:
-        return W.Text(
-            value="" if default is None else str(default),
-            placeholder=BLANK.get(name, "auto"),
-            tooltip=HELP.get(name, ""),
-            **common,
-        )
-    if kind is int:
-        return W.IntText(value=default, tooltip=HELP.get(name, ""), **common)
-    return W.FloatText(value=default, tooltip=HELP.get(name, ""), **common)
+def _setting_widget(info: FieldInfo) -> W.Widget:
+    """A control for one settings field: a checkbox, a choice, a number, or a text box for an
+    optional field (blank = None)."""
+    common = {"description": info.name, "tooltip": info.help, "style": STYLE, "layout": _wide()}
+    if info.optional:
+        return W.Text(value="" if info.default is None else str(info.default),
+                      placeholder=info.blank or "automatic", **common)
+    if info.choices is not None:
+        return W.Dropdown(options=list(info.choices), value=info.default, **common)
+    if info.kind is bool:
+        return W.Checkbox(value=info.default, indent=False, **common)
+    if info.kind is int:
+        return W.IntText(value=info.default, **common)
+    if info.kind is float:
+        return W.FloatText(value=info.default, **common)
+    return W.Text(value=info.default, **common)
 
 
-def _parse_optional(name: str, text: str, kind: Any) -> Any:
+def _parse_optional(info: FieldInfo, text: str) -> Any:
     text = text.strip()
     if not text:
         return None
-    base = int if int in typing.get_args(kind) else float
     try:
-        return base(text)
+        return info.kind(text)
     except ValueError:
         raise ValueError(
-            f"solver setting {name!r} must be {'an integer' if base is int else 'a number'}"
-            f" or blank ({BLANK.get(name, 'automatic')}), got {text!r}"
+            f"solver setting {info.name!r} must be {'an integer' if info.kind is int else 'a number'}"
+            f" or blank ({info.blank or 'automatic'}), got {text!r}"
         ) from None
 
 
 class SolverControls:
-    """One widget per :class:`SolverSettings` field; those a solver does not use are hidden."""
+    """The damping (every solver) and one control per setting of each registered solver; only
+    the chosen solver's controls are shown."""
 
     def __init__(self) -> None:
-        hints = typing.get_type_hints(SolverSettings)
-        self.kinds = {f.name: hints[f.name] for f in dataclasses.fields(SolverSettings)}
-        defaults = SolverSettings()
-        self.widgets: dict[str, W.Widget] = {
-            name: _setting_widget(name, kind, getattr(defaults, name))
-            for name, kind in self.kinds.items()
-        }
-        self.box = W.VBox(list(self.widgets.values()))
+        self.damping = W.FloatText(value=0.0, description="damping", tooltip=DAMPING_HELP,
+                                   style=STYLE, layout=_wide())
+        self.fields: dict[str, list[FieldInfo]] = {}
+        self.widgets: dict[str, dict[str, W.Widget]] = {}
+        for name, cls in SOLVERS.items():
+            infos = [f for f in cls.Settings.fields() if not f.advanced]
+            self.fields[name] = infos
+            self.widgets[name] = {f.name: _setting_widget(f) for f in infos}
+        self.box = W.VBox([self.damping, *(w for ws in self.widgets.values() for w in ws.values())])
 
     def show_for(self, solver: str) -> None:
-        """Show exactly the settings ``solver`` uses (``SolverSettings.USED_BY``)."""
-        used = SolverSettings.USED_BY[solver]
-        for name, w in self.widgets.items():
-            w.layout.display = None if name in used else "none"
+        """Show exactly the settings of ``solver``."""
+        for name, ws in self.widgets.items():
+            for w in ws.values():
+                w.layout.display = None if name == solver else "none"
 
-    def settings(self) -> SolverSettings:
-        """The current values as a validated :class:`SolverSettings`."""
+    def settings(self, solver: str) -> SolverSettings:
+        """The chosen values of ``solver``'s settings, validated by its settings class."""
         values = {}
-        for name, w in self.widgets.items():
-            kind = self.kinds[name]
-            values[name] = (
-                _parse_optional(name, w.value, kind) if isinstance(w, W.Text) else w.value
-            )
-        return SolverSettings(**values)
+        for info in self.fields[solver]:
+            w = self.widgets[solver][info.name]
+            values[info.name] = _parse_optional(info, w.value) if info.optional else w.value
+        return solver_class(solver).Settings.from_options(solver, **values)
 
 
 def _toggle(options: list[tuple[str, str]], description: str) -> W.ToggleButtons:
@@ -135,7 +128,7 @@ class Controls:
             value=0, min=0, max=0, description="test index", style=STYLE, layout=_wide()
         )
         self.solver = W.Dropdown(
-            options=SOLVERS, value="exact", description="solver", style=STYLE, layout=_wide()
+            options=solver_options(), value="exact", description="solver", style=STYLE, layout=_wide()
         )
         self.settings = SolverControls()
         self.settings.show_for("exact")

@@ -25,13 +25,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..influence import InfluenceEngine, InfluenceResult
-from ..influence.solvers import SolverSettings, power_iteration
+from ..influence.settings import SolverSettings, check_damping
+from ..influence.solvers import make_settings, power_iteration
 from ..models.training import TrainConfig, TrainedModel
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ class Request:
     model: str
     test_index: int
     solver: str = "exact"
-    settings: SolverSettings = field(default_factory=SolverSettings)
+    settings: SolverSettings | None = None  # the solver's own settings class; None: its defaults
+    damping: float = 0.0
     curvature: str = "hessian"
     params: str = "all"
     gt_mode: str = "warm_start"
@@ -73,6 +75,8 @@ class Request:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", make_settings(self.solver, self.settings))
+        object.__setattr__(self, "damping", check_damping(self.damping))
         if self.gt_mode not in GT_MODES:
             raise ValueError(
                 f"unknown ground-truth mode {self.gt_mode!r}; use one of {list(GT_MODES)}"
@@ -88,9 +92,6 @@ class Request:
     def engine_key(self) -> tuple:
         return (self.model, self.params, self.curvature, self.device)
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return self.settings.options_for(self.solver)
 
     @property
     def gt_key(self) -> tuple:
@@ -221,8 +222,8 @@ class ExplorerSession:
         key = (
             req.engine_key,
             req.solver,
-            req.settings.damping,
-            tuple(sorted(req.options.items())),
+            req.damping,
+            req.settings,
             req.test_index,
         )
         res = self._estimates.get(key)
@@ -231,10 +232,10 @@ class ExplorerSession:
             res = self.engine(req).scores(
                 tm.data.test,
                 solver=req.solver,
-                damping=req.settings.damping,
+                damping=req.damping,
+                settings=req.settings,
                 test_indices=[req.test_index],
                 progress=progress,
-                **req.options,
             )
             self._estimates[key] = res
         return res
@@ -258,7 +259,7 @@ class ExplorerSession:
                 "note": f"{eng.objective.p} parameters: top = largest |eigenvalue| from "
                 f"{POWER_ITERS} power iterations; the most negative needs solver 'exact'",
             }
-        s = eng.solver("exact", req.settings.damping)
+        s = eng.solver("exact")
         return {k: s.diagnostics.get(k) for k in ("top_eigenvalue", "min_eigenvalue", "n_negative")}
 
     # ------------------------------------------------------------------ evaluated set
