@@ -1,11 +1,13 @@
 """Command line: ``python -m influence_widgets list`` and
 ``python -m influence_widgets reproduce STUDY [--preset quick|paper] [--out DIR] [--device cpu|cuda]
 [--seeds N] [--root DIR] [--threads N]``: the study's table (CSV), figures (PNG) and a markdown
-summary."""
+summary. ``--out`` is checked for writing before the study runs, and the rows of each finished case
+are saved to ``STUDY.partial.csv`` as the study goes (replaced by ``STUDY.csv`` at the end)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import time
@@ -16,6 +18,18 @@ from typing import Any
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the option in its error)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r} (e.g. 3 "
+                                         "runs seeds 0, 1, 2)")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="output folder (default "
                    "reproduce_out/STUDY)")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    r.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1) instead of "
-                   "the preset's")
+    r.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds "
+                   "(0..N-1, N >= 1) instead of the preset's")
     r.add_argument("--root", type=Path, default=None, help="image folder (root/<class>/*.png) "
                    "for the group study (default: a tiny synthetic folder)")
     r.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: "
@@ -95,21 +109,86 @@ def cmd_reproduce(args: argparse.Namespace) -> Path:
 
         resolve_device(args.device)
     out = args.out if args.out is not None else Path("reproduce_out") / study.name
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out, study.name)
     t0 = time.perf_counter()
-    table = study(args.preset, device=args.device, progress=not args.quiet or None,
-                  **{k: v for k, v in overrides.items() if v is not None})
+    partial = _PartialTable(out / f"{study.name}.partial.csv", study.name, show=not args.quiet)
+    try:
+        table = study(args.preset, device=args.device, progress=partial,
+                      **{k: v for k, v in overrides.items() if v is not None})
+    except BaseException:
+        if partial.rows:
+            print(f"the rows of the {partial.cases} case(s) finished before the error are in "
+                  f"{partial.path}", file=sys.stderr)
+        raise
+    finally:
+        partial.close()
     seconds = time.perf_counter() - t0
-    table.to_csv(out / f"{study.name}.csv", index=False)
+    _write_text(out / f"{study.name}.csv", table.to_csv(index=False))
+    partial.path.unlink(missing_ok=True)
     figures = [] if args.no_figures else _write_figures(study.name, table, out)
     text = markdown_summary(study.name, table, preset=args.preset, seconds=seconds,
                             options=options, figures=figures)
-    (out / "summary.md").write_text(text, encoding="utf-8")
+    _write_text(out / "summary.md", text)
     if not args.quiet:
         print(text)
         print(f"Wrote {out / (study.name + '.csv')}, summary.md and {len(figures)} figure(s) "
               f"to {out}/")
     return out
+
+
+def _check_writable(out: Path, study: str) -> None:
+    """Fail before the study runs (not after it) when ``out`` cannot take its files."""
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CLIError(f"cannot write to --out {out}: {blocker} is a file, not a folder; move "
+                       "that file or pass another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CLIError(f"cannot write to --out {out} ({e.strerror or e}); pass --out with a "
+                       "folder you can write to") from None
+    for name in (f"{study}.csv", f"{study}.partial.csv", "summary.md"):
+        if (out / name).exists() and not (out / name).is_file():
+            raise CLIError(f"{out / name} is in the way (not a file); move it or pass another "
+                           "--out")
+
+
+def _write_text(path: Path, text: str) -> None:
+    from ._cache import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+class _PartialTable:
+    """The study's progress callback: after each finished case, all rows so far go to ``path``
+    (written atomically); unless quiet, it also drives a progress bar."""
+
+    def __init__(self, path: Path, desc: str, show: bool) -> None:
+        self.path, self.desc, self.show = path, desc, show
+        self.rows: list[dict[str, Any]] = []
+        self.cases = 0
+        self._bar: Any = None
+        self._close: Any = None
+
+    def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
+        from .experiments.core import progress_callback, to_table
+
+        if self.show and self._bar is None:
+            self._bar, self._close = progress_callback(True, total, self.desc)
+        if self._bar is not None:
+            self._bar(done, total, info)
+        if "rows" in info:
+            self.rows += info["rows"].to_dict("records")
+            self.cases += 1
+            _write_text(self.path, to_table(self.rows).to_csv(index=False))
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._bar = self._close = None
 
 
 def _write_figures(study: str, table: Any, out: Path) -> list[str]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,17 @@ def hash_tensors(*tensors: torch.Tensor, length: int = 16) -> str:
         h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     return h.hexdigest()[:length]
+
+
+def digest_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The full sha256 hex digest of named tensors: names sorted, then each name, dtype, shape
+    and raw bytes (device independent; any dtype). Equal digests mean bit-identical tensors."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -239,3 +239,127 @@ def test_plot_helpers_draw_and_return_their_artists():
     assert line.axes.get_yscale() == "log"
     with pytest.raises(ValueError, match="same training points"):
         scatter_estimated_vs_actual(est, act[:2])
+
+
+# ----------------------------------------------------------------------------- trust report
+
+
+@pytest.fixture(scope="module")
+def indefinite_model(tmp_path_factory):
+    """An Iris MLP stopped after 40 Adam steps: far from a minimum, its Hessian is indefinite."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path_factory.mktemp("iw-indef-cache")))
+        data = iw.datasets.iris()
+        spec = iw.models.mlp_spec(
+            data.input_shape, data.n_classes, depth=1, width=5, activation="tanh"
+        )
+        config = iw.TrainConfig(
+            optimizer="adam", lr=0.01, steps=40, dtype="float64", device="cpu"
+        )
+        tm = iw.train(spec, data.train, config, name="iris-indefinite", data=data)
+    assert iw.hessian_spectrum(tm, tm.train)["bottom"] < -0.1
+    return tm
+
+
+def _indefinite_explorer(tm):
+    ex = iw.InfluenceExplorer({tm.name: tm}, model=tm.name, threaded=False)
+    assert ex.error is None, ex.error
+    ex.controls.k.value = K
+    ex.controls.gt_steps.value = STEPS
+    return ex
+
+
+def _buttons(ex, code):
+    return [(action, b) for f, action, b in ex.action_buttons if f.code == code]
+
+
+def _panel_html(ex) -> str:
+    import ipywidgets
+
+    return "".join(w.value for w in ex.report_box.children if isinstance(w, ipywidgets.HTML))
+
+
+def test_indefinite_model_does_not_fail_on_the_first_click(indefinite_model, monkeypatch):
+    from dataclasses import replace
+
+    from influence_widgets.influence import NegativeCurvatureError
+    from influence_widgets.widgets import explorer as explorer_module
+
+    monkeypatch.setattr(explorer_module, "EXACT_DEFAULT_MAX_PARAMS", 10)  # CG by default
+    ex = _indefinite_explorer(indefinite_model)
+    assert ex.solver == "cg" and ex.controls.settings.damping.value == 0.0
+    with pytest.raises(NegativeCurvatureError):  # what the first click met before
+        ex.session.estimate(replace(ex.request(), damping=0.0))
+    _click(ex)
+    picked = ex.outcome.request.damping
+    assert picked > 0 and ex.controls.settings.damping.value == picked and not ex.stale
+    finding = ex.last_report.get("damping-picked")
+    assert finding is not None and f"damping {picked:g} was picked" in finding.what
+    assert "damping-picked" in _panel_html(ex) and "Lanczos" in _panel_html(ex)
+    [(action, _)] = _buttons(ex, "damping-picked")
+    assert action == {"curvature": "ggn"}
+
+
+def test_report_action_sets_the_control_and_recomputes(indefinite_model):
+    ex = _indefinite_explorer(indefinite_model)
+    with pytest.warns(RuntimeWarning, match="indefinite"):
+        _click(ex)
+    assert "indefinite-hessian" in ex.last_report.codes
+    html_ = _panel_html(ex)
+    assert "Trust report" in html_ and "indefinite-hessian" in html_ and "why:" in html_
+    [(action, button), (alternative, _)] = _buttons(ex, "indefinite-hessian")
+    assert alternative == {"curvature": "ggn"}
+    assert button.description == f"apply damping = {action['damping']:g}"
+    button.click()
+    assert ex.error is None, ex.error
+    assert ex.controls.settings.damping.value == action["damping"]
+    assert ex.outcome.request.damping == action["damping"] and not ex.stale
+    assert "indefinite-hessian" not in ex.last_report.codes  # the fix worked
+    assert ex.last_report.get("not-stationary") and not _buttons(ex, "not-stationary")
+    ex.apply_action({"curvature": "ggn"})
+    assert ex.curvature == "ggn" and ex.stale
+    with pytest.raises(ValueError, match="not a control|neither a control"):
+        ex.apply_action({"learning_rate": 1.0})
+
+
+def test_results_turn_stale_when_a_control_changes(explorer):
+    _click(explorer)
+    assert not explorer.stale and explorer.stale_html.value == ""
+    assert "Trust report" in _panel_html(explorer)
+    explorer.controls.settings.damping.value = 0.5
+    assert explorer.stale
+    note = explorer.stale_html.value
+    assert "stale" in note and "press Compute" in note and "damping 0 " in note
+    assert "iw-stale" in explorer.scatter_out._dom_classes
+    explorer.controls.settings.damping.value = 0.0  # back to what the results are for
+    assert not explorer.stale and "iw-stale" not in explorer.scatter_out._dom_classes
+    explorer.controls.k.value = K + 1
+    assert explorer.stale
+    _click(explorer)
+    assert not explorer.stale and explorer.state["stale"] is False
+
+
+def test_results_turn_stale_after_an_error_or_a_cancel(explorer, monkeypatch):
+    from influence_widgets.widgets.session import ExplorerSession
+
+    _click(explorer)
+    shown = explorer.outcome
+    explorer.controls.solver.value = "lissa"
+    explorer.controls.settings.widgets["lissa"]["scale"].value = "0.001"
+    explorer.controls.settings.widgets["lissa"]["steps"].value = 50
+    explorer.controls.compute.click()
+    assert explorer.error is not None and explorer.outcome is shown
+    assert explorer.stale and "the last compute failed" in explorer.stale_html.value
+    # a cancelled compute leaves the results stale too
+    explorer.controls.solver.value = "exact"
+    real = ExplorerSession.actual
+
+    def cancel_then_retrain(self, *args, **kwargs):
+        explorer.cancel()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExplorerSession, "actual", cancel_then_retrain)
+    explorer.controls.k.value = K + 2  # new points to retrain: the cancel is seen
+    explorer.controls.compute.click()
+    assert explorer.error is None and "cancelled" in explorer.controls.status.value
+    assert explorer.stale and "cancelled" in explorer.stale_html.value

@@ -234,7 +234,8 @@ def test_register_a_user_module_and_a_trained_model():
     tm = zoo.register("my-net", module, config=config, data=data)
     assert "my-net" in zoo.names() and "my-net" in set(zoo.describe()["name"])
     loaded = zoo.load("my-net")
-    assert loaded.name == "my-net" and loaded.data is data and loaded.config == config
+    # a TrainedModel keeps its objective resolved: the unset loss/weight decay are the defaults
+    assert loaded.name == "my-net" and loaded.data is data and loaded.config == config.resolved()
     assert loaded.extra["init_known"] is False
     assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())
     assert all(torch.equal(before[k], loaded.init_params[k]) for k in before)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,8 @@ class _CIFAR10Unverified(tvd.CIFAR10):
 
 
 def _default_root(root: str | os.PathLike | None) -> Path:
-    return Path(root).expanduser() if root is not None else cache_dir() / "data"
+    # no folder is created here: reading creates nothing, and downloading makes its own folders
+    return Path(root).expanduser() if root is not None else cache_dir(create=False) / "data"
 
 
 def _missing_error(
@@ -51,6 +54,71 @@ def _missing_error(
     return FileNotFoundError("\n".join(lines))
 
 
+def _corrupt_error(title: str, func: str, path: Path, why: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{title} file {path} is corrupted: {why}\n"
+        f"Delete it and download it again with {func}(..., download=True) on a machine with "
+        "internet, or put the official uncompressed file there."
+    )
+
+
+_IDX_DIMS = {"images": 3, "labels": 1}
+
+
+def _idx_problem(path: Path, dims: int) -> tuple[str, int | None]:
+    """Why ``path`` is not an uint8 IDX file with ``dims`` dimensions ("" if it is one), and its
+    number of rows."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * dims)
+    if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] != dims:
+        return (f"not an IDX file of {dims}-D unsigned bytes (its first bytes are "
+                f"{head[:4].hex() or 'missing'}, expected 00 00 08 0{dims})"), None
+    if len(head) < 4 + 4 * dims:
+        return f"its header is cut short ({size} bytes)", None
+    shape = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    want = 4 + 4 * dims + math.prod(shape)
+    if size != want:
+        return (f"its header says shape {tuple(shape)} ({want:,} bytes) but the file has "
+                f"{size:,} bytes (truncated or not the official file)"), None
+    return "", shape[0]
+
+
+def _bad_idx_file(folder: Path, files: tuple[str, ...]) -> tuple[Path, str] | None:
+    """The first MNIST-style IDX file in ``folder`` that is corrupted, and why (None if all the
+    files there are sound; missing files are not this function's business)."""
+    rows: dict[str, tuple[Path, int]] = {}
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            continue
+        kind = "images" if "images" in name else "labels"
+        why, n = _idx_problem(path, _IDX_DIMS[kind])
+        if why:
+            return path, why
+        split = name.split("-")[0]
+        if split in rows and rows[split][1] != n:
+            other, m = rows[split]
+            return path, f"it has {n:,} rows but {other.name} has {m:,}"
+        rows[split] = (path, n)
+    return None
+
+
+def _bad_md5_file(dataset_cls: type, folder: Path) -> tuple[Path, str] | None:
+    """The first file of a checksummed torchvision dataset (CIFAR-10) whose md5 is wrong."""
+    from torchvision.datasets.utils import check_integrity
+
+    listed = list(getattr(dataset_cls, "train_list", [])) + list(getattr(dataset_cls, "test_list", []))
+    meta = getattr(dataset_cls, "meta", None)
+    if isinstance(meta, dict) and "filename" in meta:
+        listed.append([meta["filename"], meta.get("md5")])
+    for name, md5 in listed:
+        path = folder / name
+        if md5 and path.is_file() and not check_integrity(str(path), md5):
+            return path, "its md5 sum is not the official file's"
+    return None
+
+
 def _torchvision_data(
     name: str,
     title: str,
@@ -66,10 +134,21 @@ def _torchvision_data(
 ) -> Data:
     """Load a torchvision dataset into :class:`Data` (shared by MNIST, Fashion-MNIST, CIFAR-10)."""
     root = _default_root(root)
+    folder = root / subfolder
+    is_idx = issubclass(dataset_cls, tvd.MNIST)
+    # torchvision reads a malformed file with bare asserts, or into tensors of the wrong length
+    bad_errors = (RuntimeError, OSError, AssertionError, TypeError, ValueError, IndexError,
+                  KeyError, EOFError, pickle.UnpicklingError)
     try:
         splits = [dataset_cls(str(root), train=train, download=download) for train in (True, False)]
-    except (RuntimeError, OSError) as e:
-        raise _missing_error(title, name, root / subfolder, files, download, e) from e
+    except bad_errors as e:
+        bad = _bad_idx_file(folder, files) if is_idx else _bad_md5_file(dataset_cls, folder)
+        if bad is not None:
+            raise _corrupt_error(title, name, *bad) from e
+        raise _missing_error(title, name, folder, files, download, e) from e
+    bad = _bad_idx_file(folder, files) if is_idx else None
+    if bad is not None:  # sound files that do not fit together (e.g. more labels than images)
+        raise _corrupt_error(title, name, *bad)
 
     tensors = []
     for ds, size in zip(splits, (train_size, test_size)):
@@ -187,6 +266,12 @@ def image_folder(
             f"cannot read image folder {root}: {e}; {layout} "
             f"(extensions: {', '.join(tvd.folder.IMG_EXTENSIONS)})"
         ) from e
+    if len(ds.classes) < 2:
+        raise ValueError(
+            f"found {len(ds.classes)} class in {root} ({', '.join(ds.classes)}); an image folder "
+            "needs at least two class subfolders (a classifier of one class learns nothing): "
+            f"{layout}"
+        )
 
     targets = torch.as_tensor(ds.targets, dtype=torch.int64)
     g = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ def compare(
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,
+    drop_nan: bool = False,
 ) -> dict[str, Any]:
     """Agreement of an estimate with the actual influence over the same training points.
 
@@ -28,25 +29,37 @@ def compare(
     fraction of the ``k`` largest |values| shared), ``sign_agreement``, ``n``, and with ``noise``
     (a noise-floor std, scalar or one per point) ``frac_within_noise``: the fraction of |actual|
     below it. Constant inputs give NaN correlations and an explanation in ``note``.
+
+    NaN marks a value that must not be used (a diverged retrain is NaN in a ``LOOResult``): by
+    default it is an error; ``drop_nan=True`` leaves those pairs out, and ``n_excluded`` and
+    ``note`` say how many.
     """
     est = as_vector(estimated, "estimated")
     act = as_vector(actual, "actual")
     if est.size != act.size:
         raise ValueError(f"estimated has {est.size} values but actual has {act.size}; "
                          "compare the same training points")
+    excluded = 0
+    if drop_nan:
+        keep = ~(np.isnan(est) | np.isnan(act))
+        excluded = int((~keep).sum())
+        est, act = est[keep], act[keep]
+        if noise is not None and np.ndim(noise) == 1 and np.size(noise) == keep.size:
+            noise = np.asarray(noise)[keep]
     n = est.size
     if n < 3:
         raise ValueError(f"need at least 3 points to compare, got {n}")
     for name, v in (("estimated", est), ("actual", act)):
         if not np.isfinite(v).all():
             bad = np.flatnonzero(~np.isfinite(v))[:5].tolist()
-            raise ValueError(f"{name} contains NaN or inf at positions {bad}; "
-                             "drop or fix them first")
+            raise ValueError(f"{name} contains NaN or inf at positions {bad} (NaN in a "
+                             "LOOResult marks a diverged retrain: see its findings); drop or "
+                             "fix them first, or pass drop_nan=True to leave NaN pairs out")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be between 0 and 1, got {ci}")
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
-    out: dict[str, Any] = {"n": n}
+    out: dict[str, Any] = {"n": n, "n_excluded": excluded}
     constant = [name for name, v in (("estimated", est), ("actual", act)) if np.ptp(v) == 0]
     if constant:
         out.update(pearson=float("nan"), spearman=float("nan"),
@@ -62,6 +75,9 @@ def compare(
     out["sign_agreement"] = float(np.mean(np.sign(est) == np.sign(act)))
     if noise is not None:
         out["frac_within_noise"] = frac_within_noise(act, noise)
+    if excluded:
+        left = f"{excluded} pair(s) with NaN left out (e.g. diverged retrains)"
+        out["note"] = f"{out['note']}; {left}" if "note" in out else left
     return out
 
 

@@ -3,8 +3,8 @@
 ::
 
     from influence_widgets import experiments as ex
-    table = ex.depth_study("quick", progress=True)  # a row per model x seed x test point x setting
-    ex.summarize(table, "depth")                     # mean Spearman by depth and weight decay
+    table = ex.depth_study("tiny")   # a row per model x seed x test point x setting ("quick",
+    ex.summarize(table, "depth")     # "paper": larger grids); mean Spearman by depth and weight decay
 
 Each study is a grid over one shared evaluation (:func:`evaluate_case`: train -> pick test points
 -> estimate -> pick training points -> retrain -> compare). Presets: ``tiny``, ``quick``, ``paper``.

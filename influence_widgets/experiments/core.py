@@ -309,7 +309,7 @@ def _metrics(estimated: np.ndarray, actual: np.ndarray, noise: float | None,
              k: int) -> dict[str, Any]:
     from ..evaluate import compare
 
-    m = compare(estimated, actual, noise=noise, k=k)
+    m = compare(estimated, actual, noise=noise, k=k, drop_nan=True)
     noise_std = math.nan if noise is None else float(noise)
     med = float(np.median(np.abs(actual)))
     pl, ph = m["pearson_ci"]
@@ -467,8 +467,10 @@ def _metrics_nan(n: int) -> dict[str, Any]:
 def run_cases(cases: Iterable[Case], *, study: str = "custom",
               progress: Progress | bool | None = None) -> pd.DataFrame:
     """Evaluate every case; one tidy table. ``progress``: a callback ``(done, total, info)`` or
-    ``True`` for a tqdm bar. The (estimated, actual) arrays behind each row are in
-    ``table.attrs["pairs"]`` (row index -> dict), for scatter plots."""
+    ``True`` for a tqdm bar; after each case it is called with ``info["rows"]``, that case's rows
+    as a table, so a caller can save partial results as the study goes. The (estimated, actual)
+    arrays behind each row are in ``table.attrs["pairs"]`` (row index -> dict), for scatter
+    plots."""
     cases = list(cases)
     callback, close = progress_callback(progress, len(cases), study)
     rows: list[dict[str, Any]] = []
@@ -485,6 +487,9 @@ def run_cases(cases: Iterable[Case], *, study: str = "custom",
                 if pair is not None:
                     pairs[len(rows)] = pair
                 rows.append(row)
+            if callback is not None:
+                callback(i + 1, len(cases), {"study": study, **_describe(case),
+                                             "rows": to_table(new_rows)})
         if callback is not None:
             callback(len(cases), len(cases), {"study": study})
     finally:

@@ -157,8 +157,14 @@ def resolve(study: str, preset: str, overrides: dict[str, Any]) -> dict[str, Any
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for study {study!r}; valid: "
                          f"{', '.join(sorted(options))}")
     options.update({k: v for k, v in overrides.items() if v is not None})
-    if isinstance(options.get("seeds"), int):
-        options["seeds"] = tuple(range(options["seeds"]))
+    seeds = options.get("seeds")
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a positive number of seeds (e.g. 3 runs seeds 0, 1, 2) "
+                             f"or a tuple of seeds, got {seeds}")
+        options["seeds"] = tuple(range(seeds))
+    elif "seeds" in options and not options["seeds"]:
+        raise ValueError("seeds is empty: give at least one seed, e.g. seeds=(0,) or seeds=3")
     return options
 
 

@@ -3,11 +3,13 @@
 from .loo import LOOResult, leave_group_out, leave_one_out
 from .noise import NoiseResult, noise_floor, retraining_noise
 from .options import SweepOptions
+from .problem import ObjectiveMismatchError, RetrainObjective
 from .selection import all_points, group_estimate, pick_test_points, random_k, top_k
-from .store import LOOStore
+from .store import LOOStore, StoreError
 
 __all__ = [
-    "LOOResult", "LOOStore", "NoiseResult", "SweepOptions", "all_points", "group_estimate",
+    "LOOResult", "LOOStore", "NoiseResult", "ObjectiveMismatchError", "RetrainObjective",
+    "SweepOptions", "all_points", "group_estimate",
     "leave_group_out", "leave_one_out", "noise_floor", "pick_test_points", "random_k",
-    "retraining_noise", "top_k",
+    "StoreError", "retraining_noise", "top_k",
 ]

@@ -10,10 +10,12 @@ from typing import Any
 import torch
 
 from .._devices import dtype_name
+from .._findings import Finding, TrustReport
 from ..models.params import ParamSelection
 from ..models.training import TrainConfig
+from .health import check_retrains
 from .options import SweepOptions, sweep_options
-from .problem import Problem, prepare
+from .problem import Problem, RetrainObjective, prepare
 from .retrain import Job
 from .selection import check_groups, check_indices
 from .sweep import run_jobs
@@ -31,6 +33,11 @@ class LOOResult:
     retraining is compared with: the control retrain (nothing removed, same steps) or the
     trained model itself. ``n_retrains_computed``/``n_retrains_loaded`` count every retrain of
     the call, the control included (distinct removals only when ``indices`` repeat).
+
+    ``objective`` says which loss and weight decay the retrains minimised and where they came
+    from (the model's own, unless asked otherwise). A retrain that diverged has the value NaN
+    (``diverged`` marks it), never a number that only looks like an effect; ``findings`` say
+    what was seen (divergence, retrains short of stationarity, a different objective).
     """
 
     values: torch.Tensor
@@ -52,6 +59,9 @@ class LOOResult:
     pbrf_damping: float | None = None
     setting: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    objective: RetrainObjective | None = None
+    diverged: torch.Tensor | None = None
+    findings: tuple[Finding, ...] = ()
 
     @property
     def all_converged(self) -> bool:
@@ -143,7 +153,8 @@ def _prepare(model: Any, train: Any, test: Any, config: TrainConfig | None, mode
              params: ParamSelection, options: SweepOptions) -> Problem:
     return prepare(model, train, test, config=config, mode=mode, params=params,
                    dtype=options.dtype, subtract_control=options.subtract_control,
-                   pbrf_damping=options.pbrf_damping)
+                   pbrf_damping=options.pbrf_damping,
+                   allow_different_objective=options.allow_different_objective)
 
 
 def _removal_sweep(problem: Problem, items: list[Any], jobs: list[Job], options: SweepOptions,
@@ -155,8 +166,13 @@ def _removal_sweep(problem: Problem, items: list[Any], jobs: list[Job], options:
     ref, control_gn = reference_losses(problem, rec)
     losses = torch.stack([rec[j.key].losses for j in jobs], dim=1)
     grad_norms = torch.tensor([rec[j.key].grad_norm for j in jobs], dtype=torch.float64)
+    objectives = torch.tensor([rec[j.key].objective for j in jobs], dtype=torch.float64)
+    control_obj = rec[CONTROL].objective if problem.subtract_control else None
+    health = check_retrains(problem, objectives, grad_norms, control_obj)
+    values = (losses - ref[:, None]).masked_fill(health.diverged[None, :], float("nan"))
+    TrustReport(health.findings).warn(stacklevel=3)
     return LOOResult(
-        values=(losses - ref[:, None]).to(problem.dtype),
+        values=values.to(problem.dtype),
         indices=list(items),
         mode=problem.mode,
         steps=problem.steps,
@@ -176,6 +192,9 @@ def _removal_sweep(problem: Problem, items: list[Any], jobs: list[Job], options:
         setting=problem.setting()[0],
         info={"config": problem.config.to_dict(), "device": str(problem.device),
               "trainable": list(problem.names)},
+        objective=problem.objective,
+        diverged=health.diverged,
+        findings=health.findings,
     )
 
 

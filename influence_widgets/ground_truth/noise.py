@@ -13,11 +13,13 @@ from typing import Any
 import torch
 
 from .._devices import dtype_name
+from .._findings import Finding, TrustReport
 from ..models.params import ParamSelection
 from ..models.training import TrainConfig
+from .health import check_retrains
 from .loo import CONTROL, reference_losses
 from .options import SweepOptions, sweep_options
-from .problem import Problem, prepare
+from .problem import Problem, RetrainObjective, prepare
 from .retrain import Job
 from .sweep import run_jobs
 
@@ -45,14 +47,22 @@ class NoiseResult:
     grad_norms: torch.Tensor
     n_retrains_computed: int
     seconds: float
+    objective: RetrainObjective | None = None
+    findings: tuple[Finding, ...] = ()
 
 
 def noise_floor(values: torch.Tensor) -> torch.Tensor:
-    """Per-test-point std (ddof=1) of ``(n_test, n_seeds)`` changes plus the reference's 0."""
+    """Per-test-point std (ddof=1) of ``(n_test, n_seeds)`` changes plus the reference's 0;
+    NaN entries (diverged retrains) are left out."""
     v = torch.as_tensor(values)
     v = v.unsqueeze(1) if v.dim() == 1 else v
     full = torch.cat([torch.zeros_like(v[:, :1]), v], dim=1)
-    return full.std(dim=1, correction=1)
+    ok = torch.isfinite(full)
+    cnt = ok.sum(dim=1)
+    x = full.nan_to_num(0.0) * ok
+    mean = x.sum(dim=1) / cnt
+    var = (((full - mean[:, None]) * ok).nan_to_num(0.0) ** 2).sum(dim=1) / (cnt - 1)
+    return var.sqrt()
 
 
 def retraining_noise(
@@ -91,23 +101,31 @@ def retraining_noise(
         raise ValueError("retraining_noise always compares with the control retrain: "
                          "leave subtract_control at True (it applies to leave_one_out)")
     problem = prepare(model, train, test, config=config, mode=mode, params=params,
-                      dtype=opts.dtype, subtract_control=True, pbrf_damping=opts.pbrf_damping)
+                      dtype=opts.dtype, subtract_control=True, pbrf_damping=opts.pbrf_damping,
+                      allow_different_objective=opts.allow_different_objective)
     size, how = _randomness(problem, perturb)
     seeds = [problem.config.seed + s for s in range(1, n_seeds + 1)]
     jobs = [Job(f"seed={s};perturb={size:g};{how}", seed=s, perturb=size) for s in seeds]
     control = [Job(CONTROL)] if problem.subtract_control else []
     outcome = run_jobs(problem, control + jobs, opts)
     ref, _ = reference_losses(problem, outcome.records)
-    losses = torch.stack([outcome.records[j.key].losses for j in jobs], dim=1)
-    values = (losses - ref[:, None]).to(problem.dtype)
+    rec = outcome.records
+    losses = torch.stack([rec[j.key].losses for j in jobs], dim=1)
+    grad_norms = torch.tensor([rec[j.key].grad_norm for j in jobs], dtype=torch.float64)
+    objectives = torch.tensor([rec[j.key].objective for j in jobs], dtype=torch.float64)
+    health = check_retrains(problem, objectives, grad_norms, rec[CONTROL].objective,
+                            source="noise floor")
+    TrustReport(health.findings).warn(stacklevel=2)
+    values = (losses - ref[:, None]).masked_fill(health.diverged[None, :], float("nan"))
+    values = values.to(problem.dtype)
     if not return_result:
         return values
     return NoiseResult(
         values=values, std=noise_floor(values), seeds=seeds, mode=problem.mode, perturb=size,
         how=how, steps=problem.steps, params=problem.params_label,
         dtype=dtype_name(problem.dtype),
-        grad_norms=torch.tensor([outcome.records[j.key].grad_norm for j in jobs]),
-        n_retrains_computed=outcome.n_computed, seconds=time.perf_counter() - t0,
+        grad_norms=grad_norms.float(), n_retrains_computed=outcome.n_computed,
+        seconds=time.perf_counter() - t0, objective=problem.objective, findings=health.findings,
     )
 
 

@@ -57,10 +57,16 @@ class SweepOptions:
         "InterruptedError (finished chunks stay in the store).")})
     pbrf_damping: float = field(default=1e-3, metadata={"help": (
         "the damping of the PBRF objective (mode 'pbrf'): a finite number >= 0.")})
+    allow_different_objective: bool = field(default=False, metadata={"help": (
+        "retrain under a loss or weight decay set in config that differs from the model's own "
+        "(the estimate's objective). Off by default: such a config is an error, since the two "
+        "would then answer different questions; when on, the result records the difference and "
+        "carries a warning.")})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.subtract_control, bool):
-            raise TypeError(f"subtract_control must be True or False, got {self.subtract_control!r}")
+        for name in ("subtract_control", "allow_different_objective"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (isinstance(self.dtype, str) and self.dtype == "auto"):
             try:
                 resolve_dtype(self.dtype)

@@ -63,6 +63,7 @@ class PBRFObjective:
         self.copies, self.X, self.y = copies, X, y
         self.rows_removed = torch.nonzero(removed.any(dim=0)).flatten()  # union over copies
         self.mask = removed[:, self.rows_removed]
+        config = config.resolved()
         self.loss = config.loss
         self.prox = damping + config.weight_decay
         self.n = X.shape[0]

@@ -44,6 +44,7 @@ class Problem:
     pbrf_damping: float  # the damping of the PBRF objective (mode "pbrf")
     subtract_control: bool
     init: dict[str, torch.Tensor] | None = None
+    objective: RetrainObjective | None = None  # where the retraining objective came from
 
     @property
     def n(self) -> int:
@@ -134,9 +135,75 @@ def resolve_dtype_auto(dtype: Any, n_params: int, device: torch.device) -> torch
     return torch.float64 if n_params < limit else torch.float32
 
 
+@dataclass(frozen=True)
+class RetrainObjective:
+    """The objective a sweep retrains under, and where it came from.
+
+    ``source`` is "model" (the TrainedModel's own loss and weight decay: the estimate's objective),
+    "config" (a plain ``nn.Module``, which carries none: the config's values, or the training
+    defaults where it sets none) or "override" (the caller asked for an objective that differs
+    from the model's: ``model`` holds the model's, and every result says so).
+    """
+
+    loss: str
+    weight_decay: float
+    source: str
+    model: dict[str, Any] | None = None
+
+    @property
+    def differs(self) -> bool:
+        return self.source == "override"
+
+    def describe(self) -> str:
+        what = f"loss {self.loss}, weight decay {self.weight_decay:g}"
+        if self.source == "model":
+            return f"{what} (the model's own)"
+        if self.source == "config":
+            return f"{what} (from the config: a plain nn.Module carries no objective)"
+        return (f"{what}, DIFFERENT from the model's (loss {self.model['loss']}, weight decay "
+                f"{self.model['weight_decay']:g}), as asked: the estimate and this ground truth "
+                "answer different questions")
+
+
+class ObjectiveMismatchError(ValueError):
+    """A retraining config asks for another objective than the model was trained with."""
+
+
+def retraining_objective(model_config: TrainConfig | None, config: TrainConfig,
+                         allow_different: bool = False) -> tuple[TrainConfig, RetrainObjective]:
+    """``config`` with the model's objective filled in, and a record of where it came from.
+
+    The objective belongs to the model: unset fields (``None``) take the model's values; a set
+    field that differs from the model's raises :class:`ObjectiveMismatchError` unless
+    ``allow_different`` (then the result records the difference).
+    """
+    if model_config is None:  # a plain module: the config is all there is
+        cfg = config.resolved()
+        return cfg, RetrainObjective(cfg.loss, float(cfg.weight_decay), "config")
+    own = model_config.resolved()
+    mine = {"loss": own.loss, "weight_decay": float(own.weight_decay)}
+    asked = {k: v for k, v in config.objective.items() if v is not None}
+    differ = {k: v for k, v in asked.items() if v != mine[k]}
+    if differ and not allow_different:
+        said = ", ".join(f"{k}={v!r}" for k, v in differ.items())
+        theirs = ", ".join(f"{k}={mine[k]!r}" for k in differ)
+        raise ObjectiveMismatchError(
+            f"the retraining config sets {said} but the model was trained with {theirs}: the "
+            "estimate explains the model's own objective, so retraining under another one "
+            "measures something else (with weight decay missing, LOO effects can even flip "
+            "sign). Leave these fields unset (None) to retrain under the model's objective; "
+            "pass allow_different_objective=True only to study a different objective on purpose."
+        )
+    cfg = config.replace(loss=asked.get("loss", mine["loss"]),
+                         weight_decay=float(asked.get("weight_decay", mine["weight_decay"])))
+    source = "override" if differ else "model"
+    return cfg, RetrainObjective(cfg.loss, float(cfg.weight_decay), source,
+                                 mine if differ else None)
+
+
 def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mode: str,
             params: ParamSelection, dtype: Any, subtract_control: bool,
-            pbrf_damping: float) -> Problem:
+            pbrf_damping: float, allow_different_objective: bool = False) -> Problem:
     """Check the arguments of a sweep and resolve them into a :class:`Problem`."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -145,6 +212,7 @@ def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mo
     if not isinstance(config, TrainConfig):
         raise TypeError("pass config=TrainConfig(...): how to retrain (a plain nn.Module does not "
                         "carry one; a TrainedModel's own config is used when config is None)")
+    config, objective = retraining_objective(model_config, config, allow_different_objective)
     pbrf_damping = check_pbrf_damping(pbrf_damping)
     device = resolve_device(config.device)
     n_params = sum(p.numel() for p in module.parameters())
@@ -158,10 +226,16 @@ def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mo
     X_test, y_test = _tensors(None, test, "test", device, dt, config.loss)
     if X.shape[0] < 2:
         raise ValueError("leave-one-out needs at least 2 training points")
+    from ..models.losses import check_targets, output_width
+
+    n_outputs = output_width(work, X)
+    check_targets(y, n_outputs, config.loss, "training")
+    check_targets(y_test, n_outputs, config.loss, "test")
     return Problem(work, trained, start, spec, X, y, X_test, y_test, config, mode, names,
                    describe_params(params), config.n_steps(X.shape[0]), dt, device,
                    pbrf_damping, bool(subtract_control) and mode != "pbrf",
-                   init=None if init is None else {k: v.to(device) for k, v in init.items()})
+                   init=None if init is None else {k: v.to(device) for k, v in init.items()},
+                   objective=objective)
 
 
 def _start_state(mode: str, trained: dict[str, torch.Tensor], init: dict[str, torch.Tensor] | None,

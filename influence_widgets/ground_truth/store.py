@@ -5,14 +5,17 @@ parameters and architecture, data, config, mode, parameter selection, dtype, ...
 (which points were removed: ``"17"``, ``"3,8,11"``, ``"control"``, ``"seed=4"``) map to the
 per-test-point losses after that retrain and the final gradient norm. Results under another
 setting are never returned, so a changed setting always recomputes.
+
+A file that is not an SQLite database, or one locked by another process for longer than the
+store's ``timeout``, raises :class:`StoreError` naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import torch
 from .._cache import cache_dir, stable_json
 
 DEFAULT_NAME = "loo.sqlite"
+_ADVICE = "pass store=None (keep no results) or store='<another file>.sqlite'"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -43,6 +47,10 @@ CREATE TABLE IF NOT EXISTS settings (
 """
 
 
+class StoreError(RuntimeError):
+    """The LOO store's file cannot be used: not a database, locked, or not writable."""
+
+
 @dataclass(frozen=True)
 class Record:
     """One stored retrain: test losses ``(n_test,)`` (float64), gradient norm, objective."""
@@ -55,33 +63,67 @@ class Record:
 class LOOStore:
     """Retraining results in one SQLite file (WAL mode, one transaction per finished chunk).
 
-    ``LOOStore()`` uses ``<cache_dir()>/loo.sqlite``; ``LOOStore(path)`` any file.
+    ``LOOStore()`` uses ``<cache_dir()>/loo.sqlite``; ``LOOStore(path)`` any file. ``timeout``:
+    seconds to wait for another process that holds the file locked before :class:`StoreError`.
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else cache_dir() / DEFAULT_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con:
+    def __init__(self, path: str | Path | None = None, *, timeout: float = 60.0) -> None:
+        self.path = Path(path) if path is not None else cache_dir(create=False) / DEFAULT_NAME
+        self.timeout = float(timeout)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder of the LOO store {self.path} ({e}); "
+                             f"{_ADVICE}") from e
+        with self._open() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
             con.commit()
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60.0)
+        return sqlite3.connect(self.path, timeout=self.timeout)
+
+    @contextmanager
+    def _open(self, transaction: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection (in one transaction if asked), closed afterwards; SQLite errors become a
+        :class:`StoreError` that names the file and what to do."""
+        try:
+            with closing(self._connect()) as con:
+                if transaction:
+                    with con:
+                        yield con
+                else:
+                    yield con
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from e
+
+    def _error(self, e: sqlite3.DatabaseError) -> StoreError:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return StoreError(
+                f"the LOO store {self.path} is locked by another process (waited "
+                f"{self.timeout:g} s: {text}); let that process finish and run again, or "
+                f"{_ADVICE}")
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return StoreError(
+                f"the LOO store {self.path} is not a usable SQLite database ({text}); move or "
+                f"delete that file (results stored in it are lost), or {_ADVICE}")
+        return StoreError(f"the LOO store {self.path} cannot be used ({type(e).__name__}: "
+                          f"{text}); {_ADVICE}")
 
     def __repr__(self) -> str:
         return f"LOOStore({str(self.path)!r})"
 
     def describe(self, setting: str, description: Mapping[str, Any]) -> None:
         """Record what a setting hash stands for (human-readable, for inspection)."""
-        with closing(self._connect()) as con, con:
+        with self._open(transaction=True) as con:
             con.execute("INSERT OR IGNORE INTO settings VALUES (?, ?, ?)",
                         (setting, stable_json(dict(description)), time.time()))
 
     def description(self, setting: str) -> dict[str, Any] | None:
         import json
 
-        with closing(self._connect()) as con:
+        with self._open() as con:
             row = con.execute("SELECT description FROM settings WHERE setting = ?",
                               (setting,)).fetchone()
         return None if row is None else json.loads(row[0])
@@ -90,7 +132,7 @@ class LOOStore:
         """The stored records among ``items`` (missing ones are simply absent)."""
         items = list(items)
         out: dict[str, Record] = {}
-        with closing(self._connect()) as con:
+        with self._open() as con:
             for start in range(0, len(items), 500):
                 part = items[start : start + 500]
                 marks = ",".join("?" * len(part))
@@ -111,23 +153,23 @@ class LOOStore:
         for item, r in records.items():
             arr = r.losses.detach().to("cpu", torch.float64).contiguous().numpy()
             rows.append((setting, item, arr.tobytes(), arr.size, r.grad_norm, r.objective, now))
-        with closing(self._connect()) as con, con:
+        with self._open(transaction=True) as con:
             con.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def count(self, setting: str | None = None) -> int:
-        with closing(self._connect()) as con:
+        with self._open() as con:
             if setting is None:
                 return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             return con.execute("SELECT COUNT(*) FROM results WHERE setting = ?",
                                (setting,)).fetchone()[0]
 
     def settings(self) -> list[str]:
-        with closing(self._connect()) as con:
+        with self._open() as con:
             return [r[0] for r in con.execute("SELECT DISTINCT setting FROM results")]
 
     def clear(self, setting: str | None = None) -> int:
         """Delete all results (or those of one setting); returns how many rows went."""
-        with closing(self._connect()) as con, con:
+        with self._open(transaction=True) as con:
             if setting is None:
                 cur = con.execute("DELETE FROM results")
                 con.execute("DELETE FROM settings")

@@ -7,17 +7,34 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .._devices import resolve_device
+from .._findings import (
+    Finding,
+    TrustReport,
+    degenerate_findings,
+    logit_stats,
+    solver_findings,
+    stationarity_findings,
+)
 from ..datasets.base import as_tensors
 from ..models.architectures import check_input_shape
+from ..models.losses import check_targets, output_width
 from ..models.params import ParamSelection
 from ..models.training import TrainedModel
-from .objective import Objective
+from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping
-from .solvers import Progress, Solver, make_settings, solver_class
+from .solvers import (
+    ExactSolver,
+    HessianTooLargeError,
+    Progress,
+    Solver,
+    make_settings,
+    solver_class,
+)
 
 
 @dataclass
@@ -32,6 +49,12 @@ class InfluenceResult:
     weight_decay: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    findings: tuple[Finding, ...] = ()  # solver, stationarity and separability checks
+
+    @property
+    def report(self) -> TrustReport:
+        """The findings as a :class:`TrustReport` (``print(res.report.to_text())``)."""
+        return TrustReport(self.findings)
 
 
 def _unpack_model(model: nn.Module | TrainedModel, weight_decay, loss):
@@ -41,8 +64,37 @@ def _unpack_model(model: nn.Module | TrainedModel, weight_decay, loss):
     return model, (0.0 if weight_decay is None else weight_decay), loss or "cross_entropy", None
 
 
+def _has_bool(x: Any) -> bool:
+    if isinstance(x, bool | np.bool_):
+        return True
+    if isinstance(x, torch.Tensor | np.ndarray):
+        return x.dtype in (torch.bool, np.bool_)
+    if isinstance(x, list | tuple):
+        return any(_has_bool(v) for v in x)
+    return False
+
+
 def _check_indices(test_indices, n_test: int) -> torch.Tensor:
-    idx = torch.as_tensor(test_indices, dtype=torch.long).reshape(-1)
+    """Row numbers of the test set as int64: integers (python, numpy or tensors, or floats without
+    a fractional part); bools, NaN and fractional values are refused, never truncated."""
+    if _has_bool(test_indices):
+        raise TypeError("test_indices holds booleans, which are not row numbers; pass integer "
+                        "indices (for a boolean mask over the test set: mask.nonzero().flatten())")
+    try:
+        raw = torch.as_tensor(test_indices).reshape(-1)
+        if raw.is_floating_point() and not isinstance(test_indices, torch.Tensor):
+            raw = torch.as_tensor(test_indices, dtype=torch.float64).reshape(-1)  # not float32
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"test_indices must be integer row numbers of the test set (a list, range, "
+                        f"array or tensor of ints), got {test_indices!r}") from e
+    if raw.is_complex():
+        raise TypeError(f"test_indices must be integer row numbers, got {raw.dtype} values")
+    if raw.is_floating_point():
+        bad = raw[~torch.isfinite(raw) | (raw != raw.round())]
+        if bad.numel():
+            raise ValueError(f"test index {bad[0].item()!r} is not an integer; test_indices must "
+                             "be integer row numbers (e.g. test_indices=[0, 3]): none is rounded")
+    idx = raw.to(torch.long)
     if idx.numel() == 0:
         raise ValueError("test_indices is empty; pass at least one test index")
     bad = idx[(idx < 0) | (idx >= n_test)]
@@ -50,6 +102,26 @@ def _check_indices(test_indices, n_test: int) -> torch.Tensor:
         raise IndexError(f"test index {int(bad[0])} is out of range: the test set has {n_test} points "
                          f"(valid indices 0..{n_test - 1})")
     return idx
+
+
+def _check_module(module: nn.Module) -> None:
+    """A clear error for a model influence cannot work with: no parameters, parameters not
+    materialised (meta device), or a floating dtype other than float32/float64."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"model must be a TrainedModel or an nn.Module, got {type(module).__name__}")
+    tensors = list(module.parameters()) + list(module.buffers())
+    if next(module.parameters(), None) is None:
+        raise ValueError("the model has no parameters: there is nothing to estimate influence on")
+    if any(t.is_meta for t in tensors):
+        raise ValueError("the model's parameters are on the meta device (not materialised); load "
+                         "its weights first (e.g. model.to_empty(device='cpu') then "
+                         "model.load_state_dict(...))")
+    low = sorted({str(t.dtype).replace("torch.", "") for t in tensors
+                  if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64)})
+    if low:
+        raise TypeError(f"influence needs float32 or float64; the model has {', '.join(low)} "
+                        "tensors: call model.float() or model.double() (a copy, if you want to keep "
+                        "the original)")
 
 
 class InfluenceEngine:
@@ -66,13 +138,19 @@ class InfluenceEngine:
                  device: str | torch.device | None = None, chunk_size: int | None = None,
                  hvp_mode: str = "auto", cache_graph: bool | None = None) -> None:
         module, wd, loss, spec = _unpack_model(model, weight_decay, loss)
+        _check_module(module)
         X, y = as_tensors(train)
+        if X.shape[0] == 0:
+            raise ValueError("the training set is empty (0 rows); influence needs the training "
+                             "points the model was trained on: pass them as (X, y)")
         if device is not None:
             dev = resolve_device(device)
             if next(module.parameters()).device != dev:
                 module = _copy_to(module, dev)
         first = next(module.parameters())
         check_input_shape(module, X.to(first.device, first.dtype), spec)
+        self.n_outputs = output_width(module, X.to(first.device, first.dtype))
+        check_targets(y, self.n_outputs, loss, "training")
         self.module = module
         self.objective = Objective(module, X.to(first.device, first.dtype), y, loss=loss,
                                    weight_decay=wd, params=params, curvature=curvature,
@@ -140,6 +218,7 @@ class InfluenceEngine:
         if tuple(Xt.shape[1:]) != tuple(obj.X.shape[1:]):
             raise ValueError(f"test inputs have shape {tuple(Xt.shape[1:])} per row but the training "
                              f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
+        check_targets(yt, self.n_outputs, obj.loss, "test")
         g_test = self._test_grads(Xt, yt)
         s = self.solver(solver, st, progress)
         solved = s.solve(g_test, damping, progress)  # (n_test, p)
@@ -151,8 +230,16 @@ class InfluenceEngine:
         diag["settings"] = st.options()
         self._warn_indefinite(diag, damping)
         diag["grad_norm"] = self.grad_norm
+        report = TrustReport(solver_findings(diag, damping, solver)
+                             + self._model_findings(diag, damping))
+        # Warned here: what this solve found (the indefinite-Hessian warning went out above, in
+        # its established wording). The model's own findings (stationarity, separability) ride
+        # on the result unwarned, as every estimate of the model would repeat them:
+        # ``res.report.warn()`` emits them too.
+        TrustReport(tuple(f for f in report if f.source == "estimate"
+                          and f.code != "indefinite-hessian")).warn(stacklevel=3)
         return InfluenceResult(values.detach(), solver, damping, obj.params_label, obj.curvature,
-                               obj.weight_decay, diag, time.perf_counter() - t0)
+                               obj.weight_decay, diag, time.perf_counter() - t0, report.findings)
 
     @staticmethod
     def _warn_indefinite(diag: dict[str, Any], damping: float) -> None:
@@ -162,6 +249,26 @@ class InfluenceEngine:
                                f"{damping:.3g} does not make H + damping I positive definite; estimates "
                                f"may be unreliable (try damping > {-lo:.3g} or curvature='ggn')")
             warnings.warn(diag["warning"], RuntimeWarning, stacklevel=4)
+
+    def _model_findings(self, diag: dict[str, Any], damping: float) -> tuple[Finding, ...]:
+        """Stationarity and the separable regime at the trained parameters (see
+        :mod:`influence_widgets._findings`). The objective, training accuracy and logit margin
+        take one forward pass over the training set, done once per engine."""
+        from ..models.modes import eval_mode
+
+        obj = self.objective
+        stats = getattr(self, "_fit_stats", None)
+        if stats is None:
+            acc = margin = None
+            if obj.loss == "cross_entropy":
+                with torch.no_grad(), eval_mode(obj.model):
+                    out = torch.cat([obj.outputs(obj.theta, Xc) for Xc, _ in obj.chunks()])
+                acc, margin = logit_stats(out, obj.y)
+            stats = self._fit_stats = (float(obj.value()), acc, margin)
+        value, acc, margin = stats
+        return (stationarity_findings(value, float(diag["grad_norm"]), params=obj.params_label)
+                + degenerate_findings(value, acc, diag.get("top_eigenvalue"), damping, margin,
+                                      weight_decay=obj.weight_decay, loss=obj.loss))
 
 
 def _copy_to(module: nn.Module, device: torch.device) -> nn.Module:
@@ -218,12 +325,15 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
 def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_decay: float | None = None,
                      params: ParamSelection = "all", loss: str | None = None, curvature: str = "hessian",
                      method: str = "auto", k: int = 10, max_exact: int = 4000,
-                     device: str | torch.device | None = None) -> dict[str, Any]:
+                     device: str | torch.device | None = None,
+                     max_bytes: int | None = None) -> dict[str, Any]:
     """Eigenvalues of the training objective's curvature at the trained parameters.
 
     ``method="exact"`` returns all eigenvalues (ascending); ``"lanczos"`` the top and bottom ``k``
     through scipy's ``eigsh`` on a ``LinearOperator`` of HVPs; ``"auto"`` is exact up to
     ``max_exact`` parameters. Returns ``{"eigenvalues", "top", "bottom", "method", "n_params"}``.
+    ``"exact"`` first checks that the ``p x p`` matrices fit in ``max_bytes`` (default: the exact
+    solver's limit) and raises :class:`HessianTooLargeError` naming the bytes if not.
     """
     engine = InfluenceEngine(model, train, weight_decay=weight_decay, params=params, loss=loss,
                              curvature=curvature, device=device)
@@ -231,6 +341,15 @@ def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_deca
     if method == "auto":
         method = "exact" if obj.p <= max_exact else "lanczos"
     if method == "exact":
+        need = ExactSolver.required_bytes(obj.p, obj.dtype.itemsize)
+        limit = max_bytes if max_bytes is not None else memory_budget(obj.device) * 2
+        if need > limit:
+            raise HessianTooLargeError(
+                f"hessian_spectrum(method='exact') needs about {need:,} bytes ({need / 1e9:.2f} GB) "
+                f"for the {obj.p} x {obj.p} Hessian ({obj.dtype}), over the {limit:,} bytes "
+                f"({limit / 1e9:.2f} GB) allowed; use method='lanczos' (the top and bottom k "
+                "eigenvalues from Hessian-vector products), params='last_layer', or a larger "
+                "max_bytes if the memory is there")
         ev = torch.linalg.eigvalsh(obj.hessian()).cpu()
         return {"eigenvalues": ev, "top": float(ev[-1]), "bottom": float(ev[0]), "method": "exact",
                 "n_params": obj.p}

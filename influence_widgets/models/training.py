@@ -37,6 +37,14 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 class TrainConfig:
     """How a model is (re)trained; the same config retrains it the same way.
 
+    A config holds the *schedule* (optimiser, lr, steps, batch size, dtype, seed) and, for
+    training, the *objective* (``loss``, ``weight_decay``). The objective belongs to the model:
+    when a config is used to *retrain* a trained model (``leave_one_out`` and the other ground
+    truths), ``loss=None`` and ``weight_decay=None`` (the defaults) mean "the model's own", and
+    an explicit value that differs from the model's is an error unless the caller asks for it
+    (``allow_different_objective=True``), in which case the result records it. For training,
+    ``None`` means cross-entropy and no weight decay (:meth:`resolved`).
+
     Attributes:
         optimizer: "sgd", "adam" or "lbfgs" (full batch only).
         lr: learning rate.
@@ -44,12 +52,14 @@ class TrainConfig:
         epochs: passes over the data (``steps = epochs * ceil(n / batch_size)``).
         batch_size: mini-batch size; ``None`` is full batch.
         weight_decay: the L2 term ``(weight_decay / 2) * ||theta||^2`` of the objective, the same
-            for every optimiser (it is part of the loss, not an optimiser option).
+            for every optimiser (it is part of the loss, not an optimiser option); ``None``: the
+            model's own when retraining, 0 when training.
         momentum: SGD momentum.
         seed: seeds the initialisation (models built from a spec) and the batch order.
         device: "cpu", "cuda" or ``None`` (CUDA when available).
         dtype: "float32" or "float64" (use float64 for models whose influence is checked exactly).
-        loss: "cross_entropy" or "mse".
+        loss: "cross_entropy" or "mse"; ``None``: the model's own when retraining,
+            cross-entropy when training.
         polish_steps: after the main optimiser, up to this many full-batch L-BFGS iterations to
             reach a stationary point (influence functions assume one); 0 turns it off.
         grad_tol: gradient norm under which a run counts as converged (and L-BFGS stops).
@@ -60,19 +70,19 @@ class TrainConfig:
     steps: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
-    weight_decay: float = 0.0
+    weight_decay: float | None = None
     momentum: float = 0.0
     seed: int = 0
     device: str | None = None
     dtype: str = "float32"
-    loss: str = "cross_entropy"
+    loss: str | None = None
     polish_steps: int = 0
     grad_tol: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
-        if self.loss not in LOSSES:
+        if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid names: {', '.join(LOSSES)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
@@ -84,11 +94,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
         for name in ("weight_decay", "momentum", "grad_tol"):
             v = getattr(self, name)
+            if v is None and name == "weight_decay":
+                continue
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         if isinstance(self.polish_steps, bool) or not isinstance(self.polish_steps, int):
             raise ValueError(f"polish_steps must be an integer >= 0, got {self.polish_steps!r}")
-        if self.weight_decay < 0 or self.momentum < 0 or self.polish_steps < 0 or self.grad_tol <= 0:
+        if (self.weight_decay or 0.0) < 0 or self.momentum < 0 or self.polish_steps < 0 or self.grad_tol <= 0:
             raise ValueError("weight_decay, momentum and polish_steps must be >= 0 and grad_tol > 0")
         if self.optimizer == "lbfgs" and self.batch_size is not None:
             raise ValueError("lbfgs is full batch: set batch_size=None or use sgd/adam")
@@ -106,6 +118,19 @@ class TrainConfig:
     @property
     def torch_dtype(self) -> torch.dtype:
         return resolve_dtype(self.dtype)
+
+    @property
+    def objective(self) -> dict[str, Any]:
+        """The objective fields as given (``None``: not set here)."""
+        return {"loss": self.loss, "weight_decay": self.weight_decay}
+
+    def resolved(self) -> TrainConfig:
+        """This config with the training defaults for an unset objective (cross-entropy, no
+        weight decay): what :func:`train` uses and a :class:`TrainedModel` keeps."""
+        if self.loss is not None and self.weight_decay is not None:
+            return self
+        return replace(self, loss=self.loss or "cross_entropy",
+                       weight_decay=0.0 if self.weight_decay is None else self.weight_decay)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
@@ -262,6 +287,7 @@ class TrainingObjective:
     def __init__(self, copies: Copies, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
                  config: TrainConfig) -> None:
         self.copies, self.X, self.y, self.w = copies, X, y, weights
+        config = config.resolved()  # an unset objective trains with the defaults
         self.loss, self.weight_decay = config.loss, config.weight_decay
 
     def __call__(self, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -304,6 +330,7 @@ def fit_copies(
     (trainable ones only) and diagnostics (objective and gradient norm per copy, steps, seconds).
     """
     make = objective or TrainingObjective
+    config = config.resolved()  # callers that retrain a model resolve its objective before
     names = list(trainable) if trainable is not None else select_params(model, "all")
     C = weights.shape[0]
     n_steps = config.n_steps(X.shape[0]) if steps is None else steps
@@ -452,11 +479,31 @@ def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelection,
-              dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
-    """The diagnostics a :class:`TrainedModel` keeps, from one copy's ``fit_copies`` output."""
+              dtype: torch.dtype, device: torch.device, model: nn.Module | None = None,
+              X: torch.Tensor | None = None, y: torch.Tensor | None = None,
+              chunk_size: int = 1024) -> dict[str, Any]:
+    """The diagnostics a :class:`TrainedModel` keeps, from one copy's ``fit_copies`` output.
+
+    ``findings`` (a list of :class:`~influence_widgets._findings.Finding` dicts, JSON-ready
+    for the zoo's cache) says whether the model is far from a stationary point or in the
+    separable regime without weight decay. Given the trained ``model`` and its training data
+    ``X``, ``y`` (a cross-entropy model), one forward pass (``chunk_size`` rows at a time) adds
+    ``train_accuracy`` and ``logit_margin`` (mean true-class logit minus the largest other),
+    which sharpen the separability check; without them they are None.
+    """
+    from .._findings import degenerate_findings, logit_stats, stationarity_findings
+
     gn = float(diag["grad_norm"][0])
+    objective = float(diag["objective"][0])
+    acc = margin = None
+    if model is not None and X is not None and y is not None and config.loss == "cross_entropy":
+        with torch.no_grad(), eval_mode(model):
+            out = torch.cat([model(X[s : s + chunk_size]) for s in range(0, X.shape[0], chunk_size)])
+        acc, margin = logit_stats(out, y)
+    findings = stationarity_findings(objective, gn, config.grad_tol) + degenerate_findings(
+        objective, acc, None, 0.0, margin, weight_decay=config.weight_decay, loss=config.loss)
     return {
-        "objective": float(diag["objective"][0]),
+        "objective": objective,
         "grad_norm": gn,
         "converged": gn < config.grad_tol,
         "grad_tol": config.grad_tol,
@@ -465,6 +512,9 @@ def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelecti
         "params": params if isinstance(params, str) else list(params),
         "dtype": dtype_name(dtype),
         "device": str(device),
+        "train_accuracy": acc,
+        "logit_margin": margin,
+        "findings": [f.to_dict() for f in findings],
     }
 
 
@@ -489,8 +539,9 @@ def train(
     """
     from ..datasets.base import as_tensors
     from .architectures import check_input_shape
+    from .losses import check_targets, output_width
 
-    config = config or TrainConfig()
+    config = (config or TrainConfig()).resolved()
     device = resolve_device(config.device)
     dtype = config.torch_dtype
     if isinstance(model, ModelSpec):
@@ -505,6 +556,7 @@ def train(
     X = X.to(device=device, dtype=dtype)
     y = cast_targets(y, config.loss, device, dtype)
     check_input_shape(module, X, spec)
+    check_targets(y, output_width(module, X), config.loss, "training")
     init = state_of(module)
     names = select_params(module, params)
     bar = None
@@ -531,6 +583,7 @@ def train(
         for k, v in trained.items():
             named[k].copy_(v[0])
     module.eval()
-    diagnostics = summarize(diag, config, params=params, dtype=dtype, device=device)
+    diagnostics = summarize(diag, config, params=params, dtype=dtype, device=device,
+                            model=module, X=X, y=y)
     return TrainedModel(module, config, {k: v.cpu() for k, v in init.items()}, X, y, diagnostics,
                         spec=spec, name=name, data=data)

@@ -3,9 +3,11 @@
 ``load(name)`` trains a preset the first time and caches it under
 ``cache_dir()/zoo/<name>-<key>.pt`` (a plain dict of tensors, read back with
 ``weights_only=True``: loading never runs pickled code) and ``<name>-<key>.json`` (spec, config,
-diagnostics). The key hashes everything the model depends on (spec, TrainConfig, dataset and its
-fingerprint, cache format and package version), so changed settings train a new file; a cached
-file that is corrupted or does not match is an error, never silently reused.
+diagnostics, and the sha256 of the tensors). The key hashes everything the model depends on
+(spec, TrainConfig, dataset and its fingerprint, cache format and package version), so changed
+settings train a new file; a cached file that is corrupted, edited (its tensors no longer match
+the recorded sha256), holds NaN/inf weights or does not match is an error, never silently reused.
+``cache=False`` neither reads nor writes the cache folder.
 
 Users can add their own trained models with :func:`register`; they then appear in :func:`names`.
 """
@@ -23,13 +25,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._cache import atomic_torch_save, atomic_write_text, cache_dir, hash_settings, safe_torch_load
+from .._cache import (
+    atomic_torch_save,
+    atomic_write_text,
+    cache_dir,
+    digest_tensors,
+    hash_settings,
+    safe_torch_load,
+)
 from .._devices import resolve_device
 from .architectures import ModelSpec
 from .losses import cast_targets
 from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, summarize, train
 
-FORMAT = 2  # bump when the layout of the cached files changes
+FORMAT = 3  # bump when the layout of the cached files changes (3: sha256 of the tensors in the
+# metadata; files of an older format have another key, so they are simply not found: stale)
 
 __all__ = [
     "PRESETS",
@@ -83,7 +93,7 @@ class Preset:
                 "format": FORMAT,
                 "version": influence_widgets.__version__,
                 "spec": self.spec(data).to_dict(),
-                "config": self.config.to_dict(),
+                "config": self.config.resolved().to_dict(),
                 "dataset": self.dataset,
                 "dataset_kwargs": self.dataset_kwargs,
                 "data": data.fingerprint(),
@@ -99,7 +109,8 @@ IRIS_WEIGHT_DECAY = 0.005
 def _iris_config(depth: int, weight_decay: float) -> TrainConfig:
     # Float64 L-BFGS on CPU: smooth (tanh) nets reach a gradient norm < 1e-5 in well under a
     # second to a few seconds; ReLU/SELU nets stall on a kink and say so in their diagnostics.
-    return TrainConfig.preset("exact", weight_decay=weight_decay, grad_tol=1e-5, device="cpu")
+    return TrainConfig.preset("exact", weight_decay=weight_decay, grad_tol=1e-5,
+                              device="cpu").resolved()
 
 
 def _iris(depth: int, width: int, act: str, weight_decay: float) -> Preset:
@@ -160,7 +171,7 @@ _IMAGE_TABLE: list[tuple[str, str, dict, str, dict, dict, str]] = [
 
 def _image_presets() -> list[Preset]:
     return [
-        Preset(name, ds, dict(kw), arch, dict(opts), TrainConfig(**cfg), desc)
+        Preset(name, ds, dict(kw), arch, dict(opts), TrainConfig(**cfg).resolved(), desc)
         for name, ds, kw, arch, opts, cfg, desc in _IMAGE_TABLE
     ]
 
@@ -226,7 +237,7 @@ def _row(name, dataset, arch, options, config: TrainConfig, source: str, descrip
 
 def cache_paths(name: str, key: str) -> tuple[Path, Path]:
     """The weights (``.pt``) and metadata (``.json``) paths of a cached model."""
-    folder = cache_dir() / "zoo"
+    folder = cache_dir(create=False) / "zoo"  # created by the first write, never by a read
     return folder / f"{name}-{key}.pt", folder / f"{name}-{key}.json"
 
 
@@ -236,7 +247,8 @@ def load(
     """The trained model ``name``: from the cache, or trained now (and cached when ``cache``).
 
     ``retrain=True`` trains again and overwrites the cached files. A cached file that is
-    corrupted or does not match the preset raises :class:`ZooCacheError` (pass ``retrain=True``).
+    corrupted, edited or does not match the preset raises :class:`ZooCacheError` (pass
+    ``retrain=True``). ``cache=False`` trains without reading or writing the cache folder.
     ``progress=True`` shows a tqdm bar while training; a callable gets ``(step, total, info)``.
     """
     if name in _REGISTERED:
@@ -247,9 +259,10 @@ def load(
     preset = get_preset(name)
     data = preset.load_data()
     key = preset.key(data)
-    weights, meta = cache_paths(name, key)
-    if cache and not retrain and meta.exists():
-        return _read(preset, data, key, weights, meta)
+    if cache:
+        weights, meta = cache_paths(name, key)
+        if not retrain and meta.exists():
+            return _read(preset, data, key, weights, meta)
     spec = preset.spec(data)
     tm = train(spec, data.train, preset.config, name=name, data=data, progress=progress)
     tm.extra.update(init_known=True, cache_key=key)
@@ -272,6 +285,7 @@ def _write(
     info = {
         "format": FORMAT,
         "key": key,
+        "sha256": _digest(blob),
         "name": preset.name,
         "dataset": preset.dataset,
         "dataset_kwargs": preset.dataset_kwargs,
@@ -286,9 +300,17 @@ def _write(
 
 
 def _bad(path: Path, problem: str) -> ZooCacheError:
+    name = path.name.rsplit("-", 1)[0]  # the files are <name>-<key>.pt|.json (cache_paths)
     return ZooCacheError(
-        f"cached zoo file {path} {problem}; it was not used. "
-        "Pass retrain=True to train the model again and overwrite it."
+        f"cached zoo file {path} {problem}; it was not used. Pass retrain=True "
+        f"(zoo.load({name!r}, retrain=True)) to train the model again and overwrite it."
+    )
+
+
+def _digest(blob: dict) -> str:
+    """sha256 of the cached tensors (``state`` and ``init``, names sorted; dtype, shape, bytes)."""
+    return digest_tensors(
+        {f"{part}/{k}": v for part in ("state", "init") for k, v in blob[part].items()}
     )
 
 
@@ -302,6 +324,8 @@ def _read(preset: Preset, data: Any, key: str, weights: Path, meta: Path) -> Tra
         raise _bad(meta, f"does not match the preset's settings (key {found!r}, expected {key!r})")
     if not isinstance(info.get("diagnostics"), dict):
         raise _bad(meta, "has no diagnostics")
+    if not isinstance(info.get("sha256"), str):
+        raise _bad(meta, "has no sha256 of the weights, so they cannot be checked")
     if not weights.exists():
         raise _bad(weights, "is missing (its metadata file exists)")
     try:
@@ -319,7 +343,7 @@ def _read(preset: Preset, data: Any, key: str, weights: Path, meta: Path) -> Tra
         spec, config = ModelSpec.from_dict(info["spec"]), TrainConfig.from_dict(info["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise _bad(meta, f"has an invalid spec or config ({type(e).__name__}: {e})") from e
-    if spec != preset.spec(data) or config != preset.config:
+    if spec != preset.spec(data) or config != preset.config.resolved():
         raise _bad(meta, "holds a spec or config that differs from the preset's")
     device, dtype = resolve_device(config.device), config.torch_dtype
     model = spec.build(seed=config.seed).to(device=device, dtype=dtype)
@@ -329,6 +353,16 @@ def _read(preset: Preset, data: Any, key: str, weights: Path, meta: Path) -> Tra
         if not isinstance(tensors, dict):
             raise _bad(weights, f"has no {part!r} tensors")
         _check_tensors(weights, part, tensors, expected)
+    if _digest(blob) != info["sha256"]:
+        raise _bad(
+            weights,
+            f"does not match the sha256 recorded in {meta.name} when it was saved: its tensors "
+            "were changed or corrupted after training",
+        )
+    for part in ("state", "init"):
+        for k, v in sorted(blob[part].items()):
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise _bad(weights, f"{part}: tensor {k!r} holds NaN or inf values")
     with torch.no_grad():
         model.load_state_dict(blob["state"], strict=True)
     model.eval()
@@ -392,7 +426,7 @@ def register(
     if isinstance(model_or_trained, TrainedModel):
         src = model_or_trained
         tm = copy.deepcopy(src, memo={id(src.data): src.data, id(data): data})
-        tm.config = config or tm.config
+        tm.config = (config or tm.config).resolved()
         tm.data = data if data is not None else tm.data
         tm.spec = spec or tm.spec
         tm.extra = {"init_known": True, **tm.extra}
@@ -416,6 +450,7 @@ def _from_module(
 ) -> TrainedModel:
     from .architectures import check_input_shape
 
+    config = config.resolved()
     device, dtype = resolve_device(config.device), config.torch_dtype
     model = copy.deepcopy(module).to(device=device, dtype=dtype)
     X, y = data.train
@@ -428,7 +463,8 @@ def _from_module(
         model, state, X, y, torch.ones(1, X.shape[0]), config, steps=0, polish=False
     )
     model.eval()
-    diagnostics = summarize(diag, config, params="all", dtype=dtype, device=device)
+    diagnostics = summarize(diag, config, params="all", dtype=dtype, device=device,
+                            model=model, X=X, y=y)
     init = {k: v.cpu() for k, v in state.items()}
     return TrainedModel(
         model, config, init, X, y, diagnostics, spec=spec, data=data, extra={"init_known": False}

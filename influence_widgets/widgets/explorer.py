@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as W
@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from traitlets import Bool, Int, Unicode, link, observe
 
+from .._findings import TrustReport
 from ..influence.solvers import HessianTooLargeError, SolverError
 from ..models.training import TrainedModel
 from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
@@ -75,7 +76,11 @@ class InfluenceExplorer(W.VBox):
     compute — and kept while solver, damping, curvature or parameters change, so a new solver
     costs no retraining; see :mod:`influence_widgets.widgets.session` for everything that is
     reused. Results: ``last_stats``, ``last_estimates``, ``last_actual``, ``last_indices``,
-    ``last_figure``, ``error``, ``retrain_count`` (retrains computed, LOO and noise floor).
+    ``last_figure``, ``last_report`` (the :class:`~influence_widgets.evaluate.TrustReport`: every
+    finding of training, the estimate, the retrains, the noise floor and the comparison, shown
+    beside the scatter with a button per one-click fix), ``error``, ``retrain_count`` (retrains
+    computed, LOO and noise floor). ``stale`` is True while the results shown no longer match
+    the controls (a control changed, or the last compute failed or was cancelled).
     """
 
     model_name = Unicode(None, allow_none=True)
@@ -94,6 +99,7 @@ class InfluenceExplorer(W.VBox):
     busy = Bool(False)
     retrain_count = Int(0)
     threaded = Bool(False)
+    stale = Bool(False)
 
     def __init__(
         self,
@@ -142,6 +148,12 @@ class InfluenceExplorer(W.VBox):
         self.controls.compute.on_click(lambda _b: self._start(self._compute_job, "computing"))
         self.controls.cancel.on_click(lambda _b: self.cancel())
         self.controls.point.observe(self._on_point_choice, names="value")
+        # any setting that the results depend on: they turn stale when it no longer matches
+        self.observe(self._on_setting, names=[n for n in LINKED if n != "model_name"])
+        self.controls.settings.damping.observe(self._on_setting, names="value")
+        for widgets in self.controls.settings.widgets.values():
+            for w in widgets.values():
+                w.observe(self._on_setting, names="value")
 
     # ------------------------------------------------------------------ layout
     def _build_outputs(self) -> None:
@@ -162,6 +174,13 @@ class InfluenceExplorer(W.VBox):
             children=[self.traceback_out], selected_index=None, layout=W.Layout(display="none")
         )
         self.traceback.set_title(0, "traceback")
+        self.stale_html = W.HTML(layout=W.Layout(width="520px"))
+        self.report_box = W.VBox(
+            [W.HTML("<i>The trust report appears after a compute.</i>")],
+            layout=W.Layout(width="520px"),
+        )
+        self.report_box.add_class("iw-report-panel")
+        self.action_buttons: list[tuple[Any, dict, W.Button]] = []
 
     def _layout(self) -> list[W.Widget]:
         c = self.controls
@@ -176,7 +195,10 @@ class InfluenceExplorer(W.VBox):
             ],
             layout=W.Layout(flex="0 0 210px", padding="0 0 0 10px"),
         )
-        center = W.VBox([self.scatter_out, self.stats, c.point], layout=W.Layout(flex="0 0 525px"))
+        center = W.VBox(
+            [self.stale_html, self.scatter_out, self.stats, self.report_box, c.point],
+            layout=W.Layout(flex="0 0 525px"),
+        )
         tabs = W.Tab(
             children=[
                 W.VBox([self.extremes_html, self.extremes_out]),
@@ -377,6 +399,16 @@ class InfluenceExplorer(W.VBox):
         return self._guard(self._compute_job, "computing", raise_errors)
 
     def _compute_job(self) -> Outcome:
+        try:
+            return self._compute_steps()
+        except InterruptedError:
+            self._update_stale("the last compute was cancelled")
+            raise
+        except Exception:
+            self._update_stale("the last compute failed")
+            raise
+
+    def _compute_steps(self) -> Outcome:
         req = self.request()
         self.controls.progress.value = 0.0
         session = self.session
@@ -398,12 +430,91 @@ class InfluenceExplorer(W.VBox):
         self.retrain_count = self.session.retrain_count
         self.outcome = out
         self.timings = out.seconds
+        if out.request.damping != self.controls.settings.damping.value:
+            self.controls.settings.damping.value = out.request.damping  # a damping it picked
         if scatter_only:
             self._render_scatter(out)
             if self.selected is not None:
                 self._render_selection()
         else:
             self._render(out)
+        self._render_report(out)
+        self._update_stale()
+
+    # ------------------------------------------------------------------ trust report, staleness
+    @property
+    def last_report(self) -> TrustReport | None:
+        """The trust report of the results shown (None before the first compute)."""
+        return None if self.outcome is None else self.outcome.report
+
+    def _render_report(self, out: Outcome) -> None:
+        children, self.action_buttons = panels.report_widgets(out.report, self._on_action)
+        self.report_box.children = children
+
+    def _on_action(self, action: Mapping[str, Any]) -> None:
+        """A fix's button: set its controls, then compute as the Compute button does."""
+        if self.busy:
+            self.controls.status.value = "busy: wait for the running job or press Cancel"
+            return
+        if self._guard(lambda: self.apply_action(action) or True, "applying a fix"):
+            self._start(self._compute_job, "computing")
+
+    def apply_action(self, action: Mapping[str, Any]) -> None:
+        """Set the controls a finding's ``action`` names (``{"damping": 0.12}``,
+        ``{"curvature": "ggn"}``, ``{"scale": 3.1}``: a setting of the chosen solver); the
+        solver first, since the other settings may be its own."""
+        c = self.controls
+        for key in sorted(action, key=lambda k: k != "solver"):
+            value = action[key]
+            own = c.settings.widgets.get(self.solver, {})
+            if key == "damping":
+                c.settings.damping.value = float(value)
+            elif key in LINKED and key != "model_name":
+                getattr(c, key).value = value
+            elif key in own:
+                w = own[key]
+                if isinstance(w, W.Text):  # an optional setting: blank is its default
+                    value = "" if value is None else (
+                        format(value, ".6g") if isinstance(value, float) else str(value)
+                    )
+                w.value = value
+            else:
+                raise ValueError(
+                    f"the fix sets {key!r}, which is neither a control of the explorer nor a "
+                    f"setting of the solver {self.solver!r}"
+                )
+
+    def _on_setting(self, change: dict[str, Any]) -> None:
+        self._update_stale()
+
+    def _update_stale(self, reason: str | None = None) -> None:
+        """Mark the results stale (``reason``, or: the controls no longer match them)."""
+        out = self.outcome
+        if out is None:
+            self._set_stale(None)
+            return
+        if reason is None:
+            try:
+                current = self.request()
+            except Exception as e:  # an invalid setting: the results cannot be for it
+                reason = f"the settings are invalid: {e}"
+            else:
+                reason = None if current == out.request else "the controls changed"
+        self._set_stale(reason)
+
+    def _set_stale(self, reason: str | None) -> None:
+        self.stale = reason is not None
+        marked = (self.scatter_out, self.stats, self.report_box)
+        if reason is None:
+            self.stale_html.value = ""
+            for w in marked:
+                w.remove_class("iw-stale")
+            return
+        self.stale_html.value = panels.stale_html(
+            panels.describe_request(self.outcome.request), reason
+        )
+        for w in marked:
+            w.add_class("iw-stale")
 
     # ------------------------------------------------------------------ results
     @property
@@ -431,6 +542,8 @@ class InfluenceExplorer(W.VBox):
             retrain_count=self.retrain_count,
             timings=dict(self.timings),
             stats=self.last_stats,
+            stale=self.stale,
+            findings=None if self.outcome is None else list(self.outcome.report.codes),
         )
         return s
 
@@ -446,6 +559,9 @@ class InfluenceExplorer(W.VBox):
         self.controls.point.options = [("(none)", -1)]
         self.point_html.value = ""
         self.point_out.outputs = ()
+        self.report_box.children = (W.HTML("<i>The trust report appears after a compute.</i>"),)
+        self.action_buttons = []
+        self._set_stale(None)
 
     # ------------------------------------------------------------------ rendering
     def _render(self, out: Outcome) -> None:
@@ -472,7 +588,7 @@ class InfluenceExplorer(W.VBox):
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
-            gt_note=describe_gt(req),
+            gt_note=describe_gt(req, out.loo.objective),
             noise=out.noise_std,
             retrains=out.retrains,
             seconds=out.seconds,

@@ -13,7 +13,7 @@ import html
 import io
 import math
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as W
@@ -313,3 +313,73 @@ def trace_figure(diag: dict[str, Any]) -> Figure | None:
             trace_plot(diag[key], ax=fig.add_subplot(), label=label)
             return fig
     return None
+
+
+# ----------------------------------------------------------------------------- trust report
+
+STALE_STYLE = (
+    "border:1px dashed #999;background:#f4f4f4;color:#444;padding:4px 10px;"
+    "border-radius:4px;margin:2px 0"
+)
+FADED_CSS = "<style>.iw-stale{opacity:0.45;transition:opacity .2s}</style>"
+
+
+def describe_request(req: Any) -> str:
+    """The settings of a compute in one line (for the stale marker)."""
+    from ..influence.settings import SolverSettings
+
+    st = req.settings
+    opts = st.options() if isinstance(st, SolverSettings) else {}
+    defaults = type(st)().options() if isinstance(st, SolverSettings) else {}
+    changed = ", ".join(f"{k} {v}" for k, v in opts.items() if defaults.get(k) != v)
+    solver = f"{req.solver} ({changed})" if changed else req.solver
+    gt = req.gt_mode if req.gt_mode == "scratch" else f"{req.gt_mode} {req.gt_steps} steps"
+    return (
+        f"{req.model} · test #{req.test_index} · {solver} · damping {req.damping:g} · "
+        f"{req.curvature} · params {req.params} · {gt} · {req.selection} {req.k}"
+    )
+
+
+def stale_html(settings: str, reason: str) -> str:
+    """The visible "stale" line (and the style that fades what it marks)."""
+    return (
+        f'{FADED_CSS}<div class="iw-stale-note" style="{STALE_STYLE}"><b>stale</b> '
+        f"({html.escape(reason)}): these results are for {html.escape(settings)}; "
+        "press Compute</div>"
+    )
+
+
+def report_widgets(
+    report: Any, on_action: Callable[[dict[str, Any]], None]
+) -> tuple[list[W.Widget], list[tuple[Any, dict, W.Button]]]:
+    """The trust report as widgets: a summary line, then each finding (severity, source,
+    what / why / fix) with one button per one-click fix; ``on_action(action)`` runs on a click.
+    Returns the widgets and ``(finding, action, button)`` for every button."""
+    from .._findings import describe_action
+
+    worst = report.worst
+    colour = {"error": "#c33", "warning": "#a60", "info": "#2a6f97", None: "#2a7"}[worst]
+    head = W.HTML(
+        f"<div class='iw-report-head' style='color:{colour}'><b>Trust report</b>: "
+        f"{html.escape(report.summary())}</div>"
+    )
+    children: list[W.Widget] = [head]
+    buttons: list[tuple[Any, dict, W.Button]] = []
+    for findings in report.by_source().values():  # pipeline order: training first
+        for f in findings:
+            children.append(W.HTML(f.to_html(), layout=W.Layout(width="100%")))
+            row = []
+            for action in f.actions:
+                what = describe_action(action)
+                b = W.Button(
+                    description=f"apply {what}",
+                    tooltip=f"set {what} and recompute ({f.code})",
+                    layout=W.Layout(width="auto"),
+                )
+                b.add_class("iw-action")
+                b.on_click(lambda _b, a=action: on_action(a))
+                row.append(b)
+                buttons.append((f, action, b))
+            if row:
+                children.append(W.HBox(row, layout=W.Layout(flex_flow="row wrap")))
+    return children, buttons

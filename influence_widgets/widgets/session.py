@@ -25,11 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .._findings import Finding, TrustReport, suggest_damping
 from ..influence import InfluenceEngine, InfluenceResult
 from ..influence.settings import SolverSettings, check_damping
 from ..influence.solvers import make_settings, power_iteration
@@ -115,27 +116,35 @@ class Outcome:
     eigen: dict[str, Any]
     retrains: int
     seconds: dict[str, float]
+    report: TrustReport = field(default_factory=TrustReport)  # every finding, parts and comparison
+    notes: tuple[Finding, ...] = ()  # what the compute itself decided (a damping it picked)
 
 
 def gt_config(tm: TrainedModel, gt_mode: str, steps: int, device: str) -> TrainConfig:
-    """The retraining config: the model's own for "scratch"; full-batch Adam (lr 1e-3) for ``steps``
-    steps from the trained parameters otherwise."""
-    base = tm.config.replace(device=device)
+    """The retraining schedule: the model's own for "scratch"; full-batch Adam (lr 1e-3) for
+    ``steps`` steps from the trained parameters otherwise. The objective (loss, weight decay) is
+    always the model's: left unset here, ``leave_one_out`` takes it from the model."""
+    base = tm.config.replace(device=device, loss=None, weight_decay=None)
     if gt_mode == "scratch":
         return base
     return base.replace(steps=steps, epochs=None, batch_size=None, polish_steps=0, **LOO_OPTIMIZER)
 
 
-def describe_gt(req: Request) -> str:
-    """One line naming the ground truth, for the results panel."""
+def describe_gt(req: Request, objective: Any = None) -> str:
+    """One line naming the ground truth (and the objective it retrained under, a
+    :class:`~influence_widgets.ground_truth.RetrainObjective`), for the results panel."""
     if req.gt_mode == "scratch":
-        return "LOO from scratch (the model's own training config, same seed)"
-    what = {
-        "warm_start": "LOO warm start",
-        "last_layer": "LOO warm start, last layer only",
-        "pbrf": "PBRF (proximal Bregman response)",
-    }[req.gt_mode]
-    return f"{what}: full-batch Adam, lr {LOO_OPTIMIZER['lr']:g}, {req.gt_steps} steps"
+        line = "LOO from scratch (the model's own training config, same seed)"
+    else:
+        what = {
+            "warm_start": "LOO warm start",
+            "last_layer": "LOO warm start, last layer only",
+            "pbrf": "PBRF (proximal Bregman response)",
+        }[req.gt_mode]
+        line = f"{what}: full-batch Adam, lr {LOO_OPTIMIZER['lr']:g}, {req.gt_steps} steps"
+    if objective is not None:
+        line += f"; objective: {objective.describe()}"
+    return line
 
 
 @contextmanager
@@ -367,7 +376,7 @@ class ExplorerSession:
         with self.lock, few_threads(self.model(req.model)):
             t0 = time.perf_counter()
             before = self.retrain_count
-            est = self.estimate(req, stage("estimating"))
+            req, est, notes = self.estimate_or_pick(req, stage("estimating"))
             row = est.values[0].detach().double().cpu()
             idx, note = self.indices(req, row)
             t1 = time.perf_counter()
@@ -383,7 +392,7 @@ class ExplorerSession:
                 actual,
                 loo,
                 None,
-                compare(estimated, actual),
+                compare(estimated, actual, drop_nan=True),
                 note,
                 self.eigen(req, est),
                 self.retrain_count - before,
@@ -393,7 +402,9 @@ class ExplorerSession:
                     "noise": 0.0,
                     "total": time.perf_counter() - t0,
                 },
+                notes=notes,
             )
+            out = replace(out, report=self.trust(out))
         if with_noise or self.noise_known(req):
             out = self.add_noise(out, progress, should_stop)
         return out
@@ -414,14 +425,91 @@ class ExplorerSession:
             before = self.retrain_count
             noise = self.noise(req, stage("noise floor"), should_stop)
             stats = compare(
-                out.estimated, out.actual, **({"noise": noise} if noise is not None else {})
+                out.estimated,
+                out.actual,
+                drop_nan=True,
+                **({"noise": noise} if noise is not None else {}),
             )
             dt = time.perf_counter() - t0
         seconds = {**out.seconds, "noise": dt, "total": out.seconds["total"] + dt}
-        return replace(
+        out = replace(
             out,
             noise_std=noise,
             stats=stats,
             seconds=seconds,
             retrains=out.retrains + self.retrain_count - before,
         )
+        return replace(out, report=self.trust(out))
+
+    def trust(self, out: Outcome) -> TrustReport:
+        """The findings of ``out``: training, estimate, retrains, noise floor (when known),
+        the comparison, and what the compute picked."""
+        from ..evaluate import trust_report
+
+        req = out.request
+        noise = self._noise.get((req.model, req.gt_key)) if out.noise_std is not None else None
+        return trust_report(
+            model=self.model(req.model),
+            estimate=out.estimate,
+            loo=out.loo,
+            noise=noise,
+            comparison=out.stats,
+            estimated=out.estimated,
+            actual=out.actual,
+            indices=out.indices,
+            test_index=req.test_index,
+            extra=out.notes,
+        )
+
+    # ------------------------------------------------------------------ indefinite Hessians
+    #: Lanczos steps for the most negative eigenvalue behind a picked damping, and how many
+    #: dampings (each 4x the last) are tried before the solver's error is shown.
+    PICK_LANCZOS_STEPS = 30
+    PICK_TRIES = 3
+
+    def estimate_or_pick(
+        self, req: Request, progress: Progress | None = None
+    ) -> tuple[Request, InfluenceResult, tuple[Finding, ...]]:
+        """The estimate for ``req``; or, when the solver (CG) meets negative curvature with no
+        damping (the default: e.g. a CNN whose Hessian is indefinite at its trained
+        parameters), the estimate with a damping just above the most negative eigenvalue that a
+        short Lanczos run finds. Returns the request actually computed and a finding saying what
+        was picked and why."""
+        from ..influence import NegativeCurvatureError
+        from ..influence.solvers import lanczos, solver_class
+
+        try:
+            return req, self.estimate(req, progress), ()
+        except NegativeCurvatureError as e:
+            if req.damping != 0.0:
+                raise
+            first = e
+        obj = self.engine(req).objective
+        curv = "Hessian" if req.curvature == "hessian" else "Gauss-Newton matrix (in rounding)"
+        steps = min(obj.p, self.PICK_LANCZOS_STEPS)
+        evals, _ = lanczos(obj, k=1, n_iter=steps)
+        lo, top = float(evals.min()), float(evals.max())
+        damping = suggest_damping(lo) if lo < 0 else suggest_damping(1e-3 * max(abs(top), 1e-12))
+        for _ in range(self.PICK_TRIES):
+            picked = replace(req, damping=damping)
+            try:
+                est = self.estimate(picked, progress)
+            except NegativeCurvatureError:
+                damping = suggest_damping(4 * damping)
+                continue
+            note = Finding(
+                "warning",
+                "estimate",
+                "damping-picked",
+                f"{solver_class(req.solver).label or req.solver} met negative curvature with "
+                f"damping 0: the {curv} is indefinite "
+                f"here (a {steps}-step Lanczos run found an eigenvalue of {lo:.3g}), so damping "
+                f"{damping:g} was picked, and the damping control set to it",
+                "with no damping the solver cannot work with an indefinite H; a damping just "
+                "above the most negative eigenvalue makes H + damping I positive definite, at "
+                "the cost of shrinking the estimate along low-curvature directions",
+                "keep it, raise it, or use the Gauss-Newton curvature (positive semi-definite)",
+                action={"curvature": "ggn"} if req.curvature != "ggn" else None,
+            )
+            return picked, est, (note,)
+        raise first
