@@ -1,5 +1,7 @@
-"""Ground truth: leave-one-out and group retraining, PBRF, the retraining noise floor, selection."""
+"""Ground truth: leave-one-out and group retraining, PBRF, the retraining noise floor, the linear
+datamodeling score (LDS), selection."""
 
+from .lds import LDSResult, lds
 from .loo import LOOResult, leave_group_out, leave_one_out
 from .noise import NoiseResult, noise_floor, retraining_noise
 from .options import SweepOptions
@@ -8,8 +10,8 @@ from .selection import all_points, group_estimate, pick_test_points, random_k, t
 from .store import LOOStore, StoreError
 
 __all__ = [
-    "LOOResult", "LOOStore", "NoiseResult", "ObjectiveMismatchError", "RetrainObjective",
+    "LDSResult", "LOOResult", "LOOStore", "NoiseResult", "ObjectiveMismatchError", "RetrainObjective",
     "SweepOptions", "all_points", "group_estimate",
-    "leave_group_out", "leave_one_out", "noise_floor", "pick_test_points", "random_k",
+    "lds", "leave_group_out", "leave_one_out", "noise_floor", "pick_test_points", "random_k",
     "StoreError", "retraining_noise", "top_k",
 ]
