@@ -115,3 +115,19 @@ def test_unknown_names_are_clear_errors():
         ex.load_data("nope")
     with pytest.raises(ValueError, match="unknown select"):
         EvalCase(select="best")
+
+
+def test_no_weight_decay_arm_stops_short_of_the_degenerate_regime_and_says_what_it_is():
+    """Trained to stationarity without weight decay the Iris nets are degenerate (separable data:
+    objective ~1e-9); the study's default budget stops short of it, and the summary says how far
+    from stationary the models are, with standard errors beside the correlations."""
+    budget = ex.depth_study("tiny", depths=(1,), weight_decays=(0.0,))
+    assert budget["objective"].min() > 1e-3
+    notes = ex.trust_notes(budget)
+    assert not any("degenerate" in n for n in notes)
+    assert any("far from a stationary point" in n for n in notes)
+    summary = ex.summarize(budget)
+    assert {"spearman_se", "objective", "grad_norm", "converged"} <= set(summary.columns)
+    stationary = ex.depth_study("tiny", depths=(1,), weight_decays=(0.0,), train_no_wd="lbfgs")
+    assert stationary["objective"].max() < 1e-6
+    assert any("degenerate" in n for n in ex.trust_notes(stationary))

@@ -38,13 +38,13 @@ from .studies import (
     weight_decay_study,
     width_study,
 )
-from .summary import markdown_summary, summarize
+from .summary import markdown_summary, summarize, trust_notes
 from .synthetic import synthetic_image_folder
 
 __all__ = [
     "COLUMNS", "PRESETS", "REFERENCE_DEPTH", "STUDIES", "TIMING_COLUMNS", "Case", "EvalCase",
     "ModelCase", "Study", "Truth", "architecture_study", "depth_study", "evaluate_case",
     "get_study", "group_study", "load_data", "markdown_summary", "preset_names", "reference_notes",
-    "run_cases", "run_study", "solver_study", "summarize", "synthetic_image_folder",
+    "run_cases", "run_study", "solver_study", "summarize", "synthetic_image_folder", "trust_notes",
     "test_point_study", "train_case", "validation_study", "weight_decay_study", "width_study",
 ]

@@ -15,9 +15,16 @@ from ..models import TrainConfig
 #: Iris training recipes. "lbfgs": float64 L-BFGS towards a stationary point (the zoo's recipe up
 #: to depth 3), the same optimiser at every depth so that depth is the only thing that changes;
 #: "adam": the zoo's recipe for deeper nets (Adam, then an L-BFGS polish).
+#: "budget": a fixed budget (full-batch Adam, lr 0.01, 100 steps) for the arms WITHOUT weight
+#: decay: trained to stationarity, those nets reach the separable-data regime (objective ~1e-9,
+#: training accuracy 1.0, top Hessian eigenvalue ~1e-6: a degenerate model whose "estimate" is a
+#: scaled gradient dot product); 100 Adam steps stop short of it at every depth 1-8 (objective
+#: 2e-3 to 0.2 on Iris SELU), at the price of a gradient norm of 1e-2 to 0.15 (not stationary)
+#: and an indefinite Hessian, which the tables report beside the correlation.
 IRIS_TRAINING = {
     "lbfgs": TrainConfig.preset("exact", grad_tol=1e-5),
     "adam": TrainConfig.preset("adam", grad_tol=1e-5),
+    "budget": TrainConfig(optimizer="adam", lr=0.01, steps=100, dtype="float64", grad_tol=1e-5),
 }
 
 
@@ -41,23 +48,25 @@ _IMAGE_TRAIN = {"optimizer": "adam", "lr": 1e-2, "polish_steps": 0, "grad_tol": 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "depth": {
         "tiny": dict(depths=(1, 2), weight_decays=(0.005,), activations=("tanh",), seeds=(0,),
-                     width=5, k=10, test_points=("highest",), retrain=LOO_TINY, train="lbfgs"),
+                     width=5, k=10, test_points=("highest",), retrain=LOO_TINY, train="lbfgs", train_no_wd="budget"),
+        # 8 seeds: the claimed differences (depth 1 vs 8 with weight decay; with vs without
+        # weight decay) then exceed twice their standard error (3 seeds did not).
         "quick": dict(depths=(1, 2, 4, 8), weight_decays=(0.005, 0.0), activations=("selu",),
-                      seeds=(0, 1, 2), width=5, k=40, test_points=("highest",), retrain=LOO_QUICK,
-                      train="lbfgs"),
+                      seeds=tuple(range(8)), width=5, k=40, test_points=("highest",), retrain=LOO_QUICK,
+                      train="lbfgs", train_no_wd="budget"),
         "paper": dict(depths=(1, 2, 3, 4, 6, 8), weight_decays=(0.005, 0.0),
                       activations=("selu", "tanh"), seeds=tuple(range(20)), width=5, k=40,
-                      test_points=("highest",), retrain=LOO_PAPER, train="lbfgs"),
+                      test_points=("highest",), retrain=LOO_PAPER, train="lbfgs", train_no_wd="budget"),
     },
     "width": {
         "tiny": dict(widths=(5, 10), weight_decays=(0.005,), activations=("tanh",), seeds=(0,),
-                     depth=1, k=10, test_points=("highest",), retrain=LOO_TINY, train="lbfgs"),
+                     depth=1, k=10, test_points=("highest",), retrain=LOO_TINY, train="lbfgs", train_no_wd="budget"),
         "quick": dict(widths=(5, 20, 50), weight_decays=(0.005,), activations=("selu", "tanh"),
                       seeds=(0,), depth=1, k=40, test_points=("highest",), retrain=LOO_QUICK,
-                      train="lbfgs"),
+                      train="lbfgs", train_no_wd="budget"),
         "paper": dict(widths=(5, 10, 20, 30, 40, 50), weight_decays=(0.005, 0.0),
                       activations=("selu", "tanh"), seeds=tuple(range(20)), depth=1, k=40,
-                      test_points=("highest",), retrain=LOO_PAPER, train="lbfgs"),
+                      test_points=("highest",), retrain=LOO_PAPER, train="lbfgs", train_no_wd="budget"),
     },
     "weight_decay": {
         "tiny": dict(datasets=("digits",), archs=("mlp",), weight_decays=(0.01, 0.0),

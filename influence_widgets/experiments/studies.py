@@ -40,7 +40,8 @@ def _warm_start(retrain: dict[str, Any], params: str = "all", mode: str = "warm_
 
 def _iris_grid(study: str, o: dict[str, Any], ev: EvalCase, depths, widths, activations,
                weight_decays, device: str | None, progress: Progress | bool | None) -> pd.DataFrame:
-    cases = [Case(_iris_model(d, w, a, wd, s, o["train"], device), ev)
+    cases = [Case(_iris_model(d, w, a, wd, s, o["train"] if wd else o.get("train_no_wd", o["train"]),
+                              device), ev)
              for a in activations for wd in weight_decays for d in depths for w in widths
              for s in o["seeds"]]
     return run_cases(cases, study=study, progress=progress)
@@ -53,10 +54,14 @@ def depth_study(preset: str = "quick", *, device: str | None = None,
                 progress: Progress | bool | None = None, **options: Any) -> pd.DataFrame:
     """Finding (i): Iris MLPs of growing depth (width fixed), with and without weight decay.
 
+    Nets with weight decay are trained with ``train`` (float64 L-BFGS to a stationary point);
+    nets without it with ``train_no_wd`` (default "budget": 100 Adam steps), since trained to
+    stationarity they reach the degenerate separable-data regime (see ``IRIS_TRAINING``).
     Exact estimate over all parameters, warm-start LOO of all layers on the ``k`` training points
     with the largest ``|estimate|``, highest-loss test point. Options: ``depths``,
     ``weight_decays``, ``activations``, ``seeds``, ``width``, ``k``, ``test_points``,
-    ``retrain`` (LOO TrainConfig changes), ``train`` (training recipe, see ``IRIS_TRAINING``).
+    ``retrain`` (LOO TrainConfig changes), ``train`` and ``train_no_wd`` (training recipes, see
+    ``IRIS_TRAINING``).
     """
     o = resolve("depth", preset, options)
     ev = EvalCase(k=o["k"], test_points=tuple(o["test_points"]),
@@ -70,7 +75,7 @@ def width_study(preset: str = "quick", *, device: str | None = None,
     """Finding (i): one-hidden-layer Iris MLPs of growing width (protocol of :func:`depth_study`).
 
     Options: ``widths``, ``weight_decays``, ``activations``, ``seeds``, ``depth``, ``k``,
-    ``test_points``, ``retrain``, ``train``.
+    ``test_points``, ``retrain``, ``train``, ``train_no_wd``.
     """
     o = resolve("width", preset, options)
     ev = EvalCase(k=o["k"], test_points=tuple(o["test_points"]),

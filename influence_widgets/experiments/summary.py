@@ -18,13 +18,19 @@ from .reference import (
 
 #: Metrics averaged in summaries (those with no finite value in a table are left out).
 METRICS = ("spearman", "pearson", "rel_error", "frac_within_noise", "effect_to_noise",
-           "top_eigenvalue", "grad_norm", "est_seconds")
+           "top_eigenvalue", "min_eigenvalue", "objective", "grad_norm", "converged",
+           "est_seconds")
+#: Columns that identify one trained model in a study table.
+MODEL_KEYS = ("dataset", "arch", "depth", "width", "activation", "weight_decay", "seed")
 
 
 def summarize(table: pd.DataFrame, study: str | None = None,
               by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean (and sd for the correlations) of each metric per group of ``by`` (default: the
-    study's own grouping), with ``n`` rows per group and, for the depth study, the reference."""
+    """Mean of each metric per group of ``by`` (default: the study's own grouping); for the
+    correlations also the sd over rows and the standard error of the mean (``*_se`` = sd /
+    sqrt(n): a difference between two groups is a finding only beyond about twice the combined
+    standard error); ``converged`` is the fraction of rows whose model reached its gradient
+    tolerance; ``n`` rows per group and, for the depth study, the reference."""
     if table.empty:
         return pd.DataFrame()
     if by is None:
@@ -35,10 +41,13 @@ def summarize(table: pd.DataFrame, study: str | None = None,
     metrics = [m for m in METRICS if m in table and np.isfinite(table[m].astype(float)).any()]
     grouped = table.groupby(by, dropna=False, sort=True)
     out = grouped[metrics].mean()
+    n = grouped.size()
     for m in ("spearman", "pearson"):
         if m in metrics:
-            out.insert(out.columns.get_loc(m) + 1, f"{m}_sd", grouped[m].std())
-    out["n"] = grouped.size()
+            sd = grouped[m].std()
+            out.insert(out.columns.get_loc(m) + 1, f"{m}_sd", sd)
+            out.insert(out.columns.get_loc(m) + 2, f"{m}_se", sd / np.sqrt(grouped[m].count()))
+    out["n"] = n
     out = out.reset_index()
     if "depth" in by and (study or table["study"].iloc[0]) == "depth":
         out = _with_reference(out)
@@ -80,6 +89,9 @@ def markdown_summary(study: str, table: pd.DataFrame, *, preset: str, seconds: f
         lines.append(f"{int((errors != '').sum())} row(s) have an estimate error "
                      "(see the `error` column).")
     lines += [f"Note: {n}" for n in table.attrs.get("notes", [])]
+    trust = trust_notes(table)
+    if trust:
+        lines += ["", "## Can these numbers be trusted?", ""] + [f"- {t}" for t in trust]
     summary = summarize(table, study)
     if not summary.empty:
         lines += ["", "## Our numbers" + (" beside the reference" if "ref_spearman" in summary
@@ -97,6 +109,54 @@ def markdown_summary(study: str, table: pd.DataFrame, *, preset: str, seconds: f
 
 
 def _n_models(table: pd.DataFrame) -> int:
-    keys = [c for c in ("dataset", "arch", "depth", "width", "activation", "weight_decay", "seed")
-            if c in table]
+    keys = [c for c in MODEL_KEYS if c in table]
     return len(table.drop_duplicates(keys)) if keys and not table.empty else 0
+
+
+def trust_notes(table: pd.DataFrame) -> list[str]:
+    """What a reader must know before reading the correlations: models far from a stationary
+    point, degenerate (separable, no weight decay) models and indefinite Hessians, counted per
+    group of activation and weight decay with the same rules as the findings of ``iw.influence``
+    (:mod:`influence_widgets._findings`)."""
+    from .._findings import degenerate_findings, stationarity_findings
+
+    need = {"objective", "grad_norm", "weight_decay"}
+    if table.empty or not need <= set(table.columns):
+        return []
+    keys = [c for c in MODEL_KEYS if c in table]
+    models = table.drop_duplicates(keys)
+    notes = []
+    group = [c for c in ("activation", "weight_decay") if c in models]
+    for label, g in (models.groupby(group, dropna=False) if group else [((), models)]):
+        label = label if isinstance(label, tuple) else (label,)
+        what = ", ".join(f"{k} {v}" for k, v in zip(group, label, strict=True)) or "all models"
+        far, degenerate, indefinite = [], 0, 0
+        for r in g.itertuples(index=False):
+            row = r._asdict()
+            codes = {f.code for f in stationarity_findings(float(row["objective"]),
+                                                           float(row["grad_norm"]))}
+            if "not-stationary" in codes:
+                far.append(float(row["grad_norm"]))
+            acc = row.get("train_acc")
+            top = row.get("top_eigenvalue")
+            deg = degenerate_findings(float(row["objective"]),
+                                      None if acc is None or pd.isna(acc) else float(acc),
+                                      None if top is None or pd.isna(top) else float(top),
+                                      float(row.get("damping") or 0.0),
+                                      weight_decay=float(row["weight_decay"]))
+            degenerate += any(f.code == "degenerate" for f in deg)
+            lo = row.get("min_eigenvalue")
+            indefinite += lo is not None and not pd.isna(lo) and lo + float(row.get("damping") or 0) < 0
+        n = len(g)
+        if far:
+            notes.append(f"{what}: {len(far)} of {n} models are far from a stationary point "
+                         f"(gradient norm {min(far):.1e} to {max(far):.1e}): first-order influence "
+                         "assumes a minimum, so part of any disagreement is the optimiser's drift")
+        if degenerate:
+            notes.append(f"{what}: {degenerate} of {n} models are degenerate (separable data "
+                         "without weight decay: objective near 0, curvature vanishing): their "
+                         "estimate is a scaled gradient dot product, not an influence")
+        if indefinite:
+            notes.append(f"{what}: {indefinite} of {n} models have an indefinite Hessian at the "
+                         "damping used: estimates there are unreliable")
+    return notes
