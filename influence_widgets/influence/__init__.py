@@ -1,6 +1,18 @@
 """The influence engine: objective, per-sample gradients, HVPs, solvers and the public entry points."""
 
 from .api import InfluenceEngine, InfluenceResult, hessian_spectrum, influence
+from .factored import (
+    DiagonalSettings,
+    DiagonalSolver,
+    EKFACSettings,
+    EKFACSolver,
+    FisherSettings,
+    IdentitySettings,
+    IdentitySolver,
+    KFACSettings,
+    KFACSolver,
+    UnsupportedLayerError,
+)
 from .objective import Objective, hvp_route
 from .settings import SolverSettings, setting
 from .solvers import (
@@ -28,10 +40,12 @@ from .solvers import (
 )
 
 __all__ = [
-    "SOLVERS", "ArnoldiSettings", "ArnoldiSolver", "CGSettings", "CGSolver", "DivergenceError",
-    "ExactSettings", "ExactSolver", "HessianTooLargeError", "InfluenceEngine", "InfluenceResult",
-    "LiSSASettings", "LiSSASolver", "NegativeCurvatureError", "Objective", "Solve", "Solver",
-    "SolverError", "SolverSettings", "hessian_spectrum", "hvp_route", "influence", "make_settings",
-    "make_solver", "power_iteration", "register_solver", "setting", "solver_class",
-    "unregister_solver",
+    "ArnoldiSettings", "ArnoldiSolver", "CGSettings", "CGSolver", "DiagonalSettings",
+    "DiagonalSolver", "DivergenceError", "EKFACSettings", "EKFACSolver", "ExactSettings",
+    "ExactSolver", "FisherSettings", "HessianTooLargeError", "IdentitySettings", "IdentitySolver",
+    "InfluenceEngine", "InfluenceResult", "KFACSettings", "KFACSolver", "LiSSASettings",
+    "LiSSASolver", "NegativeCurvatureError", "Objective", "SOLVERS", "Solve", "Solver",
+    "SolverError", "SolverSettings", "UnsupportedLayerError", "hessian_spectrum", "hvp_route",
+    "influence", "make_settings", "make_solver", "power_iteration", "register_solver", "setting",
+    "solver_class", "unregister_solver",
 ]

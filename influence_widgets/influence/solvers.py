@@ -648,15 +648,15 @@ def register_solver(cls: type[Solver]) -> type[Solver]:
 
 
 def unregister_solver(name: str) -> None:
-    """Remove a solver added with :func:`register_solver` (the built-in ones stay)."""
-    if name in BUILTIN_SOLVERS:
+    """Remove a solver added with :func:`register_solver` (the package's own ones stay)."""
+    cls = SOLVERS.get(name)
+    if cls is not None and cls.__module__.startswith("influence_widgets."):
         raise ValueError(f"{name!r} is a built-in solver")
     SOLVERS.pop(name, None)
 
 
 for _cls in (ExactSolver, CGSolver, LiSSASolver, ArnoldiSolver):
     register_solver(_cls)
-BUILTIN_SOLVERS = tuple(SOLVERS)
 
 
 def solver_class(name: str) -> type[Solver]:
