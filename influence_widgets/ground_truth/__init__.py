@@ -8,10 +8,11 @@ from .options import SweepOptions
 from .problem import ObjectiveMismatchError, RetrainObjective
 from .selection import all_points, group_estimate, pick_test_points, random_k, top_k
 from .store import LOOStore, StoreError
+from .sweep import SweepError
 
 __all__ = [
     "LDSResult", "LOOResult", "LOOStore", "NoiseResult", "ObjectiveMismatchError", "RetrainObjective",
     "SweepOptions", "all_points", "group_estimate",
     "lds", "leave_group_out", "leave_one_out", "noise_floor", "pick_test_points", "random_k",
-    "StoreError", "retraining_noise", "top_k",
+    "StoreError", "SweepError", "retraining_noise", "top_k",
 ]

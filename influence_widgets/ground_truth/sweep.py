@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,24 @@ from .retrain import Job, choose_width, run_chunk
 from .store import Record, open_store
 
 Progress = Callable[[int, int, dict[str, Any]], None]
+
+
+class SweepError(RuntimeError):
+    """A chunk failed on the executor (its worker died, or the chunk raised). The message names
+    the chunk; ``items`` lists the retrains that failed. Every chunk that finished is in the
+    store, so calling again with the same arguments computes only the missing retrains."""
+
+    def __init__(self, message: str, items: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.items = items
+
+
+class _ChunksFailed(Exception):
+    """From the executor path, after every finished chunk was handed over for committing."""
+
+    def __init__(self, failures: list[tuple[int, BaseException]]) -> None:
+        super().__init__(f"{len(failures)} chunk(s) failed")
+        self.failures = failures
 
 
 @dataclass
@@ -50,7 +69,9 @@ def run_jobs(problem: Problem, jobs: list[Job], options: SweepOptions) -> SweepO
     of ``options.batch_width``, in this process or on ``options.executor``) and committed.
 
     Each finished chunk is committed before the next result is awaited, so an interrupted sweep
-    (``should_stop``, an exception, a killed process) resumes where it stopped.
+    (``should_stop``, an exception, a killed process) resumes where it stopped. When a chunk
+    fails on the executor, the chunks not started are cancelled, those already running are
+    awaited and committed, and a :class:`SweepError` names the failed chunk.
     """
     store, progress, should_stop = open_store(options.store), options.progress, options.should_stop
     unique = list({j.key: j for j in jobs}.values())
@@ -77,6 +98,8 @@ def run_jobs(problem: Problem, jobs: list[Job], options: SweepOptions) -> SweepO
                 progress(done, total, {"stage": "chunk", "chunk": i + 1, "n_chunks": len(chunks),
                                        "computed": done - n_loaded, "loaded": n_loaded,
                                        "fraction": done / total})
+    except _ChunksFailed as e:
+        raise _sweep_error(e.failures, chunks, done, total, store) from e.failures[0][1]
     except InterruptedError as e:
         saved = "saved in the store" if store is not None else "lost (store=None)"
         raise InterruptedError(
@@ -86,6 +109,32 @@ def run_jobs(problem: Problem, jobs: list[Job], options: SweepOptions) -> SweepO
     finally:
         results.close()  # cancels chunks not yet started when an executor is used
     return SweepOutcome(found, len(todo), n_loaded, width)
+
+
+def _sweep_error(failures: list[tuple[int, BaseException]], chunks: list[list[Job]], done: int,
+                 total: int, store: Any) -> SweepError:
+    i, error = failures[0]
+    keys = [j.key for j in chunks[i]]
+    shown = ", ".join(map(repr, keys[:5])) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+    died = ("; the worker process running it died (out of memory? a smaller batch_width makes "
+            "each chunk smaller)" if _worker_died(error) else "")
+    others = f"; {len(failures) - 1} other chunk(s) failed too" if len(failures) > 1 else ""
+    saved = (f"finished chunks are saved in {store!r}: call again with the same arguments to "
+             f"resume (only the missing retrains are computed)" if store is not None else
+             "finished chunks are lost (store=None): pass a store to keep them")
+    return SweepError(
+        f"chunk {i + 1} of {len(chunks)} (retrains {shown}) failed on the executor: "
+        f"{type(error).__name__}: {error}{died}{others}. {done} of {total} retrains are done; "
+        f"{saved}", tuple(j.key for k, _ in failures for j in chunks[k]))
+
+
+def _worker_died(error: BaseException) -> bool:
+    """A broken process pool, or Dask's KilledWorker (the task's workers died)."""
+    if isinstance(error, BrokenExecutor):
+        return True
+    distributed = sys.modules.get("distributed")  # imported only if a Dask client was used
+    killed = getattr(distributed, "KilledWorker", None)
+    return isinstance(killed, type) and isinstance(error, killed)
 
 
 def _records(chunk: list[Job], out: dict[str, torch.Tensor]) -> dict[str, Record]:
@@ -124,13 +173,41 @@ def _step_reporter(progress: Progress | None, done: int, width: int, total: int,
 def _with_executor(problem: Problem, chunks: list[list[Job]], executor: Executor,
                    should_stop: Callable[[], bool] | None
                    ) -> Iterator[tuple[list[Job], dict[str, torch.Tensor]]]:
-    futures = {executor.submit(run_chunk, problem.task(chunk, portable=True)): chunk
-               for chunk in chunks}
+    """Finished chunks as they come. After a chunk fails, the chunks not started are cancelled
+    and those already running are awaited (a process pool finishes them; Dask cancels them too),
+    so every chunk that finished is handed over before :class:`_ChunksFailed` is raised."""
+    futures = {executor.submit(run_chunk, problem.task(chunk, portable=True)): i
+               for i, chunk in enumerate(chunks)}
+    failures: list[tuple[int, BaseException]] = []
+    waiting = set(futures)
     try:
         for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+            waiting.discard(fut)
+            error = _error_of(fut)
+            if error is not None:
+                failures.append((futures[fut], error))
+                break
+            yield chunks[futures[fut]], fut.result()
             if should_stop is not None and should_stop():
                 raise InterruptedError("should_stop() returned True")
+        if failures:
+            for fut in waiting:
+                fut.cancel()
+            for fut in as_completed([f for f in waiting if not f.cancelled()]):
+                if fut.cancelled():
+                    continue
+                error = _error_of(fut)
+                if error is not None:
+                    failures.append((futures[fut], error))
+                else:
+                    yield chunks[futures[fut]], fut.result()
+            raise _ChunksFailed(failures)
     finally:
         for fut in futures:
             fut.cancel()
+
+
+def _error_of(fut: Future) -> BaseException | None:
+    if fut.cancelled():  # by the executor (we cancel only after a failure)
+        return CancelledError("the executor cancelled this chunk")
+    return fut.exception()
