@@ -53,3 +53,14 @@ def test_missing_image_folder_is_a_clear_error(tmp_path, capsys):
                  "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "does not exist" in err
+
+
+def test_reproduce_ground_truth_tiny(tmp_path):
+    out = tmp_path / "ground_truth"
+    assert main(["reproduce", "ground_truth", "--preset", "tiny", "--out", str(out),
+                 "--quiet"]) == 0
+    table = pd.read_csv(out / "ground_truth.csv")
+    assert set(table.truth) == {"loo", "lds", "pbrf"} and {"model", "curvature"} <= set(table)
+    assert (out / "ground_truth_spread.png").stat().st_size > 1000
+    summary = (out / "summary.md").read_text()
+    assert "| model | truth | solver |" in summary and "dattri" in summary

@@ -131,3 +131,51 @@ def test_no_weight_decay_arm_stops_short_of_the_degenerate_regime_and_says_what_
     stationary = ex.depth_study("tiny", depths=(1,), weight_decays=(0.0,), train_no_wd="lbfgs")
     assert stationary["objective"].max() < 1e-6
     assert any("degenerate" in n for n in ex.trust_notes(stationary))
+
+
+def test_ground_truth_study_tiny_every_solver_against_loo_lds_and_pbrf():
+    """One row per model x seed x test point x solver x ground truth; LDS rows are the LDS of
+    ``iw.ground_truth.lds`` on the same seeded subsets; PBRF rows judge the damped Gauss-Newton
+    estimate (PBRF damping), LOO and LDS rows the Hessian one; the summaries quote dattri."""
+    import influence_widgets as iw
+    from influence_widgets.experiments import studies as st
+
+    o = ex.PRESETS["ground_truth"]["tiny"]
+    table = st.ground_truth_study("tiny")
+    assert len(table) == o["n_test"] * len(o["solvers"]) * 3
+    assert list(table.columns[: len(ex.COLUMNS)]) == list(ex.COLUMNS)
+    assert set(table.truth) == {"loo", "lds", "pbrf"} and (table.error == "").all()
+    assert table["spearman"].between(-1, 1).all() and (table.noise_std > 0).all()
+    lds_rows = table[table.truth == "lds"]
+    assert (lds_rows.n_eval == o["n_subsets"]).all() and (lds_rows.loo_mode == "scratch").all()
+    assert (lds_rows.group_size == 60).all()  # half of Iris's 120 training points removed
+    pbrf = table[(table.truth == "pbrf") & table.solver.isin(["exact", "cg", "arnoldi"])]
+    assert (pbrf.curvature == "ggn").all() and (pbrf.damping == o["pbrf_damping"]).all()
+    hessian = table[(table.truth != "pbrf") & (table.solver == "exact")]
+    assert (hessian.curvature == "hessian").all() and (hessian.damping == 0).all()
+    assert (table.loc[table.solver == "cg", "rel_error"] < 1e-8).all()
+
+    # the LDS column is iw.ground_truth.lds of the exact estimate, subsets seeded by the seed
+    exact = lds_rows[lds_rows.solver == "exact"].sort_values("test_index")
+    model = st.ground_truth_model_case("iris_mlp", 0, o)
+    data = ex.load_data("iris")
+    tm = ex.train_case(model, data)
+    idx = exact.test_index.tolist()
+    test = (data.X_test[idx], data.y_test[idx])
+    res = iw.ground_truth.lds(tm, data.train, test, iw.influence(tm, data.train, test),
+                              n_subsets=o["n_subsets"], seed=0, dtype=tm.config.dtype)
+    np.testing.assert_allclose(exact.spearman.to_numpy(), res.per_test.numpy(), atol=1e-12)
+
+    comparison = st.ground_truth_comparison(table)
+    assert comparison.loc["exact", ("iris_mlp", "LDS")].startswith(f"{exact.spearman.mean():.2f}")
+    dattri = ("dattri (reference, as published)", "MNIST logistic regression: LOO / LDS")
+    assert comparison.loc["exact", dattri] == "0.88 / 0.80"
+    assert "within" in comparison.loc["noise floor", ("iris_mlp", "LOO")]
+    claims = {c.key: c for c in st.ground_truth_claims(table)}
+    assert {"iris_bar", "identity_lds:exact", "arnoldi_below:lds", "pbrf_over_loo"} <= set(claims)
+    for c in claims.values():
+        assert c.n == 2 and ("held" in c.sentence or "not reproduced at this scale" in c.sentence
+                             or "beyond 2 SE" in c.sentence or "within 2 SE" in c.sentence)
+    assert len(st.ground_truth_conclusion(table)) >= 5
+    with pytest.raises(ValueError, match="unknown model.*'nope'.*valid: iris_logreg"):
+        st.ground_truth_study("tiny", models=("nope",))

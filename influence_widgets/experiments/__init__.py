@@ -30,6 +30,7 @@ from .studies import (
     architecture_study,
     depth_study,
     get_study,
+    ground_truth_study,
     group_study,
     run_study,
     solver_study,
@@ -43,7 +44,7 @@ from .synthetic import synthetic_image_folder
 
 __all__ = [
     "COLUMNS", "PRESETS", "REFERENCE_DEPTH", "STUDIES", "TIMING_COLUMNS", "Case", "EvalCase",
-    "ModelCase", "Study", "Truth", "architecture_study", "depth_study", "evaluate_case",
+    "ModelCase", "Study", "Truth", "architecture_study", "depth_study", "ground_truth_study", "evaluate_case",
     "get_study", "group_study", "load_data", "markdown_summary", "preset_names", "reference_notes",
     "run_cases", "run_study", "solver_study", "summarize", "synthetic_image_folder", "trust_notes",
     "test_point_study", "train_case", "validation_study", "weight_decay_study", "width_study",

@@ -146,6 +146,32 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       group_sizes=(1, 5, 10, 25, 50), group_repeats=3, steps=3000,
                       noise_seeds=5, params="last_layer", mode="scratch", retrain={}),
     },
+    # Which ground truth? Models by name (studies.GROUND_TRUTH_MODELS); the ``n_test``
+    # highest-loss test points of each; LOO and PBRF on the ``k`` largest |exact estimates|, LDS
+    # on ``n_subsets`` seeded subsets keeping ``fraction`` of the data (retrained from scratch);
+    # ``train_size``/``test_size``/``steps``: the digits models' data and Adam steps.
+    "ground_truth": {
+        "tiny": dict(models=("iris_mlp",), seeds=(0,),
+                     solvers=("exact", "cg", "arnoldi", "identity"), test_points="highest",
+                     n_test=2, k=8, n_subsets=6, fraction=0.5, retrain=LOO_TINY,
+                     pbrf_damping=1e-3, noise_seeds=2, lissa_steps=50, lissa_batch=None,
+                     arnoldi_rank=10, train_size=150, test_size=50, steps=200),
+        # about 70 s of CPU (notebook 08: 100-110 s on the shared two-core CPU); each claim of
+        # the notebook pools 3 models x 2 seeds x 4 test points (the Iris one: 2 x 2 x 4)
+        "quick": dict(models=("iris_logreg", "iris_mlp", "digits_mlp"), seeds=(0, 1),
+                      solvers=("exact", "cg", "lissa", "arnoldi", "kfac", "ekfac", "identity",
+                               "diagonal"), test_points="highest", n_test=4, k=24, n_subsets=24,
+                      fraction=0.5, retrain={**LOO_QUICK, "steps": 100}, pbrf_damping=1e-3,
+                      noise_seeds=3, lissa_steps=300, lissa_batch=64, arnoldi_rank=20,
+                      train_size=300, test_size=100, steps=500),
+        "paper": dict(models=("iris_logreg", "iris_mlp", "digits_logreg", "digits_mlp"),
+                      seeds=tuple(range(5)),
+                      solvers=("exact", "cg", "lissa", "arnoldi", "kfac", "ekfac", "identity",
+                               "diagonal"), test_points="highest", n_test=10, k=40, n_subsets=100,
+                      fraction=0.5, retrain=LOO_PAPER, pbrf_damping=1e-3, noise_seeds=5,
+                      lissa_steps=1000, lissa_batch=64, arnoldi_rank=50, train_size=1000,
+                      test_size=300, steps=2000),
+    },
 }
 
 

@@ -260,6 +260,13 @@ def study_figures(study: str, table: pd.DataFrame) -> dict[str, Figure]:
         correlation_spread(table, x="arch", y="frac_within_noise", ax=ax,
                            title="group effects within the noise floor")
         figs["group_noise"] = fig
+    elif study == "ground_truth":
+        models = list(dict.fromkeys(table["model"]))
+        fig, axes = _figure(len(models), width=5.6)
+        for ax, model in zip(axes, models):
+            correlation_spread(table[table["model"] == model], x="solver", hue="truth", ax=ax,
+                               title=f"{model}: each solver against each ground truth")
+        figs["ground_truth_spread"] = fig
     else:
         x = {"test_point": "test_point", "weight_decay": ("arch", "solver")}.get(study, "arch")
         hue = {"test_point": "depth", "weight_decay": "weight_decay"}.get(study)
@@ -281,4 +288,5 @@ _GRID_LABELS = {
     "test_point": ("depth", "test_point", "seed"),
     "validation": ("depth", "params", "loo_mode", "loo_params"),
     "group": ("arch", "seed", "test_point"),
+    "ground_truth": ("model", "solver", "truth"),
 }
