@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_influence.py", "bench_loo.py", "bench_hvp_routes.py"]
+BENCHES = ["bench_influence.py", "bench_loo.py", "bench_hvp_routes.py", "bench_peers.py",
+           "bench_memory.py"]
 
 
 def machine() -> str:
@@ -57,7 +58,9 @@ def main() -> int:
     cmdline = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     if args.assemble:
         cmdline = ("python benchmarks/bench_influence.py; python benchmarks/bench_loo.py --threads 1; "
-                   "python benchmarks/bench_hvp_routes.py; python benchmarks/run_all.py --assemble")
+                   "python benchmarks/bench_hvp_routes.py; python benchmarks/bench_peers.py; "
+                   "python benchmarks/bench_memory.py --baseline DIR; "
+                   "python benchmarks/run_all.py --assemble")
     header = (
         "# Benchmark results\n\n"
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,13 @@ class InfluenceEngine:
     ``hvp_mode`` and ``cache_graph`` go to :class:`Objective` (``cache_graph=False`` frees the
     autograd graph kept at the trained parameters between products, for models whose activations
     are large).
+
+    Memory never grows as ``n_train x p``: :meth:`scores` solves for the test side once (``n_test
+    x p`` inverse-HVPs), then streams the training set, computing each chunk's per-sample
+    gradients (:meth:`Objective.psg_chunk_size` rows, from the device's fixed memory budget) and
+    its dot products, and letting the chunk go. When the whole training set is one chunk (its
+    gradients within an eighth of the budget, or ``chunk_size >= n_train``) that one chunk is kept
+    for the next call. The test gradients of the last call are kept too (``n_test x p``).
     """
 
     def __init__(self, model: nn.Module | TrainedModel, train: Any, *, weight_decay: float | None = None,
@@ -156,37 +164,87 @@ class InfluenceEngine:
                                    weight_decay=wd, params=params, curvature=curvature,
                                    chunk_size=chunk_size, hvp_mode=hvp_mode, cache_graph=cache_graph)
         self._solvers: dict[tuple, Solver] = {}
-        self._train_grads: torch.Tensor | None = None
+        self._one_chunk: torch.Tensor | None = None  # the training gradients, when they are one chunk
+        self._last_test: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._grad_norm: float | None = None
         self.fits = 0
 
     @property
     def grad_norm(self) -> float:
-        """Norm of the training objective's gradient at the trained parameters (0 at a minimum)."""
-        if self._grad_norm is None:
-            obj = self.objective
-            # the objective's gradient is the mean per-sample gradient plus the L2 term
-            g = self.train_grads.mean(0) + obj.weight_decay * obj.theta
-            self._grad_norm = float(g.norm())
+        """Norm of the training objective's gradient at the trained parameters (0 at a minimum):
+        :meth:`Objective.gradient`, computed once."""
+        self._check_training()
         return self._grad_norm
 
     @property
     def train_grads(self) -> torch.Tensor:
-        if self._train_grads is None:
-            obj = self.objective
-            self._train_grads = obj.check_finite(obj.per_sample_grads(obj.X, obj.y, check=False), "training")
-        return self._train_grads
+        """Every training row's loss gradient, ``(n_train, p)``, computed on demand and not kept
+        (unless the training set is one chunk). Beware its size, ``n_train x p`` numbers (440 GB
+        for a ResNet-18 on 10,000 images): :meth:`scores` never needs it, it streams the rows."""
+        obj = self.objective
+        G = torch.empty(obj.n, obj.p, device=obj.device, dtype=obj.dtype)
+        for start, Gc in self._train_grad_chunks():
+            G[start : start + Gc.shape[0]] = Gc
+        return G
+
+    def _train_grad_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, gradients of training rows start .. start + len)``, chunk by chunk, each
+        checked for NaN/inf (the rows named); the one chunk is kept when it is the whole set."""
+        if self._one_chunk is not None:
+            yield 0, self._one_chunk
+            return
+        obj = self.objective
+        size = obj.psg_chunk_size(obj.n)
+        for start, G in obj.iter_per_sample_grads(what="training"):
+            if size >= obj.n:
+                self._one_chunk = G
+            yield start, G
+
+    def _train_dots(self, ihvp: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
+        """``ihvp @ G_train.T / n`` without ``G_train``: column block by column block, one
+        training chunk alive at a time (``progress`` hears of each chunk, when there are several:
+        ``{"stage": "training gradients"}``)."""
+        obj = self.objective
+        values = torch.empty(ihvp.shape[0], obj.n, device=ihvp.device, dtype=ihvp.dtype)
+        several = self._one_chunk is None and obj.psg_chunk_size(obj.n) < obj.n
+        for start, G in self._train_grad_chunks():
+            end = start + G.shape[0]
+            values[:, start:end] = ihvp @ G.T / obj.n
+            if progress is not None and several:
+                progress(end, obj.n, {"stage": "training gradients"})
+        return values
+
+    def _check_training(self) -> None:
+        """Once per engine, before any solve: the objective's gradient at theta (its norm is
+        :attr:`grad_norm`) is finite, or a ``FloatingPointError`` names the training rows whose
+        gradients are NaN/inf (one pass of per-sample gradients, only then)."""
+        if self._grad_norm is not None:
+            return
+        obj = self.objective
+        g = obj.gradient()
+        if not torch.isfinite(g).all():
+            for _ in self._train_grad_chunks():  # raises, naming the rows
+                pass
+            raise FloatingPointError(
+                "the training objective's gradient is NaN/inf at the trained parameters although "
+                "every per-sample gradient is finite; check the weights (and weight_decay) for "
+                "NaN/inf")
+        self._grad_norm = float(g.norm())
 
     def _test_grads(self, Xt: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
-        """Per-sample gradients of the test rows (with the training rows in the same pass, once)."""
+        """Per-sample gradients of the test rows, ``(n_test, p)``; those of the last call are
+        kept, and reused when the same rows come again (another solver, damping or setting)."""
         obj = self.objective
-        if self._train_grads is not None:
-            return obj.check_finite(obj.per_sample_grads(Xt, yt, check=False), "test")
         Xt = Xt.to(obj.device, obj.dtype)
-        yt = yt.to(obj.device, obj.y.dtype)
-        G = obj.per_sample_grads(torch.cat([obj.X, Xt]), torch.cat([obj.y, yt]), check=False)
-        self._train_grads = obj.check_finite(G[: obj.n], "training")
-        return obj.check_finite(G[obj.n :], "test")
+        yt = yt.to(obj.device)
+        hit = self._last_test
+        if (hit is not None and hit[0].shape == Xt.shape and hit[1].shape == yt.shape
+                and hit[1].dtype == yt.dtype and torch.equal(hit[0], Xt) and torch.equal(hit[1], yt)):
+            return hit[2]
+        self._last_test = None  # let the old ones go before computing the new
+        G = obj.check_finite(obj.per_sample_grads(Xt, yt, check=False), "test")
+        self._last_test = (Xt.clone(), yt.clone(), G)  # copies: the caller may edit its tensors
+        return G
 
     def solver(self, name: str = "exact", settings: SolverSettings | None = None,
                progress: Progress | None = None, **options: Any) -> Solver:
@@ -219,11 +277,12 @@ class InfluenceEngine:
             raise ValueError(f"test inputs have shape {tuple(Xt.shape[1:])} per row but the training "
                              f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
         check_targets(yt, self.n_outputs, obj.loss, "test")
+        self._check_training()
         g_test = self._test_grads(Xt, yt)
         s = self.solver(solver, st, progress)
         solved = s.solve(g_test, damping, progress)  # (n_test, p)
         ihvp = solved.X
-        values = ihvp @ self.train_grads.T / obj.n
+        values = self._train_dots(ihvp, progress)  # ihvp @ G_train.T / n, training rows streamed
         if wd_correction and obj.weight_decay:
             values = values + (ihvp @ (obj.weight_decay * obj.theta)).unsqueeze(1) / (obj.n - 1)
         diag = dict(solved.diagnostics)
@@ -301,7 +360,9 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
         train, test: ``(X, y)`` tensor pairs or torch Datasets.
         weight_decay: the L2 coefficient the model was trained with (``None``: from the
             ``TrainedModel``, else 0.0).
-        solver: a name in ``iw.influence.SOLVERS`` ("exact", "cg", "lissa", "arnoldi", ...).
+        solver: a registered name ("exact", "cg", "lissa", "arnoldi", "kfac", "ekfac",
+            "identity", "diagonal", or one added with ``register_solver``; the list and every
+            solver's settings: ``python -m influence_widgets list``).
             Its settings are its own dataclass (``ExactSettings``, ``CGSettings``,
             ``LiSSASettings``, ``ArnoldiSettings``: every field documented there), passed as
             ``settings=`` or field by field as ``solver_options`` (e.g. cg: ``tol``,
