@@ -114,3 +114,10 @@ def test_a_healthy_sweep_warns_about_nothing(wd_model):
         res = iw.leave_one_out(tm, train, test, [0, 1], config=SCHEDULE, store=None,
                                return_result=True)
     assert not torch.isnan(res.values).any() and not bool(res.diverged.any())
+
+
+def test_the_noise_floor_of_pbrf_has_no_control_and_works(wd_model):
+    tm, train, test = wd_model
+    res = iw.ground_truth.retraining_noise(tm, train, test, config=SCHEDULE, mode="pbrf",
+                                           n_seeds=2, store=None, return_result=True)
+    assert res.values.shape == (9, 2) and torch.isfinite(res.std).all()

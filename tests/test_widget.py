@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -363,3 +364,128 @@ def test_results_turn_stale_after_an_error_or_a_cancel(explorer, monkeypatch):
     explorer.controls.compute.click()
     assert explorer.error is None and "cancelled" in explorer.controls.status.value
     assert explorer.stale and "cancelled" in explorer.stale_html.value
+
+
+# ----------------------------------------------------------------------------- time, before it is spent
+
+
+def _confirm_html(ex) -> str:
+    import ipywidgets
+
+    return "".join(w.value for w in ex.confirm_box.children if isinstance(w, ipywidgets.HTML))
+
+
+def test_a_long_compute_asks_first_and_starts_only_after_run_anyway(explorer, monkeypatch):
+    monkeypatch.setattr(iw.InfluenceExplorer, "CONFIRM_SECONDS", 0.01)
+    explorer.controls.compute.click()
+    assert explorer.error is None, explorer.error
+    assert explorer.outcome is None and explorer.retrain_count == 0  # nothing started
+    assert explorer.confirm_box.layout.display != "none"
+    eta = explorer.eta
+    assert eta is not None and eta.seconds > 0.01 and set(eta.parts) == {
+        "estimate", "retraining", "noise"}
+    assert "expected ~" in _confirm_html(explorer) and "retraining" in _confirm_html(explorer)
+    assert "waits for you" in explorer.controls.status.value
+    label, action, run = explorer.confirm_buttons[0]
+    assert label == "run anyway" and action == {} and run.description.startswith("Run anyway")
+    run.click()
+    assert explorer.error is None, explorer.error
+    assert explorer.outcome is not None and explorer.retrain_count >= K
+    assert explorer.confirm_box.layout.display == "none"
+    status = explorer.controls.status.value
+    assert "done in" in status and "expected" in status
+    assert explorer.state["eta"] == eta.parts or explorer.eta is not eta
+
+
+def test_a_cheaper_setting_is_one_click_and_asks_again_if_still_long(explorer, monkeypatch):
+    from influence_widgets.widgets.session import ExplorerSession
+
+    monkeypatch.setattr(iw.InfluenceExplorer, "CONFIRM_SECONDS", 0.01)
+    monkeypatch.setattr(
+        ExplorerSession, "alternatives", lambda self, eta, limit: [("k = 5 points", {"k": 5}, 0.0)]
+    )
+    explorer.controls.compute.click()
+    [(_, _, run), (label, action, cheaper)] = explorer.confirm_buttons
+    assert label == "k = 5 points" and "(~0 s)" in cheaper.description
+    cheaper.click()
+    assert explorer.k == 5 and explorer.outcome is None  # set, and asked again (still > 0.01 s)
+    assert explorer.eta.request.k == 5 and explorer.confirm_box.layout.display != "none"
+    explorer.controls.k.value = K  # a control changes: the question is gone
+    assert explorer.confirm_box.layout.display == "none"
+    monkeypatch.setattr(iw.InfluenceExplorer, "CONFIRM_SECONDS", 1e9)
+    _click(explorer)  # short enough: starts at once
+    assert explorer.outcome is not None and len(explorer.last_indices) == K
+
+
+def test_progress_counts_elapsed_and_remaining_time(explorer):
+    statuses = []
+    real = explorer._progress
+
+    def spy(stage):
+        report = real(stage)
+
+        def wrapped(step, total, info):
+            report(step, total, info)
+            statuses.append(explorer.controls.status.value)
+
+        return wrapped
+
+    explorer._progress = spy
+    _click(explorer)
+    retraining = [s for s in statuses if s.startswith("retraining")]
+    assert retraining and all("elapsed" in s and "left" in s for s in retraining)
+    assert any("(step " in s for s in retraining)  # steps within a chunk, not just chunks
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn(tmp_path_factory):
+    """A 2-channel CNN on 150 digits images: a conv net, so heavy-model defaults apply."""
+    from dataclasses import replace
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path_factory.mktemp("iw-cnn-cache")))
+        data = iw.datasets.digits(flat=False)
+        data = replace(data, X_train=data.X_train[:150], y_train=data.y_train[:150],
+                       X_test=data.X_test[:40], y_test=data.y_test[:40])
+        spec = iw.ModelSpec("small_cnn", data.input_shape, data.n_classes, {"channels": 2})
+        config = iw.TrainConfig(optimizer="adam", lr=0.01, steps=150, weight_decay=1e-3,
+                                device="cpu")
+        return iw.train(spec, data.train, config, name="tiny-cnn", data=data)
+
+
+def test_conv_net_defaults_are_named_in_the_results(tiny_cnn):
+    from influence_widgets.widgets.session import HEAVY_DEFAULTS, retrain_options
+
+    ex = iw.InfluenceExplorer({"tiny-cnn": tiny_cnn}, model="tiny-cnn", threaded=False)
+    assert ex.error is None, ex.error
+    assert (ex.k, ex.gt_steps) == (HEAVY_DEFAULTS["k"], HEAVY_DEFAULTS["gt_steps"])
+    assert ex.solver == "cg" and "defaults for this model" in ex.controls.status.value
+    assert retrain_options(tiny_cnn, ex.request()) == {"dtype": "float32", "batch_width": 4}
+    with warnings.catch_warnings():  # what the trust report finds in this tiny model
+        warnings.simplefilter("ignore")
+        _click(ex)
+    steps, k = HEAVY_DEFAULTS["gt_steps"], HEAVY_DEFAULTS["k"]
+    assert ex.outcome.loo.dtype == "float32" and ex.outcome.loo.steps == steps
+    title = ex.last_figure.axes[0].get_title()
+    assert f"{steps} steps" in title and "float32" in title and f"k = {k}" in title
+    assert f"{steps} steps, float32" in ex.stats.value
+
+
+def test_model_defaults_follow_the_model_unless_chosen(explorer):
+    explorer.controls.k.value = 40  # the last model's default: follows the next model's
+    note = explorer._apply_defaults({"k": 20, "gt_steps": 100})
+    assert explorer.k == 20 and "k 20" in note
+    assert explorer.gt_steps == STEPS  # chosen by the user (the fixture): stays
+
+
+def test_eta_counts_stored_retrains_once_the_points_are_chosen(explorer, iris_model):
+    _click(explorer)  # its retrains are now in the store
+    again = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    again.controls.k.value = K
+    again.controls.gt_steps.value = STEPS
+    eta = again.session.eta(again.request())
+    assert not eta.indices_known and eta.retrain.n_computed == K  # the control is known stored
+    again.session.choose_points(again.request())  # what a long compute does before asking
+    eta = again.session.eta(again.request())
+    assert eta.indices_known and eta.estimate is None and eta.seconds == 0.0
+    assert eta.retrain.n_loaded == K + 1 and "all in the store" in eta.details()[1]

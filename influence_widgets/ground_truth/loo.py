@@ -111,7 +111,16 @@ def leave_one_out(
     ``progress(done, total, info)``, ``should_stop()`` (True stops with an ``InterruptedError``)
     and ``pbrf_damping``; see :class:`SweepOptions` for each. An unknown keyword is a TypeError.
     ``return_result=True`` gives a :class:`LOOResult` with gradient norms and convergence.
+    ``progress=True`` shows a tqdm bar (retrains, moved by the steps within each chunk, with
+    the time left); :func:`~influence_widgets.ground_truth.loo_eta` says the time beforehand.
     """
+    if overrides.get("progress") is True:
+        from .eta import progress_bar
+
+        with progress_bar("leave-one-out") as bar:
+            return leave_one_out(model, train, test, indices, config=config, mode=mode,
+                                 params=params, return_result=return_result, options=options,
+                                 **{**overrides, "progress": bar})
     t0 = time.perf_counter()
     opts = sweep_options(options, overrides, caller="leave_one_out")
     problem = _prepare(model, train, test, config, mode, params, opts)

@@ -91,8 +91,15 @@ def retraining_noise(
     How the sweep runs (``dtype``, ``batch_width``, ``executor``, ``store``, ``progress``, ...)
     is set by ``options`` or by the fields of :class:`SweepOptions` as keywords, as in
     :func:`leave_one_out`. ``return_result=True`` gives a :class:`NoiseResult` with the noise
-    floor ``std``.
+    floor ``std``. ``progress=True`` shows a tqdm bar.
     """
+    if overrides.get("progress") is True:
+        from .eta import progress_bar
+
+        with progress_bar("noise floor") as bar:
+            return retraining_noise(model, train, test, config=config, n_seeds=n_seeds, mode=mode,
+                                    params=params, perturb=perturb, return_result=return_result,
+                                    options=options, **{**overrides, "progress": bar})
     t0 = time.perf_counter()
     opts = sweep_options(options, overrides, caller="retraining_noise")
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
@@ -113,8 +120,8 @@ def retraining_noise(
     losses = torch.stack([rec[j.key].losses for j in jobs], dim=1)
     grad_norms = torch.tensor([rec[j.key].grad_norm for j in jobs], dtype=torch.float64)
     objectives = torch.tensor([rec[j.key].objective for j in jobs], dtype=torch.float64)
-    health = check_retrains(problem, objectives, grad_norms, rec[CONTROL].objective,
-                            source="noise floor")
+    control_obj = rec[CONTROL].objective if problem.subtract_control else None
+    health = check_retrains(problem, objectives, grad_norms, control_obj, source="noise floor")
     TrustReport(health.findings).warn(stacklevel=2)
     values = (losses - ref[:, None]).masked_fill(health.diverged[None, :], float("nan"))
     values = values.to(problem.dtype)

@@ -20,7 +20,18 @@ from ..models.training import TrainedModel
 from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
 from . import panels
 from .controls import Controls
-from .session import DEFAULT_GT_STEPS, DEFAULT_MODEL, ExplorerSession, Outcome, Request, describe_gt
+from .session import (
+    DEFAULT_GT_STEPS,
+    DEFAULT_K,
+    DEFAULT_MODEL,
+    ComputeETA,
+    ExplorerSession,
+    Outcome,
+    Request,
+    describe_gt,
+    is_heavy,
+    model_defaults,
+)
 
 INTRO = (
     "<b>Influence explorer</b> — each dot is one training point. x: <i>estimated</i> change in the "
@@ -28,7 +39,8 @@ INTRO = (
     "retraining. Dots on the dashed y = x line are estimated right; the shaded band is the "
     "retraining noise floor. Positive: the point was helping the test point."
 )
-EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models start with CG instead of the exact solver
+EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models (and conv nets) start with CG, not exact
+STAGE_PARTS = {"estimating": "estimate", "retraining": "retraining", "noise floor": "noise"}
 LINKED = (
     "model_name",
     "test_pick",
@@ -81,7 +93,18 @@ class InfluenceExplorer(W.VBox):
     beside the scatter with a button per one-click fix), ``error``, ``retrain_count`` (retrains
     computed, LOO and noise floor). ``stale`` is True while the results shown no longer match
     the controls (a control changed, or the last compute failed or was cancelled).
+
+    Before computing, the time it will take is estimated from a short probe (``eta``, a
+    :class:`~influence_widgets.widgets.session.ComputeETA`, typically well under a second) and
+    shown; when it exceeds ``CONFIRM_SECONDS`` the Compute button does not start but asks, in a
+    panel above the scatter (``confirm_box``): run anyway, or one of the cheaper settings that
+    fit (last-layer retraining, fewer points, fewer steps), each with its own expected time.
+    While computing, the status line counts the elapsed and remaining time. Heavy models (conv
+    nets) start with fewer evaluated points and warm-start steps
+    (:func:`~influence_widgets.widgets.session.model_defaults`), named in the title.
     """
+
+    CONFIRM_SECONDS = 60.0  # a compute expected to take longer asks first
 
     model_name = Unicode(None, allow_none=True)
     test_pick = Unicode("highest")
@@ -92,7 +115,7 @@ class InfluenceExplorer(W.VBox):
     gt_mode = Unicode("warm_start")
     gt_steps = Int(DEFAULT_GT_STEPS)
     selection = Unicode("top")
-    k = Int(40)
+    k = Int(DEFAULT_K)
     device = Unicode("cpu")
     selected = Int(None, allow_none=True)
     error = Unicode(None, allow_none=True)
@@ -125,6 +148,9 @@ class InfluenceExplorer(W.VBox):
         self.last_figure: Figure | None = None
         self._artists: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
+        self.eta: ComputeETA | None = None  # the last compute's expected time
+        self._plan: tuple[ComputeETA, float] | None = None  # (eta, start) while computing
+        self._defaults = {"k": DEFAULT_K, "gt_steps": DEFAULT_GT_STEPS}
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         names = _model_names(models)
         initial = model or (
@@ -145,7 +171,7 @@ class InfluenceExplorer(W.VBox):
         for name in LINKED[1:]:  # linking copies each control's value into the trait
             link((getattr(self.controls, name), "value"), (self, name))
         link((self.controls.model, "value"), (self, "model_name"))  # last: loads the model
-        self.controls.compute.on_click(lambda _b: self._start(self._compute_job, "computing"))
+        self.controls.compute.on_click(lambda _b: self._start(self._asking_job, "computing"))
         self.controls.cancel.on_click(lambda _b: self.cancel())
         self.controls.point.observe(self._on_point_choice, names="value")
         # any setting that the results depend on: they turn stale when it no longer matches
@@ -181,6 +207,9 @@ class InfluenceExplorer(W.VBox):
         )
         self.report_box.add_class("iw-report-panel")
         self.action_buttons: list[tuple[Any, dict, W.Button]] = []
+        self.confirm_box = W.VBox(layout=W.Layout(width="520px", display="none"))
+        self.confirm_box.add_class("iw-confirm")
+        self.confirm_buttons: list[tuple[str, dict, W.Button]] = []
 
     def _layout(self) -> list[W.Widget]:
         c = self.controls
@@ -196,7 +225,8 @@ class InfluenceExplorer(W.VBox):
             layout=W.Layout(flex="0 0 210px", padding="0 0 0 10px"),
         )
         center = W.VBox(
-            [self.stale_html, self.scatter_out, self.stats, self.report_box, c.point],
+            [self.confirm_box, self.stale_html, self.scatter_out, self.stats, self.report_box,
+             c.point],
             layout=W.Layout(flex="0 0 525px"),
         )
         tabs = W.Tab(
@@ -280,7 +310,9 @@ class InfluenceExplorer(W.VBox):
         return self._cancel.is_set()
 
     def _progress(self, stage: str) -> Callable[[int, int, dict[str, Any]], None]:
-        """A progress callback for ``stage``: moves the bar, raises when Cancel was pressed."""
+        """A progress callback for ``stage``: moves the bar, shows the step within a chunk and
+        the elapsed and remaining time (while a compute runs), raises when Cancel was pressed."""
+        began = time.monotonic()
 
         def report(step: int, total: int, info: dict[str, Any]) -> None:
             if self._cancel.is_set():
@@ -289,12 +321,36 @@ class InfluenceExplorer(W.VBox):
             if step < total and now - self._last_report < 0.1:
                 return
             self._last_report = now
-            fraction = info.get("fraction", step / total if total else 0.0)
-            self.controls.progress.value = min(1.0, max(0.0, float(fraction)))
+            fraction = min(1.0, max(0.0, float(info.get("fraction", step / total if total else 0.0))))
+            overall, timing = self._timing(STAGE_PARTS.get(stage), fraction, now - began, now)
+            self.controls.progress.value = overall
             detail = f" (step {info['step']}/{info['steps']})" if "steps" in info else ""
-            self.controls.status.value = f"{html.escape(stage)}: {step}/{total}{detail}"
+            self.controls.status.value = f"{html.escape(stage)}: {step}/{total}{detail}{timing}"
 
         return report
+
+    def _timing(self, part: str | None, fraction: float, in_stage: float,
+                now: float) -> tuple[float, str]:
+        """The bar's value and " · 12 s elapsed, ~30 s left" while a compute runs: the rest of
+        this part from its rate so far (from its expected time at first, and for the estimate,
+        whose solvers may stop early), then the parts after it as expected."""
+        if self._plan is None or part is None:
+            return fraction, ""
+        eta, start = self._plan
+        parts = eta.parts
+        order = list(parts)
+        expected = parts[part]
+        if part != "estimate" and fraction >= 0.05 and in_stage > 0.5:
+            left = in_stage * (1.0 - fraction) / fraction
+        else:
+            left = max(0.0, expected - in_stage)
+        left += sum(parts[p] for p in order[order.index(part) + 1 :])
+        before = sum(parts[p] for p in order[: order.index(part)])
+        total = eta.seconds
+        overall = (before + fraction * expected) / total if total > 0 else fraction
+        return min(1.0, overall), (
+            f" · {now - start:.0f} s elapsed, ~{left:.0f} s left (expected {total:.0f} s)"
+        )
 
     # ------------------------------------------------------------------ observers
     @observe("model_name")
@@ -313,15 +369,27 @@ class InfluenceExplorer(W.VBox):
         self.controls.progress.value = 1.0
         n_params = sum(p.numel() for p in tm.model.parameters())
         note = ""
-        if n_params > EXACT_DEFAULT_MAX_PARAMS and self.solver == "exact":
+        if (n_params > EXACT_DEFAULT_MAX_PARAMS or is_heavy(tm)) and self.solver == "exact":
             self.solver = "cg"
-            note = " · solver set to CG (an exact Hessian of this size is slow)"
+            note = " · solver set to CG (an exact Hessian of this model is slow)"
+        note += self._apply_defaults(model_defaults(tm))
         self.controls.status.value = (
             f"{html.escape(name)} ready: {tm.data.X_train.shape[0]} "
             f"training points, {n_params} parameters{note}"
         )
         self._pick_test_point()
         self._show_test_point()
+
+    def _apply_defaults(self, defaults: dict[str, int]) -> str:
+        """Set k and the warm-start steps to the model's defaults where they still hold the
+        last model's (a value the user chose stays); says what changed."""
+        changed = []
+        for name, value in defaults.items():
+            if getattr(self, name) == self._defaults.get(name) and getattr(self, name) != value:
+                getattr(self.controls, name).value = value
+                changed.append(f"{'k' if name == 'k' else 'LOO steps'} {value}")
+        self._defaults = dict(defaults)
+        return f" · {', '.join(changed)} (defaults for this model's size)" if changed else ""
 
     @observe("test_pick")
     def _on_test_pick(self, change: dict[str, Any]) -> None:
@@ -391,27 +459,49 @@ class InfluenceExplorer(W.VBox):
             device=self.device,
         )
 
-    def compute(self, raise_errors: bool = False) -> Outcome | None:
-        """What the Compute button does, synchronously. Errors are shown in the widget and kept in
-        ``error`` (and raised when ``raise_errors``). Returns the :class:`Outcome` or None."""
+    def compute(self, raise_errors: bool = False, ask: bool = False) -> Outcome | None:
+        """What the Compute button does, synchronously; the button also asks first when the
+        compute is expected to take over ``CONFIRM_SECONDS`` (``ask=True`` here: then None is
+        returned and the question shown). Errors are shown in the widget and kept in ``error``
+        (and raised when ``raise_errors``). Returns the :class:`Outcome` or None."""
         self.wait()
         self._cancel.clear()
-        return self._guard(self._compute_job, "computing", raise_errors)
+        return self._guard(lambda: self._compute_job(ask), "computing", raise_errors)
 
-    def _compute_job(self) -> Outcome:
+    def _asking_job(self) -> Outcome | None:
+        return self._compute_job(ask=True)
+
+    def _compute_job(self, ask: bool = False) -> Outcome | None:
         try:
-            return self._compute_steps()
+            return self._compute_steps(ask)
         except InterruptedError:
             self._update_stale("the last compute was cancelled")
             raise
         except Exception:
             self._update_stale("the last compute failed")
             raise
+        finally:
+            self._plan = None
 
-    def _compute_steps(self) -> Outcome:
+    def _compute_steps(self, ask: bool = False) -> Outcome | None:
         req = self.request()
+        self._hide_confirm()
         self.controls.progress.value = 0.0
+        self.controls.status.value = "estimating how long this takes…"
         session = self.session
+        eta = self.eta = session.eta(req)
+        long = ask and eta.seconds > self.CONFIRM_SECONDS
+        if long and not eta.indices_known and eta.parts["estimate"] < self.CONFIRM_SECONDS / 6:
+            # the points it would evaluate may be in the store already: the estimate is short,
+            # so choose them first, and plan again knowing what is stored
+            session.choose_points(req, self._progress("estimating"))
+            eta = self.eta = session.eta(req)
+            long = eta.seconds > self.CONFIRM_SECONDS
+        if long:
+            self._show_confirm(eta)
+            return None
+        self.controls.status.value = html.escape(eta.describe())
+        self._plan = (eta, time.monotonic())
         out = session.run(
             req, progress=self._progress, should_stop=self._should_stop, with_noise=False
         )
@@ -422,9 +512,63 @@ class InfluenceExplorer(W.VBox):
             self._show_outcome(out, scatter_only=True)
         self.controls.progress.value = 1.0
         self.controls.status.value = (
-            f"done in {out.seconds['total']:.2f} s · {out.retrains} new retrains"
+            f"done in {out.seconds['total']:.2f} s (expected {eta.seconds:.1f} s) · "
+            f"{out.retrains} new retrains"
         )
         return out
+
+    # ------------------------------------------------------------------ asking before long work
+    def _show_confirm(self, eta: ComputeETA) -> None:
+        """The question before a long compute: run anyway, or a cheaper setting that fits."""
+        limit = self.CONFIRM_SECONDS
+        alternatives = self.session.alternatives(eta, limit)
+        run = W.Button(
+            description=f"Run anyway (~{eta.seconds:.0f} s)",
+            button_style="warning",
+            tooltip="start the compute with the settings as they are",
+            layout=W.Layout(width="auto"),
+        )
+        run.on_click(lambda _b: self._start(self._compute_job, "computing"))
+        self.confirm_buttons = [("run anyway", {}, run)]
+        for label, action, seconds in alternatives:
+            b = W.Button(
+                description=f"{label} (~{seconds:.0f} s)",
+                tooltip=f"set {', '.join(f'{k} = {v}' for k, v in action.items())} and compute",
+                layout=W.Layout(width="auto"),
+            )
+            b.on_click(lambda _b, a=action: self._on_alternative(a))
+            self.confirm_buttons.append((label, action, b))
+        for _label, _action, b in self.confirm_buttons:
+            b.add_class("iw-confirm-button")
+        dismiss = W.Button(description="Not now", layout=W.Layout(width="auto"))
+        dismiss.on_click(lambda _b: self._hide_confirm("not started"))
+        self.confirm_box.children = [
+            W.HTML(panels.confirm_html(eta, limit, bool(alternatives))),
+            W.HBox([b for _, _, b in self.confirm_buttons] + [dismiss],
+                   layout=W.Layout(flex_flow="row wrap")),
+        ]
+        self.confirm_box.layout.display = None
+        self.controls.status.value = (
+            f"{html.escape(eta.describe())}: over {limit:g} s, so it waits for you (above the "
+            "scatter)"
+        )
+
+    def _hide_confirm(self, status: str | None = None) -> None:
+        if self.confirm_box.layout.display != "none":
+            self.confirm_box.layout.display = "none"
+            self.confirm_box.children = ()
+            self.confirm_buttons = []
+            if status is not None:
+                self.controls.status.value = status
+
+    def _on_alternative(self, action: Mapping[str, Any]) -> None:
+        """A cheaper setting's button: set its controls, then compute (asking again if it still
+        would not fit)."""
+        if self.busy:
+            self.controls.status.value = "busy: wait for the running job or press Cancel"
+            return
+        if self._guard(lambda: self.apply_action(action) or True, "applying a cheaper setting"):
+            self._start(self._asking_job, "computing")
 
     def _show_outcome(self, out: Outcome, scatter_only: bool = False) -> None:
         self.retrain_count = self.session.retrain_count
@@ -457,7 +601,7 @@ class InfluenceExplorer(W.VBox):
             self.controls.status.value = "busy: wait for the running job or press Cancel"
             return
         if self._guard(lambda: self.apply_action(action) or True, "applying a fix"):
-            self._start(self._compute_job, "computing")
+            self._start(self._asking_job, "computing")
 
     def apply_action(self, action: Mapping[str, Any]) -> None:
         """Set the controls a finding's ``action`` names (``{"damping": 0.12}``,
@@ -485,6 +629,7 @@ class InfluenceExplorer(W.VBox):
                 )
 
     def _on_setting(self, change: dict[str, Any]) -> None:
+        self._hide_confirm()  # its question was about other settings
         self._update_stale()
 
     def _update_stale(self, reason: str | None = None) -> None:
@@ -543,6 +688,7 @@ class InfluenceExplorer(W.VBox):
             timings=dict(self.timings),
             stats=self.last_stats,
             stale=self.stale,
+            eta=None if self.eta is None else self.eta.parts,
             findings=None if self.outcome is None else list(self.outcome.report.codes),
         )
         return s
@@ -582,13 +728,14 @@ class InfluenceExplorer(W.VBox):
             ax=fig.add_subplot(),
             noise=out.noise_std,
             stats=out.stats,
-            title=f"{req.model} · test #{req.test_index} · {req.solver}",
+            title=f"{req.model} · test #{req.test_index} · {req.solver}\n"
+            + panels.gt_title(req, out.loo.dtype, len(out.indices)),
         )
         panels.show_figure(self.scatter_out, fig)
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
-            gt_note=describe_gt(req, out.loo.objective),
+            gt_note=describe_gt(req, out.loo.objective, out.loo.dtype),
             noise=out.noise_std,
             retrains=out.retrains,
             seconds=out.seconds,

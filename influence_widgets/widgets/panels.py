@@ -340,6 +340,35 @@ def describe_request(req: Any) -> str:
     )
 
 
+def gt_title(req: Any, dtype: str, k: int) -> str:
+    """The ground truth in a few words, for the scatter's title: mode, steps, dtype, points."""
+    what = {"warm_start": "LOO warm start", "scratch": "LOO from scratch",
+            "last_layer": "LOO last layer", "pbrf": "PBRF"}.get(req.gt_mode, req.gt_mode)
+    steps = "" if req.gt_mode == "scratch" else f" {req.gt_steps} steps"
+    return f"{what}{steps} · {dtype} · k = {k} ({req.selection})"
+
+
+CONFIRM_STYLE = (
+    "border:1px solid #f0ad4e;background:#fff8ec;color:#3d2a05;padding:6px 10px;"
+    "border-radius:4px;margin:4px 0"
+)
+
+
+def confirm_html(eta: Any, limit: float, alternatives: bool) -> str:
+    """The question before a long compute: its expected time by part and what that rests on."""
+    details = "".join(f"<li>{html.escape(line)}</li>" for line in eta.details())
+    choice = (
+        "Run it anyway, or pick a cheaper setting below (each sets its controls and computes):"
+        if alternatives
+        else "No cheaper setting here fits; run it anyway, or change the settings."
+    )
+    return (
+        f'<div class="iw-confirm-note" style="{CONFIRM_STYLE}"><b>This compute is '
+        f"{html.escape(eta.describe())}</b>, over the {limit:g} s after which the explorer "
+        f"asks first.<ul style='margin:2px 0 2px 16px;padding:0'>{details}</ul>{choice}</div>"
+    )
+
+
 def stale_html(settings: str, reason: str) -> str:
     """The visible "stale" line (and the style that fades what it marks)."""
     return (

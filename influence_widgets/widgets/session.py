@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from .._findings import Finding, TrustReport, suggest_damping
 from ..influence import InfluenceEngine, InfluenceResult
@@ -38,6 +39,7 @@ from ..models.training import TrainConfig, TrainedModel
 
 if TYPE_CHECKING:
     from ..ground_truth import LOOResult, NoiseResult
+    from ..ground_truth.eta import EstimateETA, StepTiming, SweepETA
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 ShouldStop = Callable[[], bool]
@@ -51,8 +53,16 @@ GT_MODES = {  # widget name -> (leave_one_out mode, retrained parameters)
 DEFAULT_MODEL = "iris-mlp-d1-w5-wd"
 LOO_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3}
 DEFAULT_GT_STEPS = 500
+DEFAULT_K = 40
 NOISE_SEEDS = 3  # 3 seeds + the control: a rough floor that keeps a cold click within ~3 s
-SMALL_WORK = 1_000_000  # parameters x training points under which computing uses one thread
+# Parameters x training points under which computing uses one thread. Measured on the shared
+# 2-core CPU with digits-cnn (1,898 parameters x 1,438 points): two threads made CG + GGN take
+# 71 s instead of 6.8 s, the exact Hessian 403 s instead of 40 s, a retraining step 5x longer.
+SMALL_WORK = 50_000_000
+# Heavy models (any convolution, or SMALL_WORK and more) start with fewer evaluated points and
+# shorter warm starts, so that a cold Compute of digits-cnn on a CPU stays within a minute.
+HEAVY_DEFAULTS = {"k": 16, "gt_steps": 100}
+CPU_CONV_WIDTH = 4  # retrains per chunk of a conv net on CPU (see retrain_options)
 EIGEN_MAX_PARAMS = 600  # up to this size, diagnostics fit an exact Hessian for eigenvalues
 POWER_ITERS = 20  # larger models: the top eigenvalue by power iteration
 
@@ -120,6 +130,62 @@ class Outcome:
     notes: tuple[Finding, ...] = ()  # what the compute itself decided (a damping it picked)
 
 
+@dataclass(frozen=True)
+class ComputeETA:
+    """The expected time of one compute, by part (None: nothing to compute there), measured
+    before it starts (:meth:`ExplorerSession.eta`)."""
+
+    request: Request
+    estimate: EstimateETA | None
+    retrain: SweepETA | None
+    noise: SweepETA | None
+    seconds_to_plan: float = 0.0  # how long finding these numbers took
+    indices_known: bool = True  # False: the evaluated points are not chosen yet (counted new)
+
+    @property
+    def parts(self) -> dict[str, float]:
+        """Expected seconds of "estimate", "retraining" and "noise"."""
+        return {
+            name: 0.0 if part is None else float(part.seconds)
+            for name, part in (
+                ("estimate", self.estimate), ("retraining", self.retrain), ("noise", self.noise)
+            )
+        }
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        """``expected ~N s (estimate a s, retraining b s, noise c s)``."""
+        p = self.parts
+        return (
+            f"expected ~{_secs(self.seconds)} (estimate {_secs(p['estimate'])}, retraining "
+            f"{_secs(p['retraining'])}, noise {_secs(p['noise'])})"
+        )
+
+    def details(self) -> list[str]:
+        """What each part rests on, one line each."""
+        lines = []
+        for name, part in (
+            ("estimate", self.estimate), ("retraining", self.retrain), ("noise floor", self.noise)
+        ):
+            lines.append(f"{name}: " + ("cached" if part is None else part.describe()))
+        if not self.indices_known:
+            lines.append("the evaluated points are chosen by the estimate: all counted as new")
+        return lines
+
+
+def _fewer(steps: int) -> list[int]:
+    """Round step counts below ``steps``, largest first (1-2-5 series, down to 10)."""
+    out = [m * 10**e for e in range(6, 0, -1) for m in (5, 2, 1)]
+    return [s for s in out if s < steps]
+
+
+def _secs(x: float) -> str:
+    return f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
+
+
 def gt_config(tm: TrainedModel, gt_mode: str, steps: int, device: str) -> TrainConfig:
     """The retraining schedule: the model's own for "scratch"; full-batch Adam (lr 1e-3) for
     ``steps`` steps from the trained parameters otherwise. The objective (loss, weight decay) is
@@ -130,8 +196,8 @@ def gt_config(tm: TrainedModel, gt_mode: str, steps: int, device: str) -> TrainC
     return base.replace(steps=steps, epochs=None, batch_size=None, polish_steps=0, **LOO_OPTIMIZER)
 
 
-def describe_gt(req: Request, objective: Any = None) -> str:
-    """One line naming the ground truth (and the objective it retrained under, a
+def describe_gt(req: Request, objective: Any = None, dtype: str | None = None) -> str:
+    """One line naming the ground truth (the dtype it retrained in, and the objective, a
     :class:`~influence_widgets.ground_truth.RetrainObjective`), for the results panel."""
     if req.gt_mode == "scratch":
         line = "LOO from scratch (the model's own training config, same seed)"
@@ -142,9 +208,64 @@ def describe_gt(req: Request, objective: Any = None) -> str:
             "pbrf": "PBRF (proximal Bregman response)",
         }[req.gt_mode]
         line = f"{what}: full-batch Adam, lr {LOO_OPTIMIZER['lr']:g}, {req.gt_steps} steps"
+    if dtype is not None:
+        line += f", {dtype}"
     if objective is not None:
         line += f"; objective: {objective.describe()}"
     return line
+
+
+def _work(tm: TrainedModel) -> int:
+    """Parameters x training points: how the explorer sizes a model."""
+    return sum(p.numel() for p in tm.model.parameters()) * int(tm.X_train.shape[0])
+
+
+def _has_conv(tm: TrainedModel) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in tm.model.modules())
+
+
+def is_heavy(tm: TrainedModel) -> bool:
+    """Whether a retraining step of ``tm`` is expensive on a CPU: a conv net, or a model of
+    :data:`SMALL_WORK` parameters x training points and more."""
+    return _has_conv(tm) or _work(tm) >= SMALL_WORK
+
+
+def model_defaults(tm: TrainedModel) -> dict[str, int]:
+    """The evaluated points ``k`` and warm-start steps ``gt_steps`` the explorer starts with
+    for ``tm``: :data:`HEAVY_DEFAULTS` for a heavy model (:func:`is_heavy`), else 40 and 500."""
+    if is_heavy(tm):
+        return dict(HEAVY_DEFAULTS)
+    return {"k": DEFAULT_K, "gt_steps": DEFAULT_GT_STEPS}
+
+
+def retrain_options(tm: TrainedModel, req: Request) -> dict[str, Any]:
+    """How the explorer's retrains run (fields of ``SweepOptions``), the same for the ETA and
+    the run:
+
+    * ``dtype``: for a conv net on CPU, the dtype it was trained in; otherwise "auto" (float64
+      on CPU under 5e6 parameters). Measured on digits-cnn (trained in float32): float32
+      retraining is 2.4x faster than float64 (which has no fast convolution on CPU).
+    * ``batch_width``: for a conv net on CPU whose convolutions are retrained, at most
+      :data:`CPU_CONV_WIDTH` retrains per chunk (stacked convolutions gain nothing there:
+      digits-cnn took 17 ms per retrain-step in chunks of 1-4, 30-48 ms in the chunks of 16-36
+      picked by memory); otherwise "auto" (last-layer retrains share the frozen convolutions,
+      and stack well).
+    """
+    from ..ground_truth.retrain import choose_width
+    from ..models.params import select_params
+
+    dtype: str = "auto"
+    width: int | str = "auto"
+    if req.device == "cpu" and _has_conv(tm):
+        dtype = tm.config.dtype
+        names = select_params(tm.model, GT_MODES[req.gt_mode][1])
+        conv = {f"{m}.{p}" for m, mod in tm.model.named_modules()
+                if isinstance(mod, nn.modules.conv._ConvNd) for p, _ in mod.named_parameters()}
+        if conv & set(names):
+            cfg = gt_config(tm, req.gt_mode, req.gt_steps, req.device)
+            auto = choose_width(tm.model, tm.X_train, 1 << 20, names, cfg, torch.device("cpu"))
+            width = min(CPU_CONV_WIDTH, auto)
+    return {"dtype": dtype, "batch_width": width}
 
 
 @contextmanager
@@ -175,6 +296,9 @@ class ExplorerSession:
         self._noise: dict[tuple, NoiseResult] = {}
         self._power: dict[tuple, float] = {}
         self._predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._fitted: set[tuple] = set()  # (engine key, solver, settings) fitted once
+        self._picked: dict[Request, tuple[Request, Finding]] = {}  # damping picked for a request
+        self._timings: dict[tuple, StepTiming] = {}  # measured retraining steps (see eta)
         self.retrain_count = 0
         self.lock = threading.RLock()
 
@@ -247,6 +371,7 @@ class ExplorerSession:
                 progress=progress,
             )
             self._estimates[key] = res
+            self._fitted.add((req.engine_key, req.solver, req.settings))
         return res
 
     def eigen(self, req: Request, res: InfluenceResult) -> dict[str, Any]:
@@ -299,6 +424,7 @@ class ExplorerSession:
             "config": gt_config(tm, req.gt_mode, req.gt_steps, req.device),
             "mode": mode,
             "params": params,
+            **retrain_options(tm, req),
         }
 
     def actual(
@@ -355,6 +481,114 @@ class ExplorerSession:
             self._noise[key] = res
         std = float(res.std[req.test_index])
         return std if math.isfinite(std) else None
+
+    # ------------------------------------------------------------------ time, before it is spent
+    def eta(self, req: Request, clock: Callable[[], float] = time.perf_counter) -> ComputeETA:
+        """How long :meth:`run` of ``req`` (noise floor included) is expected to take, from one
+        probe curvature product and gradient chunk (the estimate) and one probe chunk of a few
+        retraining steps (reused for later requests of the same retraining): typically well
+        under a second. Cached results count nothing; points not chosen yet count as new."""
+        t0 = clock()
+        tm = self.model(req.model)
+        with self.lock, few_threads(tm):
+            est = self._estimate_eta(req, clock)
+            retrain, noise, known = self._retrain_eta(req, clock)
+        return ComputeETA(req, est, retrain, noise, clock() - t0, known)
+
+    def _estimate_eta(self, req: Request, clock: Callable[[], float]) -> EstimateETA | None:
+        from ..ground_truth.eta import estimate_eta
+
+        req = self._picked.get(req, (req,))[0]
+        key = (req.engine_key, req.solver, req.damping, req.settings, req.test_index)
+        if key in self._estimates:
+            return None
+        obj = self.engine(req).objective
+        extra = 0
+        if obj.p > EIGEN_MAX_PARAMS:
+            if req.solver not in ("exact", "arnoldi") and req.engine_key not in self._power:
+                extra = POWER_ITERS
+        elif req.solver != "exact" and (req.engine_key, "exact", make_settings("exact")) not in (
+            self._fitted
+        ):
+            extra = obj.p
+        fitted = (req.engine_key, req.solver, req.settings) in self._fitted
+        return estimate_eta(obj, req.solver, req.settings, fitted=fitted, extra_hvps=extra,
+                            clock=clock)
+
+    def _retrain_eta(
+        self, req: Request, clock: Callable[[], float]
+    ) -> tuple[SweepETA | None, SweepETA | None, bool]:
+        from ..ground_truth import SweepOptions, random_k
+        from ..ground_truth.eta import loo_jobs, noise_jobs, sweep_eta
+        from ..ground_truth.problem import prepare
+        from ..ground_truth.retrain import Job
+
+        tm = self.model(req.model)
+        n = int(tm.X_train.shape[0])
+        k = min(req.k, n)
+        hit = self._index_sets.get((req.model, req.test_index, req.k, req.selection, req.seed))
+        known = hit is not None or req.selection == "random"
+        idx = (hit[0].tolist() if hit is not None
+               else random_k(n, k, req.seed) if req.selection == "random" else list(range(k)))
+        loo_cached = known and (req.model, tuple(idx), req.gt_key) in self._loo
+        if loo_cached and self.noise_known(req):
+            return None, None, known
+        args = self._gt_args(req)
+        opts = SweepOptions(dtype=args["dtype"], batch_width=args["batch_width"])
+        problem = prepare(tm, tm.train, tm.data.test, config=args["config"], mode=args["mode"],
+                          params=args["params"], dtype=opts.dtype, subtract_control=True,
+                          pbrf_damping=opts.pbrf_damping)
+        retrain = None
+        if not loo_cached:
+            jobs = loo_jobs(problem, idx)
+            if not known:  # not chosen yet: never found in the store
+                jobs = [j if not j.remove else Job(f"?{j.key}", j.remove) for j in jobs]
+            retrain = sweep_eta(problem, jobs, opts, timings=self._timings, clock=clock)
+        noise = None
+        if not self.noise_known(req):  # its control is the LOO sweep's (computed first)
+            noise = sweep_eta(problem, noise_jobs(problem, NOISE_SEEDS, control=False), opts,
+                              timings=self._timings, clock=clock)
+        return retrain, noise, known
+
+    def choose_points(self, req: Request, progress: Progress | None = None) -> None:
+        """Estimate and choose the evaluated points of ``req`` (both kept, as :meth:`run` does
+        them), so that :meth:`eta` knows which retrains the store already holds."""
+        with self.lock, few_threads(self.model(req.model)):
+            req, est, _ = self.estimate_or_pick(req, progress)
+            self.indices(req, est.values[0].detach().double().cpu())
+
+    def alternatives(
+        self, eta: ComputeETA, limit: float, clock: Callable[[], float] = time.perf_counter
+    ) -> list[tuple[str, dict[str, Any], float]]:
+        """Cheaper settings that fit within ``limit`` seconds: ``(label, controls to set,
+        expected seconds)`` for last-layer retraining (estimate and ground truth), fewer
+        evaluated points and fewer warm-start steps, each from the probes already measured
+        (last layer: one more probe)."""
+        req, out = eta.request, []
+        parts = eta.parts
+        if req.gt_mode in ("warm_start", "last_layer") and req.params == "all":
+            alt = replace(req, params="last_layer", gt_mode="last_layer")
+            seconds = self.eta(alt, clock).seconds
+            if seconds <= limit:
+                out.append(("last layer only", {"params": "last_layer",
+                                                "gt_mode": "last_layer"}, seconds))
+        retrain, noise = eta.retrain, eta.noise
+        if retrain is not None and retrain.n_computed:
+            fixed = parts["estimate"] + parts["noise"]
+            # k new points and the control: another k picks other points
+            fits = [(k, fixed + retrain.seconds_for(n_jobs=k + 1)) for k in range(req.k - 1, 2, -1)]
+            fits = [(k, seconds) for k, seconds in fits if seconds <= limit]
+            if fits:
+                k, seconds = fits[0]
+                out.append((f"k = {k} points", {"k": k}, seconds))
+        if retrain is not None and req.gt_mode != "scratch":
+            for steps in _fewer(req.gt_steps):
+                seconds = parts["estimate"] + retrain.seconds_for(steps=steps) + (
+                    0.0 if noise is None else noise.seconds_for(steps=steps))
+                if seconds <= limit:
+                    out.append((f"{steps} steps", {"gt_steps": steps}, seconds))
+                    break
+        return out
 
     # ------------------------------------------------------------------ all together
     def noise_known(self, req: Request) -> bool:
@@ -478,6 +712,9 @@ class ExplorerSession:
         from ..influence import NegativeCurvatureError
         from ..influence.solvers import lanczos, solver_class
 
+        hit = self._picked.get(req)
+        if hit is not None:  # picked before: the same damping, its estimate cached
+            return hit[0], self.estimate(hit[0], progress), (hit[1],)
         try:
             return req, self.estimate(req, progress), ()
         except NegativeCurvatureError as e:
@@ -511,5 +748,6 @@ class ExplorerSession:
                 "keep it, raise it, or use the Gauss-Newton curvature (positive semi-definite)",
                 action={"curvature": "ggn"} if req.curvature != "ggn" else None,
             )
+            self._picked[req] = (picked, note)
             return picked, est, (note,)
         raise first

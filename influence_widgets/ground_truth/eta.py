@@ -1,0 +1,389 @@
+"""How long a computation will take, known before it starts: one short probe, extrapolated.
+
+* A retraining sweep (leave-one-out, group removal, the noise floor) costs, per chunk of
+  stacked retrains, ``steps x`` the time of one optimiser step of that chunk plus the chunk's
+  fixed part (set-up, final gradient norms, test losses). :func:`probe_chunk` measures both on
+  the real data by training one chunk for a few steps (its retrains are thrown away);
+  :func:`sweep_eta` leaves out what the store already holds, chunks the rest as
+  :func:`~influence_widgets.ground_truth.sweep.run_jobs` does and extrapolates.
+  :func:`loo_eta` and :func:`noise_eta` take the arguments of ``leave_one_out`` and
+  ``retraining_noise``.
+* An influence estimate costs its Hessian-vector products and per-sample-gradient rows, each
+  timed once: :func:`estimate_eta`.
+
+Every estimate says what it assumed (``describe()``). Retraining with Adam or SGD runs exactly
+the steps asked for, so its estimate is a measurement times a count (within 2x of the real time
+in the tests, CPU time on one thread); L-BFGS and CG stop once converged, so for them it is an
+upper bound or a guess, said in ``note``. ``clock`` is wall time by default
+(``time.process_time`` measures CPU time instead).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models.params import ParamSelection
+from ..models.training import Progress, TrainConfig
+from .loo import CONTROL
+from .noise import _randomness
+from .options import SweepOptions, sweep_options
+from .problem import Problem, prepare
+from .retrain import Job, run_chunk
+from .selection import check_indices
+from .store import open_store
+from .sweep import chunk_jobs, resolve_width
+
+Clock = Callable[[], float]
+PROBE_STEPS = 5  # optimiser steps a probe runs at most
+PROBE_BUDGET = 0.5  # seconds after which a probe stops, once it has timed two steps
+SLOW_FIRST_STEP = 10  # ... or after one step, when that took this many budgets (set-up is small)
+FIXED_STEPS = 1.5  # a chunk's final gradient norms and test losses, in steps (probe cut short)
+# CG is expected to need min(max_iter, p) / CG_SHARE products (at most all): measured 0.19 (the
+# Hessian with a damping) to 0.36 (GGN) of min(1000, 1898) on digits-cnn
+CG_SHARE = 4
+
+
+class _ProbeDone(Exception):
+    """Raised from the probe's progress callback: it has measured enough."""
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+# ----------------------------------------------------------------------------- retraining
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One measured chunk: seconds per optimiser step, and per chunk outside the steps."""
+
+    width: int  # retrains in the measured chunk
+    step: float
+    fixed: float
+    probe_steps: int
+    probe_seconds: float
+
+    def chunk(self, width: int, steps: int) -> float:
+        """Seconds of a chunk of ``width`` retrains for ``steps`` steps (linear in the width
+        when it is not the measured one)."""
+        return width / self.width * (self.fixed + steps * self.step)
+
+
+@dataclass(frozen=True)
+class SweepETA:
+    """The expected time of a retraining sweep, and what it rests on."""
+
+    seconds: float
+    n_jobs: int  # distinct retrains asked for
+    n_loaded: int  # of those, found in the store
+    chunks: tuple[int, ...]  # width of every chunk to compute
+    steps: int
+    timings: tuple[StepTiming, ...]
+    workers: int = 1
+    note: str = ""
+
+    @property
+    def n_computed(self) -> int:
+        return sum(self.chunks)
+
+    @property
+    def probe_seconds(self) -> float:
+        return sum(t.probe_seconds for t in self.timings)
+
+    @property
+    def width(self) -> int:
+        return max(self.chunks, default=0)
+
+    def seconds_for(self, *, n_jobs: int | None = None, steps: int | None = None) -> float:
+        """The time with ``n_jobs`` retrains to compute (chunked at the same width) and/or
+        ``steps`` steps, from the same measurements: what fewer points or steps would cost."""
+        chunks = self.chunks
+        if n_jobs is not None:
+            w = max(self.width, 1)
+            chunks = (w,) * (n_jobs // w) + ((n_jobs % w,) if n_jobs % w else ())
+        return _total(chunks, self.steps if steps is None else steps, self.timings, self.workers)
+
+    def describe(self) -> str:
+        if not self.chunks:
+            return f"{self.n_jobs} retrains, all in the store: no retraining"
+        t = _nearest(self.timings, self.width)
+        measured = (f"{t.step * 1000:.3g} ms per step of {t.width} measured" if t.step
+                    else f"{t.fixed:.2g} s per retrain of {t.width} measured")
+        line = (f"{self.n_computed} retrains ({self.n_loaded} in the store) in "
+                f"{len(self.chunks)} chunk(s) of <= {self.width} x {self.steps} steps, "
+                f"{measured}: ~{_fmt(self.seconds)}")
+        return line + (f" ({self.note})" if self.note else "")
+
+
+def _nearest(timings: Sequence[StepTiming], width: int) -> StepTiming:
+    return min(timings, key=lambda t: (abs(t.width - width), -t.width))
+
+
+def _total(chunks: Sequence[int], steps: int, timings: Sequence[StepTiming], workers: int) -> float:
+    if not chunks:
+        return 0.0
+    total = sum(_nearest(timings, c).chunk(c, steps) for c in chunks)
+    return total / max(1, min(workers, len(chunks)))
+
+
+def _one_by_one(problem: Problem) -> bool:
+    """Whether stacked copies train one at a time (L-BFGS, batch norm: see ``fit_copies``)."""
+    return problem.config.optimizer == "lbfgs" or any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in problem.module.modules())
+
+
+def probe_chunk(problem: Problem, jobs: Sequence[Job], *, steps: int = PROBE_STEPS,
+                budget: float = PROBE_BUDGET, clock: Clock = time.perf_counter) -> StepTiming:
+    """Time the chunk ``jobs`` of ``problem`` on its real data for up to ``steps`` optimiser
+    steps (fewer once ``budget`` seconds have passed and two steps are timed, or one step that
+    took ``SLOW_FIRST_STEP`` budgets; no L-BFGS polish). The first step's extra cost (first
+    calls in a process can take a second) counts as set-up. A chunk whose copies train one by one (L-BFGS, batch norm) is timed on one copy
+    and scales with its width. L-BFGS, which stops once converged, runs one whole retrain when
+    it ends within ``budget``: then that retrain's time is the measurement (``step`` 0), else
+    its iterations so far give an upper bound."""
+    jobs = list(jobs)
+    if len(jobs) > 1 and _one_by_one(problem):
+        jobs = jobs[:1]
+    lbfgs = problem.config.optimizer == "lbfgs"
+    n = problem.steps if lbfgs else max(1, min(steps, problem.steps))
+    task = problem.task(jobs, portable=False)
+    task = replace(task, steps=n, config=task.config.replace(polish_steps=0))
+    stamps: list[tuple[int, float]] = []
+    t0 = clock()
+
+    def tick(step: int, _total: int, _info: dict[str, Any]) -> None:
+        stamps.append((step, clock()))
+        elapsed = stamps[-1][1] - t0
+        if step < n and (elapsed > SLOW_FIRST_STEP * budget
+                         or (len(stamps) >= 2 and elapsed > budget)):
+            raise _ProbeDone
+
+    try:
+        run_chunk(task, progress=tick)
+        end: float | None = clock()
+    except _ProbeDone:
+        end = None
+    if lbfgs and end is not None:  # one whole retrain, to convergence or its last iteration
+        return StepTiming(len(jobs), 0.0, end - t0, stamps[-1][0] if stamps else 0, end - t0)
+    if not stamps:  # no step reported (an optimiser that stopped at once)
+        stamps = [(n, end if end is not None else clock())]
+        end = stamps[0][1]
+    (s1, t1), (sk, tk) = stamps[0], stamps[-1]
+    step = (tk - t1) / (sk - s1) if sk > s1 else (t1 - t0) / max(s1, 1)
+    setup = max(0.0, t1 - t0 - s1 * step)
+    teardown = end - tk if end is not None else FIXED_STEPS * step
+    return StepTiming(len(jobs), step, setup + teardown, sk, (end or tk) - t0)
+
+
+def sweep_eta(problem: Problem, jobs: Sequence[Job], options: SweepOptions | None = None, *,
+              timings: dict[tuple, StepTiming] | None = None, clock: Clock = time.perf_counter,
+              probe_steps: int = PROBE_STEPS, budget: float = PROBE_BUDGET) -> SweepETA:
+    """The expected time of ``run_jobs(problem, jobs, options)``: jobs in the store cost
+    nothing; the rest are chunked as ``run_jobs`` chunks them, and the first chunk of each width
+    kind (stacked, alone) is probed. ``timings`` (a dict the caller keeps, keyed by the
+    problem's store setting and a chunk width) reuses earlier probes and keeps new ones."""
+    options = options or SweepOptions()
+    unique = list({j.key: j for j in jobs}.values())
+    store = open_store(options.store)
+    setting = problem.setting()[0]
+    found = store.get(setting, [j.key for j in unique]) if store is not None and unique else {}
+    todo = [j for j in unique if j.key not in found]
+    chunks = chunk_jobs(todo, resolve_width(problem, options, len(todo))) if todo else []
+    measured: dict[int, StepTiming] = {}
+    kinds = [c for c in chunks if c[0].stackable][:1] + [c for c in chunks if not c[0].stackable][:1]
+    for chunk in kinds:
+        key = (setting, len(chunk))
+        if len(chunk) in measured:
+            continue
+        hit = timings.get(key) if timings is not None else None
+        if hit is None:
+            hit = probe_chunk(problem, chunk, steps=probe_steps, budget=budget, clock=clock)
+            if timings is not None:
+                timings[key] = hit
+        measured[len(chunk)] = hit
+    widths = tuple(len(c) for c in chunks)
+    workers = options.workers() if options.executor is not None else 1
+    notes = []
+    if problem.config.optimizer == "lbfgs" and measured:
+        notes.append("L-BFGS stops once converged: " + (
+            "as long as one retrain run to its end in the probe"
+            if all(t.step == 0.0 for t in measured.values()) else "an upper bound"))
+    if problem.config.polish_steps and problem.mode != "pbrf":
+        notes.append(f"plus up to {problem.config.polish_steps} L-BFGS polish iterations per "
+                     "retrain, not counted")
+    return SweepETA(
+        seconds=_total(widths, problem.steps, tuple(measured.values()), workers),
+        n_jobs=len(unique), n_loaded=len(unique) - len(todo), chunks=widths,
+        steps=problem.steps, timings=tuple(measured.values()), workers=workers,
+        note="; ".join(notes),
+    )
+
+
+def _prepared(model: Any, train: Any, test: Any, config: TrainConfig | None, mode: str,
+              params: ParamSelection, opts: SweepOptions, subtract_control: bool) -> Problem:
+    return prepare(model, train, test, config=config, mode=mode, params=params, dtype=opts.dtype,
+                   subtract_control=subtract_control, pbrf_damping=opts.pbrf_damping,
+                   allow_different_objective=opts.allow_different_objective)
+
+
+def loo_eta(model: Any, train: Any, test: Any, indices: Sequence[int] | torch.Tensor, *,
+            config: TrainConfig | None = None, mode: str = "warm_start",
+            params: ParamSelection = "all", options: SweepOptions | None = None,
+            timings: dict[tuple, StepTiming] | None = None, clock: Clock = time.perf_counter,
+            **overrides: Any) -> SweepETA:
+    """The expected time of ``leave_one_out`` with the same arguments (the control included)."""
+    opts = sweep_options(options, overrides, caller="loo_eta")
+    problem = _prepared(model, train, test, config, mode, params, opts, opts.subtract_control)
+    return sweep_eta(problem, loo_jobs(problem, check_indices(indices, problem.n)), opts,
+                     timings=timings, clock=clock)
+
+
+def loo_jobs(problem: Problem, indices: Sequence[int]) -> list[Job]:
+    """The jobs (and store keys) of ``leave_one_out``: the control, then one per point."""
+    control = [Job(CONTROL)] if problem.subtract_control else []
+    return control + [Job(str(i), (i,)) for i in indices]
+
+
+def noise_jobs(problem: Problem, n_seeds: int, perturb: float | str = "auto",
+               control: bool = True) -> list[Job]:
+    """The jobs (and store keys) of ``retraining_noise``: the control (unless ``control`` is
+    False: another sweep computes it first), then one per seed."""
+    size, how = _randomness(problem, perturb)
+    seeds = [problem.config.seed + s for s in range(1, n_seeds + 1)]
+    return ([Job(CONTROL)] if control else []) + [
+        Job(f"seed={s};perturb={size:g};{how}", seed=s, perturb=size) for s in seeds]
+
+
+def noise_eta(model: Any, train: Any, test: Any, *, config: TrainConfig | None = None,
+              n_seeds: int = 5, mode: str = "warm_start", params: ParamSelection = "all",
+              perturb: float | str = "auto", options: SweepOptions | None = None,
+              timings: dict[tuple, StepTiming] | None = None, clock: Clock = time.perf_counter,
+              **overrides: Any) -> SweepETA:
+    """The expected time of ``retraining_noise`` with the same arguments."""
+    opts = sweep_options(options, overrides, caller="noise_eta")
+    problem = _prepared(model, train, test, config, mode, params, opts, True)
+    return sweep_eta(problem, noise_jobs(problem, n_seeds, perturb), opts, timings=timings,
+                     clock=clock)
+
+
+@contextmanager
+def progress_bar(desc: str) -> Iterator[Progress]:
+    """A sweep's ``progress(done, total, info)`` as a tqdm bar: retrains done, moved within a
+    chunk by its steps, with tqdm's elapsed and remaining time (from the rate so far)."""
+    from tqdm.auto import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int, info: dict[str, Any]) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="retrain")
+        bar.n = round(float(info.get("fraction", done / max(total, 1))) * total, 2)
+        if "steps" in info:
+            bar.set_postfix_str(f"chunk {info.get('chunk')}/{info.get('n_chunks')}, step "
+                                f"{info['step']}/{info['steps']}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# ----------------------------------------------------------------------------- the estimate
+
+
+@dataclass(frozen=True)
+class EstimateETA:
+    """The expected time of an influence estimate, and what it rests on."""
+
+    seconds: float
+    hvps: int  # curvature products expected
+    grad_rows: int  # per-sample-gradient rows expected
+    hvp_seconds: float  # one product, measured
+    row_seconds: float  # one row's gradient, measured
+    probe_seconds: float
+    note: str = ""
+
+    def describe(self) -> str:
+        line = (f"{self.hvps} curvature products x {self.hvp_seconds * 1000:.3g} ms + "
+                f"{self.grad_rows} gradient rows x {self.row_seconds * 1e6:.3g} us: "
+                f"~{_fmt(self.seconds)}")
+        return line + (f" ({self.note})" if self.note else "")
+
+
+def solver_work(solver: str, settings: Any, p: int, n: int) -> tuple[int, float, str]:
+    """``(products, passes over the training gradients, note)`` a solve of ``solver`` needs
+    besides the one pass every estimate makes (its fit included)."""
+    st = settings
+    if solver == "exact":
+        return p, 0.0, ""
+    if solver == "cg":
+        bound = min(st.max_iter, p) + (30 if getattr(st, "precondition", 0) else 0)
+        return math.ceil(bound / CG_SHARE), 0.0, (
+            f"CG stops once converged: 1/{CG_SHARE} of its {bound} products assumed, "
+            f"up to {CG_SHARE}x more")
+    if solver == "lissa":
+        share = (st.batch_size or n) / n
+        scale = 30 if st.scale is None else 0
+        return math.ceil(st.repeats * st.steps * share) + scale, 0.0, ""
+    if solver == "arnoldi":
+        return st.n_iter or max(2 * st.rank, st.rank + 20), 0.0, ""
+    if solver == "identity":
+        return 0, 0.0, ""
+    return 0, 2.0, f"{solver}: fitting counted as two passes over the training gradients"
+
+
+def estimate_eta(objective: Any, solver: str, settings: Any = None, *, fitted: bool = False,
+                 extra_hvps: int = 0, clock: Clock = time.perf_counter) -> EstimateETA:
+    """The expected time of an estimate on ``objective`` (an engine's
+    :class:`~influence_widgets.influence.objective.Objective`) with ``solver``: one
+    curvature product and one chunk of per-sample gradients are timed (the first product also
+    builds what later products reuse) and multiplied by what the solver needs
+    (:func:`solver_work`; none for its fit when ``fitted``) plus ``extra_hvps`` (diagnostics)."""
+    from ..influence.solvers import make_settings
+
+    st = make_settings(solver, settings)
+    p, n = int(objective.p), int(objective.n)
+    hvps, passes, note = solver_work(solver, st, p, n)
+    if fitted and solver != "cg":
+        hvps, passes = 0, 0.0
+    hvps += extra_hvps
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(p, generator=g, dtype=torch.float64).to(objective.device, objective.dtype)
+
+    def timed(fn: Callable[[], Any]) -> float:
+        fn()
+        if objective.device.type == "cuda":
+            torch.cuda.synchronize(objective.device)
+        return clock()
+
+    rows = max(1, min(n, 256, objective.psg_chunk_size(n)))
+
+    def grads() -> Any:
+        return objective.per_sample_grads(objective.X[:rows], objective.y[:rows], check=False)
+
+    # each twice or more: the first call also builds what later ones reuse (one-off set-up)
+    t = [clock()]
+    for fn in (lambda: objective.hvp(v),) * 3 + (grads,) * 2:
+        t.append(timed(fn))
+    d = [b - a for a, b in zip(t, t[1:])]
+    hvp, row = min(d[1], d[2]), d[4] / rows
+    setup = max(0.0, d[0] - hvp) + max(0.0, d[3] - d[4])
+    grad_rows = int(round((1.0 + passes) * n))
+    seconds = setup + hvps * hvp + grad_rows * row
+    return EstimateETA(seconds, hvps, grad_rows, hvp, row, t[-1] - t[0], note)
