@@ -489,3 +489,11 @@ def test_eta_counts_stored_retrains_once_the_points_are_chosen(explorer, iris_mo
     eta = again.session.eta(again.request())
     assert eta.indices_known and eta.estimate is None and eta.seconds == 0.0
     assert eta.retrain.n_loaded == K + 1 and "all in the store" in eta.details()[1]
+
+
+def test_an_unknown_solver_on_the_trait_is_a_clear_error(explorer):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError, match=r"unknown solver 'newton'; valid names: exact, cg"):
+        explorer.solver = "newton"
+    assert explorer.solver != "newton"

@@ -12,10 +12,10 @@ import ipywidgets as W
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from traitlets import Bool, Int, Unicode, link, observe
+from traitlets import Bool, Int, TraitError, Unicode, link, observe, validate
 
 from .._findings import TrustReport
-from ..influence.solvers import HessianTooLargeError, SolverError
+from ..influence.solvers import SOLVERS, HessianTooLargeError, SolverError
 from ..models.training import TrainedModel
 from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
 from . import panels
@@ -420,6 +420,14 @@ class InfluenceExplorer(W.VBox):
             self.test_pick = "index"
         if self.model_name in self.session.models:
             self._guard(self._show_test_point, "showing the test point")
+
+    @validate("solver")
+    def _valid_solver(self, proposal: dict[str, Any]) -> str:
+        name = proposal["value"]
+        if name not in SOLVERS:
+            raise TraitError(f"unknown solver {name!r}; valid names: {', '.join(SOLVERS)} (a new "
+                             "one is added with influence_widgets.influence.register_solver)")
+        return name
 
     @observe("solver")
     def _on_solver(self, change: dict[str, Any]) -> None:
