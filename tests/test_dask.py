@@ -83,7 +83,7 @@ def dies_on(key: str, store_path: str, n_saved: int, marker: str | None,
     """``run_chunk``, except that the worker process running the chunk with retrain ``key``
     exits, once ``n_saved`` retrains are in the store (only the first time if ``marker``)."""
     if any(job.key == key for job in task.jobs):
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # generous: a loaded CI machine is slow
         while n_saved and LOOStore(store_path).count() < n_saved and time.monotonic() < deadline:
             time.sleep(0.05)
         if marker is None or not os.path.exists(marker):
@@ -93,6 +93,7 @@ def dies_on(key: str, store_path: str, n_saved: int, marker: str | None,
     return run_chunk(task)
 
 
+@pytest.mark.slow  # a cluster of processes: 40-70 s on 2 cores (make test-slow)
 def test_dask_cluster_matches_in_process(client, iris_mlp, in_process):
     tm, train, test = iris_mlp
     ex = client.get_executor()
@@ -105,6 +106,7 @@ def test_dask_cluster_matches_in_process(client, iris_mlp, in_process):
     torch.testing.assert_close(groups.values, in_process[1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # a cluster of processes: 40-70 s on 2 cores (make test-slow)
 def test_dask_retries_a_chunk_whose_worker_died_once(client, iris_mlp, in_process, tmp_path,
                                                      monkeypatch):
     tm, train, test = iris_mlp
@@ -119,6 +121,7 @@ def test_dask_retries_a_chunk_whose_worker_died_once(client, iris_mlp, in_proces
     torch.testing.assert_close(res.values, in_process[0], rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # a cluster of processes: 40-70 s on 2 cores (make test-slow)
 def test_dask_killed_worker_raises_and_a_second_call_resumes(client, iris_mlp, in_process,
                                                              tmp_path, monkeypatch):
     tm, train, test = iris_mlp
