@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -154,13 +155,17 @@ def test_process_pool_worker_death_keeps_finished_chunks(iris_mlp, in_process, t
     ctx = multiprocessing.get_context("spawn")  # one torch thread per worker, as Dask's have
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=torch.set_num_threads,
                              initargs=(1,)) as ex:
-        with pytest.raises(SweepError, match=r"chunk 2 of 3 \(retrains '2', '3', '4'\) failed on "
-                           r"the executor: BrokenProcessPool.*1 other chunk\(s\) failed too\. "
-                           r"3 of 9 retrains are done; finished chunks are saved in") as err:
+        # Which chunk is reported first, and whether the chunk before the dying one got its
+        # result out before the pool broke, depend on timing (the pool queues a chunk ahead):
+        # what must hold is that the error names the broken pool, that the store holds exactly
+        # the retrains the message says are done, and that a second call computes the rest.
+        with pytest.raises(SweepError, match=r"failed on the executor: BrokenProcessPool.* "
+                           r"(\d) of 9 retrains are done; finished chunks are saved in") as err:
             leave_one_out(tm, train, test, IDX, config=config(), executor=ex, batch_width=3,
                           store=store)
-    assert err.value.items == ("2", "3", "4", "5", "6", "7") and store.count() == 3
+    done = int(re.search(r"(\d) of 9 retrains are done", str(err.value)).group(1))
+    assert "3" in err.value.items and store.count() == done and done in (0, 3)
     monkeypatch.undo()
     res = leave_one_out(tm, train, test, IDX, config=config(), store=store, return_result=True)
-    assert (res.n_retrains_loaded, res.n_retrains_computed) == (3, 6)
+    assert (res.n_retrains_loaded, res.n_retrains_computed) == (done, 9 - done)
     torch.testing.assert_close(res.values, in_process[0], rtol=0, atol=1e-12)
