@@ -57,12 +57,8 @@ def noise_floor(values: torch.Tensor) -> torch.Tensor:
     v = torch.as_tensor(values)
     v = v.unsqueeze(1) if v.dim() == 1 else v
     full = torch.cat([torch.zeros_like(v[:, :1]), v], dim=1)
-    ok = torch.isfinite(full)
-    cnt = ok.sum(dim=1)
-    x = full.nan_to_num(0.0) * ok
-    mean = x.sum(dim=1) / cnt
-    var = (((full - mean[:, None]) * ok).nan_to_num(0.0) ** 2).sum(dim=1) / (cnt - 1)
-    return var.sqrt()
+    dev = full - full.nanmean(dim=1, keepdim=True)
+    return (dev.pow(2).nansum(dim=1) / (full.isfinite().sum(dim=1) - 1)).sqrt()
 
 
 def retraining_noise(

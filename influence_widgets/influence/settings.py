@@ -59,7 +59,15 @@ class SolverSettings:
 
     @classmethod
     def fields(cls) -> list[FieldInfo]:
-        """One :class:`FieldInfo` per field, in declaration order."""
+        """One :class:`FieldInfo` per field, in declaration order (resolved once per class)."""
+        cached = cls.__dict__.get("_field_infos")
+        if cached is None:
+            cached = cls._resolve_fields()
+            cls._field_infos = cached  # on this class only: a subclass resolves its own
+        return list(cached)
+
+    @classmethod
+    def _resolve_fields(cls) -> tuple[FieldInfo, ...]:
         hints = typing.get_type_hints(cls)
         out = []
         for f in dataclasses.fields(cls):
@@ -67,7 +75,7 @@ class SolverSettings:
             m = f.metadata
             out.append(FieldInfo(f.name, kind, optional, f.default, m.get("help", ""),
                                  m.get("choices"), bool(m.get("advanced")), m.get("blank")))
-        return out
+        return tuple(out)
 
     @classmethod
     def from_options(cls, solver: str = "", **options: Any) -> SolverSettings:
