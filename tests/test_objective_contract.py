@@ -121,3 +121,16 @@ def test_the_noise_floor_of_pbrf_has_no_control_and_works(wd_model):
     res = iw.ground_truth.retraining_noise(tm, train, test, config=SCHEDULE, mode="pbrf",
                                            n_seeds=2, store=None, return_result=True)
     assert res.values.shape == (9, 2) and torch.isfinite(res.std).all()
+
+
+def test_a_plain_modules_unset_weight_decay_is_assumed_out_loud(wd_model):
+    tm, train, test = wd_model
+    with pytest.warns(RuntimeWarning, match="ASSUMED"):
+        res = iw.leave_one_out(tm.model, train, test, [0, 1, 2], config=SCHEDULE, store=None,
+                               return_result=True)
+    assert res.objective.source == "assumed" and "objective-assumed" in {f.code for f in res.findings}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        given = iw.leave_one_out(tm.model, train, test, [0, 1, 2], store=None, return_result=True,
+                                 config=SCHEDULE.replace(weight_decay=0.05))
+    assert given.objective.source == "config"

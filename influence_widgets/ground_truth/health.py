@@ -94,6 +94,15 @@ def check_retrains(problem: Problem, objectives: torch.Tensor, grad_norms: torch
             "optimisation (the usual state of warm-start LOO with a fixed budget)",
             "more steps, or compare with the estimate the protocol approximates (PBRF)", None))
     obj = problem.objective
+    if obj is not None and obj.source == "assumed":
+        findings.append(Finding(
+            "warning", source, "objective-assumed",
+            f"retrained under {obj.describe()}",
+            "the estimate's weight decay was given to iw.influence separately; if it differs from "
+            "this one, the two answer different questions and disagreement means nothing",
+            "pass config=TrainConfig(..., weight_decay=W) with the W given to iw.influence, or "
+            "wrap the module in a TrainedModel (iw.zoo.register) so both take it from the model",
+            None))
     if obj is not None and obj.differs:
         findings.append(Finding(
             "warning", source, "objective-mismatch",

@@ -140,8 +140,8 @@ class RetrainObjective:
     """The objective a sweep retrains under, and where it came from.
 
     ``source`` is "model" (the TrainedModel's own loss and weight decay: the estimate's objective),
-    "config" (a plain ``nn.Module``, which carries none: the config's values, or the training
-    defaults where it sets none) or "override" (the caller asked for an objective that differs
+    "config" (a plain ``nn.Module``, which carries none: the config's values), "assumed" (a plain
+    module whose config sets no weight decay: 0 is assumed, with a warning) or "override" (the caller asked for an objective that differs
     from the model's: ``model`` holds the model's, and every result says so).
     """
 
@@ -160,6 +160,9 @@ class RetrainObjective:
             return f"{what} (the model's own)"
         if self.source == "config":
             return f"{what} (from the config: a plain nn.Module carries no objective)"
+        if self.source == "assumed":
+            return (f"{what} (ASSUMED: a plain nn.Module carries no objective and the config sets "
+                    "no weight_decay)")
         return (f"{what}, DIFFERENT from the model's (loss {self.model['loss']}, weight decay "
                 f"{self.model['weight_decay']:g}), as asked: the estimate and this ground truth "
                 "answer different questions")
@@ -179,7 +182,8 @@ def retraining_objective(model_config: TrainConfig | None, config: TrainConfig,
     """
     if model_config is None:  # a plain module: the config is all there is
         cfg = config.resolved()
-        return cfg, RetrainObjective(cfg.loss, float(cfg.weight_decay), "config")
+        source = "config" if config.weight_decay is not None else "assumed"
+        return cfg, RetrainObjective(cfg.loss, float(cfg.weight_decay), source)
     own = model_config.resolved()
     mine = {"loss": own.loss, "weight_decay": float(own.weight_decay)}
     asked = {k: v for k, v in config.objective.items() if v is not None}
