@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab lab-headless reproduce test test-slow test-gpu test-all bench lint clean-venv
+.PHONY: lab lab-headless workshop workshop-headless reproduce test test-slow test-gpu test-all bench lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,21 @@ lab: $(STAMP)
 ## Headless variant: JupyterLab server without opening a browser (for remote machines/scripts).
 lab-headless: $(STAMP)
 	$(BIN)/jupyter lab --no-browser $(LAB_ROOT_ARGS) $(LAB_ARGS) notebooks/00_quickstart.ipynb
+
+# Workshop mode: the quickstart served by Voila as an app (outputs and widgets, no code cells),
+# with a token in the printed URL. Extra Voila options, e.g.
+# `make workshop-headless WORKSHOP_ARGS="--port=8866"` (default: localhost:8866). Voila has no
+# root check, so it needs no --allow-root.
+WORKSHOP_ARGS ?=
+WORKSHOP_NOTEBOOK := notebooks/00_quickstart.ipynb
+
+## Workshop mode: the quickstart as an app, opened in the browser.
+workshop: $(STAMP)
+	$(BIN)/voila --token $(WORKSHOP_ARGS) $(WORKSHOP_NOTEBOOK)
+
+## Headless variant: the workshop app's server without opening a browser (remote machines).
+workshop-headless: $(STAMP)
+	$(BIN)/voila --no-browser --token $(WORKSHOP_ARGS) $(WORKSHOP_NOTEBOOK)
 
 ## Headless reproduction of the depth study (table, figures and summary under reproduce_out/).
 reproduce: $(STAMP)

@@ -518,6 +518,22 @@ def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelecti
     }
 
 
+def _finish_bar(bar: Any, steps: int, converged: bool) -> None:
+    """Close a training bar that ended normally as complete at the ``steps`` actually taken.
+
+    L-BFGS stops early once converged (e.g. 50 of at most 2000 iterations); left at 50/2000, a
+    closed ``tqdm.notebook`` bar is drawn red and frozen, as if training had failed.
+    """
+    if steps < (bar.total or 0):
+        how = "converged" if converged else "stopped"
+        bar.set_description(f"training {how} at step {steps}", refresh=False)
+    start = bar.start_t
+    bar.reset(total=steps)  # also the notebook widget's maximum
+    bar.start_t = start  # keep the elapsed time
+    bar.update(steps)
+    bar.close()  # complete: a green bar in a notebook, a full line in a terminal
+
+
 def train(
     model: nn.Module | ModelSpec,
     train: Any,
@@ -563,7 +579,7 @@ def train(
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.n_steps(X.shape[0]), desc="training", leave=False)
+        bar = tqdm(total=config.n_steps(X.shape[0]), desc="training")
 
         def progress(step, total, info, _bar=bar):  # noqa: F811
             _bar.total = total
@@ -575,9 +591,12 @@ def train(
     try:
         trained, diag = fit_copies(module, init, X, y, torch.ones(1, X.shape[0]), config,
                                    trainable=names, progress=progress)
-    finally:
+    except BaseException:
         if bar is not None:
-            bar.close()
+            bar.close()  # where it stopped: tqdm.notebook marks an unfinished bar as failed
+        raise
+    if bar is not None:
+        _finish_bar(bar, int(diag["steps"]), bool((diag["grad_norm"] < config.grad_tol).all()))
     with torch.no_grad():
         named = dict(module.named_parameters())
         for k, v in trained.items():

@@ -1,0 +1,201 @@
+"""Workshop mode: ``make workshop-headless`` serves the quickstart through Voila, driven in
+headless Debian Chromium (Playwright) as a participant would use it.
+
+Starts the real Makefile target, opens the URL it prints (with its token), and checks that the
+token is required, that the page shows no code, that the explorer renders and computes
+(statistics and scatter appear), and that no Python error or failed progress bar is displayed.
+Reuses the browser test's machinery (``tests/test_browser.py``): a missing ``chromium`` skips
+locally and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_browser import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    _check_image,
+    _chromium,
+    _free_port,
+    _remaining,
+)
+from test_main_command import _get, _stop
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+DEADLINE_S = 150.0
+START_TIMEOUT_S = 60.0
+# The URL Voila prints once it listens, e.g. http://localhost:8866/?token=abc...
+URL_RE = re.compile(r"(http://(?:localhost|127\.0\.0\.1):\d+/)\?token=([0-9a-f]+)")
+
+# What the page must not show: source code of the notebook's code cells, and Python errors.
+CODE_SNIPPETS = (
+    "import influence_widgets",
+    "iw.zoo.load(",
+    "iw.InfluenceExplorer(",
+    "explorer.compute(",
+)
+ERROR_STATE_JS = """() => {
+  const text = document.body.innerText;
+  const found = [];
+  for (const s of ['Traceback', 'There was an error when executing cell',
+                   'Error displaying widget', 'Failed to load model class']) {
+    if (text.includes(s)) found.push(s);
+  }
+  for (const e of document.querySelectorAll(
+      '.iw-error, [data-mime-type="application/vnd.jupyter.error"]')) {
+    found.push(e.innerText.slice(0, 300));
+  }
+  for (const e of document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"]')) {
+    if (/Error|Exception/.test(e.innerText)) found.push(e.innerText.slice(0, 300));
+  }
+  return found;
+}"""
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    """The user's environment, as a clean shell's make sees it, with a private IW cache and
+    Jupyter runtime/config/data folders in ``tmp``."""
+    env = dict(os.environ)
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "IW_NOTEBOOK_QUICK"):
+        env.pop(name, None)  # a clean make; the browser clicks Compute itself
+    env.update(
+        INFLUENCE_WIDGETS_CACHE=str(tmp / "iw-cache"),
+        JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"),
+        JUPYTER_DATA_DIR=str(tmp / "jupyter-data"),
+        IPYTHONDIR=str(tmp / "ipython"),
+        MPLBACKEND="Agg",
+    )
+    return env
+
+
+def _wait_for_url(proc: subprocess.Popen, log: Path, timeout: float) -> str:
+    """The URL (with its token) that Voila prints once it is up."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        match = URL_RE.search(log.read_text(errors="replace"))
+        if match:
+            return match.group(0)
+        if proc.poll() is not None:
+            pytest.fail(
+                f"`make workshop-headless` exited with code {proc.returncode} before serving:\n"
+                + log.read_text(errors="replace")[-4000:]
+            )
+        time.sleep(0.3)
+    pytest.fail(
+        f"`make workshop-headless` printed no URL with a token within {timeout:.0f} s:\n"
+        + log.read_text(errors="replace")[-4000:]
+    )
+
+
+def _compute(page, t_end: float) -> dict[str, float]:
+    """Wait for the explorer, click Compute, wait for its statistics; the seconds each took."""
+    t0 = time.monotonic()
+    page.locator(".iw-explorer").first.wait_for(timeout=_remaining(t_end))
+    page.wait_for_function(  # enabled once the model is loaded
+        "() => [...document.querySelectorAll('.iw-explorer .widget-button')].some("
+        "b => b.textContent.includes('Compute') && !b.disabled)",
+        timeout=_remaining(t_end),
+    )
+    t1 = time.monotonic()
+    page.locator(".iw-explorer .widget-button", has_text="Compute").first.click()
+    page.locator(".iw-stats", has_text="Spearman").first.wait_for(timeout=_remaining(t_end))
+    page.locator(".iw-explorer", has_text="done in").first.wait_for(timeout=_remaining(t_end))
+    return {"explorer_s": t1 - t0, "compute_s": time.monotonic() - t1}
+
+
+def test_workshop_mode_serves_the_quickstart_as_an_app(tmp_path: Path) -> None:
+    chromium = _chromium()
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("`make` is not installed")
+    bin_dir = Path(sys.executable).parent  # the venv running the tests (normally .venv/bin)
+    if not (bin_dir / "voila").exists():
+        pytest.fail(f"no voila beside {sys.executable}: install the dev extra (`make test` does)")
+    from playwright.sync_api import sync_playwright
+
+    t_end = time.monotonic() + DEADLINE_S
+    cmd = [
+        make,
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed",  # never reinstall from inside a test: the venv is already there
+        "workshop-headless",
+        f"BIN={bin_dir}",
+        f"WORKSHOP_ARGS=--port={_free_port()}",  # Voila moves on if it is taken, and prints it
+    ]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "voila.log"
+    start = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = _wait_for_url(proc, log, START_TIMEOUT_S)
+        timings = {"server_s": time.monotonic() - start}
+        assert _get(url.split("?")[0]) != 200  # the token is really required
+        page_errors: list[str] = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1300})
+                page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+                try:
+                    t0 = time.monotonic()
+                    page.goto(url, timeout=_remaining(t_end))
+                    timings.update(page_s=time.monotonic() - t0, **_compute(page, t_end))
+
+                    # No code cells: neither editors nor code input areas nor the code itself.
+                    code_cells = page.locator(".jp-CodeCell")
+                    assert code_cells.count() >= 2  # the outputs are there
+                    assert code_cells.count() == page.locator(".jp-CodeCell.jp-mod-noInput").count()
+                    inputs = ".jp-CodeCell .jp-InputArea, .jp-CodeMirrorEditor, .cm-editor"
+                    assert page.locator(inputs).count() == 0
+                    text = page.locator("body").inner_text()
+                    shown = [s for s in CODE_SNIPPETS if s in text]
+                    assert not shown, f"the app shows code: {shown}"
+                    # The markdown is there (the app explains itself).
+                    assert "can I trust these influence estimates?" in text
+
+                    # A result: statistics and a scatter that is not blank.
+                    stats = page.locator(".iw-stats").first.inner_text()
+                    assert re.search(r"Pearson", stats) and re.search(r"Spearman", stats), stats
+                    scatter = page.locator(".iw-scatter img, .iw-scatter canvas").first
+                    scatter.wait_for(timeout=_remaining(t_end))
+                    _check_image(scatter.screenshot())
+
+                    # No Python error anywhere, and no failed (red) progress bar, e.g. the
+                    # training bar of the first cell after an early stop at convergence.
+                    errors = page.evaluate(ERROR_STATE_JS)
+                    assert not errors, f"the app shows errors: {errors}"
+                    assert page.locator(".progress-bar-danger").count() == 0, "a red progress bar"
+                finally:
+                    page.screenshot(path=str(ARTIFACTS / "workshop.png"), full_page=True)
+            finally:
+                browser.close()
+        assert not page_errors, f"JavaScript errors in the page: {page_errors}"
+        print("workshop timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    except BaseException:
+        sys.stderr.write(f"--- voila log ({log}) ---\n{log.read_text(errors='replace')[-4000:]}\n")
+        raise
+    finally:
+        _stop(proc)
+    text = log.read_text(errors="replace")
+    assert "--no-browser" in text.splitlines()[0], text.splitlines()[0]  # make echoes its command
