@@ -33,6 +33,7 @@ _LAZY = {
     "LOOResult": ("ground_truth", "LOOResult"),
     "compare": ("evaluate", "compare"),
     "InfluenceExplorer": ("widgets", "InfluenceExplorer"),
+    "wrap": ("models.wrap", "wrap"),
     "zoo": ("models.zoo", None),
     "ground_truth": ("ground_truth", None),
     "evaluate": ("evaluate", None),
@@ -61,5 +62,5 @@ __all__ = [
     "InfluenceEngine", "InfluenceExplorer", "InfluenceResult", "LOOResult", "ModelSpec",
     "TrainConfig", "TrainedModel", "cache_dir", "compare", "datasets", "evaluate", "experiments",
     "ground_truth", "hessian_spectrum", "influence", "leave_group_out", "leave_one_out", "models",
-    "plots", "retraining_noise", "train", "widgets", "zoo",
+    "plots", "retraining_noise", "train", "widgets", "wrap", "zoo",
 ]

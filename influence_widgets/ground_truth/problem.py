@@ -212,6 +212,14 @@ def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mo
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
     module, init, spec, model_config = resolve_model(model)
+    if mode == "scratch" and getattr(model, "extra", {}).get("init_known") is False:
+        raise ValueError(
+            f"mode='scratch' retrains from the model's initial parameters, but "
+            f"{getattr(model, 'name', None) or 'this model'!r} was wrapped or registered from "
+            "trained weights (iw.wrap, iw.zoo.register), so its initialisation is not known and "
+            "a 'scratch' retrain would start from the trained weights; use mode='warm_start' (or "
+            "the explorer's 'warm start' ground truth), or train it with iw.train(...) to keep "
+            "its initialisation")
     config = config if config is not None else model_config
     if not isinstance(config, TrainConfig):
         raise TypeError("pass config=TrainConfig(...): how to retrain (a plain nn.Module does not "
