@@ -216,6 +216,49 @@ def _check_image(png: bytes) -> None:
     )
 
 
+def _a_dot(png: bytes) -> tuple[float, float]:
+    """Where a dot of the scatter is, in the screenshot's pixels: the centre of the largest blob
+    of the dots' blue (over white or the orange noise band), above the legend (whose blue
+    marker sits below the axes)."""
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
+    blue = np.zeros(img.shape[:2], dtype=bool)
+    for colour in ((76, 146, 195), (76, 139, 180)):  # tab:blue at alpha 0.8 on white / band
+        blue |= (np.abs(img - np.asarray(colour)) < 28).all(axis=-1)
+    blue[int(0.72 * img.shape[0]):] = False
+    labels, n = ndimage.label(blue)
+    assert n, "no dot found in the scatter canvas"
+    sizes = ndimage.sum(blue, labels, range(1, n + 1))
+    y, x = ndimage.center_of_mass(blue, labels, int(np.argmax(sizes)) + 1)
+    return float(x), float(y)
+
+
+def _click_a_dot(page, t_end: float) -> None:
+    """Click a dot of the live (ipympl) scatter: its training point is selected and shown."""
+    canvas = page.locator(".iw-scatter canvas").first
+    canvas.wait_for(timeout=_remaining(t_end))
+    page.wait_for_timeout(1000)  # the canvas draws its first frame
+    box = canvas.bounding_box()
+    x, y = _a_dot(canvas.screenshot())
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    page.locator(".iw-hover", has_text="click to select").first.wait_for(
+        timeout=_remaining(t_end))
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    page.locator(".iw-explorer", has_text="training point #").first.wait_for(
+        timeout=_remaining(t_end))
+
+
+def _stale_after_a_change(page, t_end: float) -> None:
+    """Changing a setting marks the results shown as stale, naming what they were for."""
+    damping = page.locator(".widget-text", has_text="damping").locator("input").first
+    damping.fill("0.5")
+    damping.press("Enter")
+    page.locator(".iw-stale-note", has_text="damping").first.wait_for(timeout=_remaining(t_end))
+
+
 def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
     chromium = _chromium()
     from playwright.sync_api import sync_playwright
@@ -238,9 +281,14 @@ def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
                     page = browser.new_page(viewport={"width": 1500, "height": 1300})
                     try:
                         _run_notebook_and_compute(page, url, t_end)
-                        scatter = page.locator(".iw-scatter img").first
+                        scatter = page.locator(".iw-scatter canvas").first
                         scatter.wait_for(timeout=_remaining(t_end))
+                        page.wait_for_timeout(1000)
                         _check_image(scatter.screenshot())
+                        _click_a_dot(page, t_end)
+                        page.locator(".iw-explorer").first.screenshot(
+                            path=str(ARTIFACTS / "quickstart-selected.png"))
+                        _stale_after_a_change(page, t_end)
                     finally:
                         page.screenshot(path=str(ARTIFACTS / "quickstart.png"), full_page=True)
                     page.locator(".iw-explorer").first.screenshot(

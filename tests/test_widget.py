@@ -331,9 +331,9 @@ def test_results_turn_stale_when_a_control_changes(explorer):
     assert explorer.stale
     note = explorer.stale_html.value
     assert "stale" in note and "press Compute" in note and "damping 0 " in note
-    assert "iw-stale" in explorer.scatter_out._dom_classes
+    assert "iw-stale" in explorer.scatter_box._dom_classes
     explorer.controls.settings.damping.value = 0.0  # back to what the results are for
-    assert not explorer.stale and "iw-stale" not in explorer.scatter_out._dom_classes
+    assert not explorer.stale and "iw-stale" not in explorer.scatter_box._dom_classes
     explorer.controls.k.value = K + 1
     assert explorer.stale
     _click(explorer)

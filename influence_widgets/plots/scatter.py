@@ -43,20 +43,23 @@ def _limits(est: np.ndarray, act: np.ndarray, noise: float) -> tuple[float, floa
     return lo - pad, hi + pad
 
 
-def _stats_text(stats: dict[str, Any]) -> str:
+def _stats_lines(stats: dict[str, Any]) -> list[str]:
     lines = []
     for key, symbol in (("pearson", "Pearson r"), ("spearman", "Spearman ρ")):
         value = stats.get(key)
         if value is None:
             continue
-        line = f"{symbol} = {value:.3f}"
+        lines.append(f"{symbol} = {value:.3f}")
         ci = stats.get(f"{key}_ci")
         if ci is not None:
-            line += f"  [{ci[0]:.2f}, {ci[1]:.2f}]"
-        lines.append(line)
+            lines.append(f"  95% CI [{ci[0]:.2f}, {ci[1]:.2f}]")
     if stats.get("n") is not None:
         lines.append(f"n = {stats['n']}")
-    return "\n".join(lines)
+    return lines
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
+    return "\n".join(_stats_lines(stats))
 
 
 def scatter_estimated_vs_actual(
@@ -68,14 +71,27 @@ def scatter_estimated_vs_actual(
     stats: dict[str, Any] | None = None,
     highlight: int | None = None,
     title: str | None = None,
+    xlabel: str = X_LABEL,
+    ylabel: str = Y_LABEL,
+    points_label: str = "training points",
+    legend: str = "below",
 ) -> dict[str, Any]:
     """Scatter of estimated (x) against actual (y) influence, one point per training point.
 
-    Draws the ``y = x`` line (points on it are estimated exactly), the retraining noise floor as a
-    band of half-width ``noise`` around it when given, the correlations from ``stats`` (a
-    :func:`influence_widgets.compare` dict) and a ring around point ``highlight`` (an index into
-    the arrays). Returns the artists: ``points``, ``line``, ``band``, ``highlight``, ``text``,
-    ``ax``.
+    Draws the ``y = x`` line (points on it are estimated exactly), the retraining noise floor
+    when given, the correlations from ``stats`` (a :func:`influence_widgets.compare` dict) and a
+    ring around point ``highlight`` (an index into the arrays). The noise floor is drawn as the
+    horizontal band ``|actual| < noise``: the points inside it moved their test loss by less
+    than retraining noise does, so their "actual" is indistinguishable from 0. It is the same
+    definition as ``frac_within_noise`` of :func:`influence_widgets.compare`, and the legend
+    says so.
+
+    Nothing is drawn over the data: the legend and the statistics sit outside the axes, in one
+    box ``legend="below"`` (default) or ``"right"`` of them (``"none"``: no legend; the
+    statistics then go in ``text`` only). ``xlabel``, ``ylabel`` and ``points_label`` rename
+    the axes and the dots (e.g. subsets for the LDS). Returns the artists: ``points``, ``line``,
+    ``band``, ``highlight``, ``text`` (the statistics, as one string artist in the legend),
+    ``legend``, ``ax``.
     """
     est, act = _array(estimated), _array(actual)
     if est.shape != act.shape:
@@ -83,7 +99,9 @@ def scatter_estimated_vs_actual(
             f"estimated has {est.size} values but actual has {act.size}; "
             "pass the same training points in the same order"
         )
-    ax = _new_axes(ax, (5.2, 4.6))
+    if legend not in ("below", "right", "none"):
+        raise ValueError(f"legend must be 'below', 'right' or 'none', got {legend!r}")
+    ax = _new_axes(ax, (5.2, 5.2))
     half = float(noise) if noise is not None and np.isfinite(noise) else 0.0
     lo, hi = _limits(est, act, half)
     line, band = _reference(ax, lo, hi, None if noise is None else half)
@@ -94,8 +112,10 @@ def scatter_estimated_vs_actual(
         color="tab:blue",
         alpha=0.8,
         zorder=3,
-        label="training points",
+        label=points_label,
         gid=POINTS_GID,
+        picker=True,
+        pickradius=6,
     )
     ring = ax.scatter(
         np.empty(0),
@@ -108,49 +128,60 @@ def scatter_estimated_vs_actual(
         gid=HIGHLIGHT_GID,
     )
     set_highlight({"highlight": ring, "points": points}, highlight)
-    text = _stats_box(ax, stats) if stats else None
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel(X_LABEL)
-    ax.set_ylabel(Y_LABEL)
-    ax.set_title(title or SIGN_NOTE, fontsize=9 if title is None else None)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.85)
-    return {"points": points, "line": line, "band": band, "highlight": ring, "text": text, "ax": ax}
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or SIGN_NOTE, fontsize=9)
+    leg, text = _outside_legend(ax, stats, legend)
+    return {"points": points, "line": line, "band": band, "highlight": ring, "text": text,
+            "legend": leg, "ax": ax}
 
 
-def _stats_box(ax: Axes, stats: dict[str, Any]) -> Any:
-    """The correlations (with CIs) in a box at the top left."""
-    box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "lw": 0.5}
-    return ax.text(
-        0.03,
-        0.97,
-        _stats_text(stats),
-        transform=ax.transAxes,
-        va="top",
-        ha="left",
-        fontsize=9,
-        family="monospace",
-        bbox=box,
-    )
+def _outside_legend(ax: Axes, stats: dict[str, Any] | None, where: str) -> tuple[Any, Any]:
+    """The legend and the statistics in one box outside ``ax`` (constrained layout makes room
+    for it); returns the legend and the statistics' text artist (None without stats)."""
+    from matplotlib.lines import Line2D
+
+    lines = _stats_lines(stats) if stats else []
+    handles, labels = ax.get_legend_handles_labels()
+    if where == "none":
+        return None, (ax.text(0, 0, "\n".join(lines), visible=False) if lines else None)
+    if lines:  # one entry without a marker: the statistics, as a block
+        handles.append(Line2D([], [], linestyle="none", marker=None))
+        labels.append("\n".join(lines))
+    if where == "below":
+        leg = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                        ncol=2, fontsize=8, frameon=False, borderaxespad=0.0)
+    else:
+        leg = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                        fontsize=8, frameon=False, borderaxespad=0.0)
+    text = leg.get_texts()[-1] if lines else None
+    if text is not None:
+        text.set_family("monospace")
+    return leg, text
 
 
 def _reference(ax: Axes, lo: float, hi: float, half: float | None) -> tuple[Any, Any]:
-    """Zero lines, the ``y = x`` line and (when ``half`` is given) the noise band around it."""
+    """Zero lines, the ``y = x`` line and (when ``half`` is given) the noise band
+    ``|actual| < half``."""
     ax.axhline(0.0, color="0.85", lw=0.8, zorder=0)
     ax.axvline(0.0, color="0.85", lw=0.8, zorder=0)
     band = None
     if half is not None:
-        band = ax.fill_between(
-            [lo, hi],
-            [lo - half, hi - half],
-            [lo + half, hi + half],
+        thin = 2 * half < 0.005 * (hi - lo)
+        note = "too thin to see here" if thin else "no different from 0"
+        band = ax.axhspan(
+            -half,
+            half,
             color="tab:orange",
             alpha=0.3,
             lw=0,
             zorder=1,
-            label=f"retraining noise floor (±{half:.2g})",
+            label=f"|actual| < noise floor {half:.2g}\n({note})",
         )
-    (line,) = ax.plot([lo, hi], [lo, hi], ls="--", color="0.35", lw=1.0, zorder=2, label="y = x")
+    (line,) = ax.plot([lo, hi], [lo, hi], ls="--", color="0.35", lw=1.0, zorder=2,
+                      label="y = x: estimate exact")
     return line, band
 
 

@@ -26,6 +26,7 @@ GT_MODES = [
     ("from scratch", "scratch"),
     ("last layer (warm start)", "last_layer"),
     ("PBRF", "pbrf"),
+    ("LDS (random half-subsets)", "lds"),
 ]
 SELECTIONS = [("top-k by |estimate|", "top"), ("random k", "random")]
 
@@ -167,7 +168,8 @@ class Controls:
         self.cancel = W.Button(
             description="Cancel", icon="stop", disabled=True, tooltip="stop the running computation"
         )
-        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="296px"))
+        self.progress = W.FloatProgress(  # shown while a job runs
+            value=0.0, min=0.0, max=1.0, layout=W.Layout(width="296px", visibility="hidden"))
         self.status = W.HTML(value="")
         self.point = W.Dropdown(
             options=[("(none)", -1)],

@@ -65,6 +65,16 @@ def _in_kernel() -> bool:
     return ip is not None and getattr(ip, "kernel", None) is not None
 
 
+def _interactive_canvas() -> bool:
+    """Whether ipympl (matplotlib's widget canvas) is installed: the scatter is then a live
+    canvas whose dots can be clicked and hovered; otherwise a static image."""
+    try:
+        import ipympl.backend_nbagg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _model_names(models: dict[str, TrainedModel]) -> list[str]:
     from ..models import zoo
 
@@ -77,7 +87,18 @@ class InfluenceExplorer(W.VBox):
 
     Args:
         models: extra trained models by name (shown before the zoo presets); each needs ``.data``.
-        model: the model selected first: a name, or a ``TrainedModel`` (added to the list).
+        model: the model selected first: a name, a ``TrainedModel`` (added to the list), or
+            your own trained ``nn.Module`` together with ``train`` and ``test`` (its weights are
+            used as they are, not retrained; see :func:`influence_widgets.wrap`).
+        train, test: with a plain ``nn.Module`` as ``model``: ``(X, y)`` pairs (tensors or
+            arrays) of the points it was trained on and of the points to explain; or ``data``,
+            an ``iw.datasets.Data``, instead of both.
+        feature_names, class_names: with a plain ``nn.Module``: one name per input column and
+            one per output (class k is output k), shown beside each point.
+        weight_decay: with a plain ``nn.Module``: the L2 coefficient it was trained with (the
+            optimiser's ``weight_decay``; ``None``: 0 is assumed, with a warning). Other
+            keywords of :func:`~influence_widgets.wrap` (``loss``, ``name``, ``config``) pass
+            through.
         device: "cpu" (default) or "cuda".
         threaded: run the Compute button (and model loading) in a worker thread so that Cancel and
             the progress bar respond; the default is on inside a Jupyter kernel, off elsewhere.
@@ -105,6 +126,10 @@ class InfluenceExplorer(W.VBox):
     """
 
     CONFIRM_SECONDS = 60.0  # a compute expected to take longer asks first
+    #: The scatter as a live ipympl canvas (click or hover a dot to select it: True) or a static
+    #: image with the dropdown below it (False); None: live inside a Jupyter kernel when ipympl
+    #: is installed.
+    INTERACTIVE: bool | None = None
 
     model_name = Unicode(None, allow_none=True)
     test_pick = Unicode("highest")
@@ -128,10 +153,28 @@ class InfluenceExplorer(W.VBox):
         self,
         models: dict[str, TrainedModel] | None = None,
         *,
-        model: str | TrainedModel | None = None,
+        model: str | TrainedModel | torch.nn.Module | None = None,
         device: str | None = None,
         threaded: bool | None = None,
+        train: Any = None,
+        test: Any = None,
+        data: Any = None,
+        feature_names: Any = None,
+        class_names: Any = None,
+        weight_decay: float | None = None,
+        **wrap_options: Any,
     ) -> None:
+        """The explorer, on the zoo's models (no arguments), on ``models`` / ``model`` (a name
+        or a ``TrainedModel``), or on your own trained ``nn.Module``:
+        ``InfluenceExplorer(model=net, train=(X, y), test=(X, y), weight_decay=...,
+        feature_names=[...], class_names=[...])`` (see :func:`influence_widgets.wrap`; its
+        weights are used as they are, not retrained). Every argument is described in
+        ``help(InfluenceExplorer)``, above."""
+        from ..models.wrap import explorer_model
+
+        model = explorer_model(model, train=train, test=test, data=data,
+                               feature_names=feature_names, class_names=class_names,
+                               weight_decay=weight_decay, **wrap_options)
         super().__init__()
         models = dict(models or {})
         if isinstance(model, TrainedModel):
@@ -183,8 +226,34 @@ class InfluenceExplorer(W.VBox):
 
     # ------------------------------------------------------------------ layout
     def _build_outputs(self) -> None:
+        live = self.INTERACTIVE
+        self.interactive = (_in_kernel() and _interactive_canvas()) if live is None else live
         self.scatter_out = W.Output(layout=W.Layout(min_height="425px", width="520px"))
-        self.scatter_out.add_class("iw-scatter")
+        self.last_figure = Figure(figsize=(5.3, 5.7), layout="constrained")
+        self.canvas = None
+        if self.interactive:
+            from ipympl.backend_nbagg import Canvas, FigureManager
+
+            self.canvas = Canvas(self.last_figure)
+            FigureManager(self.canvas, 0)  # the canvas's manager; never registered with pyplot
+            self.canvas.header_visible = False
+            self.canvas.footer_visible = False
+            self.canvas.toolbar_visible = False
+            self.canvas.resizable = False
+            self.canvas.capture_scroll = False
+            self.canvas.layout = W.Layout(width="520px")
+            self.canvas.mpl_connect("pick_event", self._on_pick)
+            self.canvas.mpl_connect("motion_notify_event", self._on_hover)
+            self.canvas.add_class("iw-canvas")
+        view = self.canvas if self.canvas is not None else self.scatter_out
+        self.scatter_box = W.VBox([view], layout=W.Layout(min_height="425px", width="520px"))
+        self.scatter_box.add_class("iw-scatter")
+        self.hover_html = W.HTML(
+            "<span style='color:#666'>Click a dot to select its training point.</span>"
+            if self.interactive else "",
+            layout=W.Layout(width="520px"),
+        )
+        self.hover_html.add_class("iw-hover")
         self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
         self.test_html = W.HTML()
         self.test_out = W.Output()
@@ -222,11 +291,12 @@ class InfluenceExplorer(W.VBox):
                 self.point_html,
                 self.point_out,
             ],
-            layout=W.Layout(flex="0 0 210px", padding="0 0 0 10px"),
+            layout=W.Layout(flex="0 0 260px", width="260px", padding="0 0 0 10px",
+                            overflow="visible"),
         )
         center = W.VBox(
-            [self.confirm_box, self.stale_html, self.scatter_out, self.stats, self.report_box,
-             c.point],
+            [self.confirm_box, self.stale_html, self.scatter_box, self.hover_html, self.stats,
+             self.report_box, c.point],
             layout=W.Layout(flex="0 0 525px"),
         )
         tabs = W.Tab(
@@ -299,8 +369,10 @@ class InfluenceExplorer(W.VBox):
             return
         self.error = f"{type(exc).__name__}: {exc}"
         self.error_box.value = panels.error_html(exc, context)
-        if isinstance(exc, SolverError | HessianTooLargeError):  # also where solvers are judged
-            self.diag_html.value = panels.error_html(exc, f"solving with {self.solver}")
+        if isinstance(exc, SolverError | HessianTooLargeError):  # where solvers are judged:
+            self.diag_html.value = panels.note_html(  # a pointer, not the message a second time
+                f"{self.solver} failed ({type(exc).__name__}): the message and what to do are "
+                "shown below the explorer")
             self.trace_out.outputs = ()
         panels.show_text(self.traceback_out, panels.format_traceback(exc))
         self.traceback.selected_index = None
@@ -435,12 +507,17 @@ class InfluenceExplorer(W.VBox):
 
     @observe("gt_mode")
     def _on_gt_mode(self, change: dict[str, Any]) -> None:
-        self.controls.gt_steps.layout.display = "none" if change["new"] == "scratch" else None
+        lds = change["new"] == "lds"
+        self.controls.gt_steps.layout.display = "none" if change["new"] in ("scratch", "lds") else None
+        self.controls.selection.layout.display = "none" if lds else None  # subsets are random
+        self.controls.k.description = "k (subsets)" if lds else "k (points)"
 
     @observe("busy")
     def _on_busy(self, change: dict[str, Any]) -> None:
         self.controls.compute.disabled = change["new"]
         self.controls.cancel.disabled = not change["new"]
+        # the bar shows only while something runs (a full blue bar at rest reads as "working")
+        self.controls.progress.layout.visibility = "visible" if change["new"] else "hidden"
 
     def _on_point_choice(self, change: dict[str, Any]) -> None:
         self.selected = None if change["new"] in (None, -1) else int(change["new"])
@@ -657,7 +734,7 @@ class InfluenceExplorer(W.VBox):
 
     def _set_stale(self, reason: str | None) -> None:
         self.stale = reason is not None
-        marked = (self.scatter_out, self.stats, self.report_box)
+        marked = (self.scatter_box, self.stats, self.report_box)
         if reason is None:
             self.stale_html.value = ""
             for w in marked:
@@ -705,6 +782,9 @@ class InfluenceExplorer(W.VBox):
         self.outcome = None
         self._artists = {}
         self.scatter_out.outputs = ()
+        self.last_figure.clear()
+        if self.canvas is not None:
+            self.canvas.draw_idle()
         self.extremes_out.outputs = ()
         self.extremes_html.value = ""
         self.trace_out.outputs = ()
@@ -726,20 +806,19 @@ class InfluenceExplorer(W.VBox):
 
     def _render_scatter(self, out: Outcome) -> None:
         req = out.request
-        if self.last_figure is None:
-            self.last_figure = Figure(figsize=(5.3, 4.4), layout="constrained")
         fig = self.last_figure
         fig.clear()
+        lds = req.is_lds
         self._artists = scatter_estimated_vs_actual(
             out.estimated.numpy(),
             out.actual.numpy(),
             ax=fig.add_subplot(),
             noise=out.noise_std,
             stats=out.stats,
-            title=f"{req.model} · test #{req.test_index} · {req.solver}\n"
-            + panels.gt_title(req, out.loo.dtype, len(out.indices)),
+            title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
+            **(panels.LDS_LABELS if lds else {}),
         )
-        panels.show_figure(self.scatter_out, fig)
+        self._show_scatter()
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
@@ -747,7 +826,51 @@ class InfluenceExplorer(W.VBox):
             noise=out.noise_std,
             retrains=out.retrains,
             seconds=out.seconds,
+            lds=lds,
         )
+
+    def _show_scatter(self) -> None:
+        """Draw the figure where the scatter lives: the live canvas, or a static image."""
+        if self.canvas is not None:
+            self.canvas.draw_idle()
+        else:
+            panels.show_figure(self.scatter_out, self.last_figure)
+
+    # ------------------------------------------------------------------ clicking and hovering
+    def _dot_at(self, event: Any) -> int | None:
+        """The position (into the evaluated arrays) of the dot under a mouse event, or None;
+        of several, the nearest."""
+        points = self._artists.get("points")
+        if points is None or event.inaxes is not points.axes:
+            return None
+        hit, info = points.contains(event)
+        if not hit or not len(info.get("ind", ())):
+            return None
+        ind = np.asarray(info["ind"])
+        xy = points.get_offset_transform().transform(np.asarray(points.get_offsets())[ind])
+        near = np.hypot(xy[:, 0] - event.x, xy[:, 1] - event.y)
+        return int(ind[int(np.argmin(near))])
+
+    def _on_pick(self, event: Any) -> None:
+        """A click on a dot selects it (as choosing it in the dropdown does)."""
+        if event.artist is not self._artists.get("points"):
+            return
+        pos = self._dot_at(event.mouseevent)
+        if pos is None:
+            pos = int(np.asarray(event.ind)[0])
+        self.controls.point.value = pos  # sets ``selected`` and shows the point
+
+    def _on_hover(self, event: Any) -> None:
+        """Hovering a dot names it below the scatter (nothing is drawn over the data)."""
+        out = self.outcome
+        pos = None if out is None else self._dot_at(event)
+        if pos is None:
+            text = ("Click a dot to select its training point." if out is None or not
+                    out.request.is_lds else "Click a dot to select its subset.")
+            self.hover_html.value = f"<span style='color:#666'>{text}</span>"
+            return
+        self.hover_html.value = panels.dot_html(out, pos) + (
+            " <span style='color:#666'>(click to select)</span>")
 
     def _data_view(self) -> dict[str, Any]:
         data = self.session.model(self.model_name).data
@@ -759,6 +882,13 @@ class InfluenceExplorer(W.VBox):
         }
 
     def _render_extremes(self, out: Outcome) -> None:
+        if out.request.is_lds:
+            self.extremes_out.outputs = ()
+            self.extremes_html.value = panels.note_html(
+                "With the LDS ground truth each dot is a random subset, not a training point, so "
+                "there is no actual effect per training point to show here: choose a LOO ground "
+                "truth for the most helpful and harmful points.")
+            return
         tm = self.session.model(out.request.model)
         view = self._data_view()
         pos = panels.extreme_positions(out.estimated.numpy())
@@ -807,14 +937,8 @@ class InfluenceExplorer(W.VBox):
 
     def _render_point_choices(self, out: Outcome) -> None:
         order = np.argsort(-np.abs(out.estimated.numpy()))
-        options = [("(none)", -1)] + [
-            (
-                f"#{int(out.indices[p])}: est {float(out.estimated[p]):+.3e}, "
-                f"actual {float(out.actual[p]):+.3e}",
-                int(p),
-            )
-            for p in order
-        ]
+        options = [("(none)", -1)] + [(panels.dot_label(out, int(p)), int(p)) for p in order]
+        self.controls.point.description = "subset" if out.request.is_lds else "training point"
         self.controls.point.options = options
         self.controls.point.value = -1
 
@@ -823,11 +947,16 @@ class InfluenceExplorer(W.VBox):
         if out is None or not self._artists:
             return
         set_highlight(self._artists, pos)
-        panels.show_figure(self.scatter_out, self.last_figure)
+        self._show_scatter()
         if pos is None:
             self.point_html.value, self.point_out.outputs = "", ()
             return
         tm = self.session.model(out.request.model)
+        if out.request.is_lds:
+            self.point_html.value = panels.subset_html(out, pos, tm.data.class_names,
+                                                       tm.y_train)
+            self.point_out.outputs = ()
+            return
         i = int(out.indices[pos])
         view = self._data_view()
         extra = (

@@ -78,6 +78,39 @@ def _ci(stats: dict[str, Any], key: str) -> str:
     return f" <span style='color:#666'>[{ci[0]:.2f}, {ci[1]:.2f}] 95% CI</span>" if ci else ""
 
 
+#: One line per number the explorer shows: on hover (``title``) and in "what the numbers mean".
+EXPLAIN = {
+    "pearson": "linear correlation of estimated and actual across the dots: 1 = the estimates "
+    "are an exact linear function of the actual changes, 0 = no linear relation",
+    "spearman": "rank correlation: do the estimates order the dots as retraining does? 1 = the "
+    "same order, 0 = unrelated, -1 = reversed",
+    "ci": "95% bootstrap interval over the dots: how far the correlation could move with other "
+    "dots of the same kind",
+    "topk_overlap": "top-10 overlap: the share of the 10 dots with the largest |actual| change "
+    "that are also among the 10 largest |estimates|",
+    "sign_agreement": "sign agreement: the share of dots whose estimate and actual change have "
+    "the same sign (both helping or both hurting)",
+    "frac_within_noise": "within noise floor: the share of dots whose |actual| change is below "
+    "the retraining noise floor (the orange band): their effect cannot be told from noise",
+    "noise": "noise floor: the standard deviation, over retraining seeds, of the change in this "
+    "test loss when nothing is removed; smaller actual changes are indistinguishable from 0",
+    "n": "n: the number of dots compared (training points, or subsets for the LDS)",
+    "lds": "LDS (linear datamodeling score): the Spearman correlation over random subsets of "
+    "the summed estimates of the points each removes with the actual change after retraining",
+}
+LDS_LABELS = {
+    "xlabel": "predicted: sum of the estimates of the removed points",
+    "ylabel": "actual change (retrained on the subset)",
+    "points_label": "random subsets (half the data each)",
+}
+
+
+def _hint(label: str, key: str) -> str:
+    """``label`` with its explanation on hover (dotted underline)."""
+    return (f"<span title='{html.escape(EXPLAIN[key], quote=True)}' "
+            f"style='border-bottom:1px dotted #888;cursor:help'>{label}</span>")
+
+
 def stats_html(
     stats: dict[str, Any],
     *,
@@ -86,11 +119,16 @@ def stats_html(
     noise: float | None,
     retrains: int,
     seconds: dict[str, float],
+    lds: bool = False,
 ) -> str:
-    """Correlations with bootstrap CIs and the settings that produced them."""
+    """Correlations with bootstrap CIs and the settings that produced them; every number with
+    its explanation on hover and in a "what the numbers mean" section."""
+    spearman = "Spearman (= LDS)" if lds else "Spearman"
     rows = [
-        f"<b>Pearson</b> {_fmt(stats.get('pearson'), '.3f')}{_ci(stats, 'pearson')}",
-        f"<b>Spearman</b> {_fmt(stats.get('spearman'), '.3f')}{_ci(stats, 'spearman')}",
+        f"<b>{_hint('Pearson', 'pearson')}</b> {_fmt(stats.get('pearson'), '.3f')}"
+        f"{_ci(stats, 'pearson')}",
+        f"<b>{_hint(spearman, 'lds' if lds else 'spearman')}</b> "
+        f"{_fmt(stats.get('spearman'), '.3f')}{_ci(stats, 'spearman')}",
     ]
     extra = []
     for key, label in (
@@ -99,23 +137,63 @@ def stats_html(
         ("frac_within_noise", "within noise floor"),
     ):
         if stats.get(key) is not None:
-            extra.append(f"{label} {_fmt(stats[key], '.2f')}")
+            extra.append(f"{_hint(label, key)} {_fmt(stats[key], '.2f')}")
     rows.append(" · ".join(extra))
     if stats.get("note"):
         rows.append(f"<span style='color:#a60'>{html.escape(str(stats['note']))}</span>")
     rows.append(
-        f"<span style='color:#555'>{html.escape(index_note)} · n = {stats.get('n', '–')}</span>"
+        f"<span style='color:#555'>{html.escape(index_note)} · {_hint('n', 'n')} = "
+        f"{stats.get('n', '–')}</span>"
     )
     noise_txt = (
-        f"noise floor ±{noise:.3g} (std over seeds)" if noise is not None else "no noise floor"
+        f"{_hint('noise floor', 'noise')} ±{noise:.3g} (std over seeds)" if noise is not None
+        else "no noise floor"
     )
     rows.append(f"<span style='color:#555'>{html.escape(gt_note)} · {noise_txt}</span>")
     rows.append(
         f"<span style='color:#555'>{retrains} retrains computed now · "
         f"{seconds.get('total', 0.0):.2f} s (estimate {seconds.get('estimate', 0.0):.2f}, "
-        f"LOO {seconds.get('retrain', 0.0):.2f}, noise {seconds.get('noise', 0.0):.2f})</span>"
+        f"{'subsets' if lds else 'LOO'} {seconds.get('retrain', 0.0):.2f}, "
+        f"noise {seconds.get('noise', 0.0):.2f})</span>"
+    )
+    keys = ["pearson", "lds" if lds else "spearman", "ci", "topk_overlap", "sign_agreement",
+            "frac_within_noise", "noise", "n"]
+    legend = "".join(f"<li>{html.escape(EXPLAIN[k])}</li>" for k in keys)
+    rows.append(
+        "<details class='iw-explain'><summary style='cursor:pointer;color:#2a6f97'>What do "
+        f"these numbers mean?</summary><ul style='margin:2px 0 2px 16px;padding:0'>{legend}"
+        "</ul></details>"
     )
     return "<div class='iw-stats' style='line-height:1.5'>" + "<br>".join(rows) + "</div>"
+
+
+def dot_label(out: Any, pos: int) -> str:
+    """One dot in a line: its training point (or subset), estimate and actual change."""
+    est, act = float(out.estimated[pos]), float(out.actual[pos])
+    if out.request.is_lds:
+        return f"subset {pos}: predicted {est:+.3e}, actual {act:+.3e}"
+    return f"#{int(out.indices[pos])}: est {est:+.3e}, actual {act:+.3e}"
+
+
+def dot_html(out: Any, pos: int) -> str:
+    """The hover line for one dot."""
+    return f"<b>{html.escape(dot_label(out, pos))}</b>"
+
+
+def subset_html(out: Any, pos: int, class_names: Sequence[str] | None, y: Any) -> str:
+    """One LDS subset: how much it removes, by class, and its predicted and actual change."""
+    keep = out.loo.subsets[pos]
+    removed = (~keep).nonzero().flatten()
+    labels = np.asarray(y.cpu() if hasattr(y, "cpu") else y)[removed.numpy()]
+    counts = ", ".join(
+        f"{html.escape(_label(class_names, int(c)))}: {int((labels == c).sum())}"
+        for c in np.unique(labels)
+    )
+    return (
+        f"<b>subset {pos}</b><br>removes {removed.numel()} of {keep.numel()} training points "
+        f"({counts})<br>predicted {float(out.estimated[pos]):+.3e} (sum of their estimates)"
+        f"<br>actual {float(out.actual[pos]):+.3e} (retrained from scratch on the rest)"
+    )
 
 
 def _label(class_names: Sequence[str] | None, y: int) -> str:
@@ -129,7 +207,7 @@ def feature_table(x: Any, names: Sequence[str] | None) -> str:
     ).reshape(-1)
     names = list(names) if names is not None else [f"x{i}" for i in range(vals.size)]
     cells = "".join(
-        f"<tr><td style='padding-right:8px'>{html.escape(str(n))}</td>"
+        f"<tr><td style='padding-right:8px;overflow-wrap:anywhere'>{html.escape(str(n))}</td>"
         f"<td style='text-align:right'>{v:.3g}</td></tr>"
         for n, v in zip(names, vals)
     )
@@ -255,9 +333,27 @@ def extreme_positions(est: Any, n: int = 3) -> dict[str, list[int]]:
     helpful = [int(p) for p in order[::-1][:n] if e[p] > 0]
     harmful = [int(p) for p in order[:n] if e[p] < 0]
     return {
-        "most helpful (removing raises the test loss)": helpful,
-        "most harmful (removing lowers the test loss)": harmful,
+        "most helpful by the estimate (removing it is estimated to raise the test loss)": helpful,
+        "most harmful by the estimate (removing it is estimated to lower the test loss)": harmful,
     }
+
+
+def _eigen_text(eigen: dict[str, Any]) -> str:
+    """The top and the smallest eigenvalue, named for what they are: "most negative" only for a
+    negative one (a positive smallest eigenvalue means none is negative)."""
+    top, low, n_neg = eigen.get("top_eigenvalue"), eigen.get("min_eigenvalue"), eigen.get(
+        "n_negative")
+    text = (f"<span title='the largest eigenvalue: how sharply the loss curves in its steepest "
+            f"direction'>top <b>{_fmt(top)}</b></span>")
+    if low is not None:
+        if low < 0:
+            neg = f", {n_neg} negative" if n_neg is not None else ""
+            text += (f", most negative <b>{_fmt(low)}</b>{neg} (the curvature is indefinite: "
+                     "solvers need damping above it)")
+        else:
+            text += (f", smallest <b>{_fmt(low)}</b> (none negative: positive definite, "
+                     "condition number " f"{_fmt(top / low if low > 0 and top else None)})")
+    return text
 
 
 def diagnostics_html(
@@ -281,9 +377,7 @@ def diagnostics_html(
         "gradient norm at the trained parameters: "
         f"<b>{_fmt(model_diag.get('grad_norm'), '.2e')}</b> "
         f"(tol {_fmt(model_diag.get('grad_tol'), '.0e')}) · {conv_txt}",
-        f"{curv} eigenvalues: top <b>{_fmt(eigen.get('top_eigenvalue'))}</b>, most negative "
-        f"<b>{_fmt(eigen.get('min_eigenvalue'))}</b>"
-        + (f", {eigen['n_negative']} negative" if eigen.get("n_negative") is not None else ""),
+        f"{curv} eigenvalues: {_eigen_text(eigen)}",
     ]
     if eigen.get("note"):
         rows.append(html.escape(eigen["note"]))
@@ -333,17 +427,35 @@ def describe_request(req: Any) -> str:
     defaults = type(st)().options() if isinstance(st, SolverSettings) else {}
     changed = ", ".join(f"{k} {v}" for k, v in opts.items() if defaults.get(k) != v)
     solver = f"{req.solver} ({changed})" if changed else req.solver
-    gt = req.gt_mode if req.gt_mode == "scratch" else f"{req.gt_mode} {req.gt_steps} steps"
+    gt = req.gt_mode if req.gt_mode in ("scratch", "lds") else f"{req.gt_mode} {req.gt_steps} steps"
     return (
         f"{req.model} · test #{req.test_index} · {solver} · damping {req.damping:g} · "
         f"{req.curvature} · params {req.params} · {gt} · {req.selection} {req.k}"
     )
 
 
+def plot_title(req: Any, dtype: str, k: int) -> str:
+    """What produced a scatter, in its title: model, test point, solver (with the settings that
+    differ from its defaults), damping, curvature, parameters; then the ground truth."""
+    from ..influence.settings import SolverSettings
+
+    st = req.settings
+    opts = st.options() if isinstance(st, SolverSettings) else {}
+    defaults = type(st)().options() if isinstance(st, SolverSettings) else {}
+    changed = ", ".join(f"{k} {v}" for k, v in opts.items() if defaults.get(k) != v)
+    curv = "Hessian" if req.curvature == "hessian" else "GGN"
+    params = "all params" if req.params == "all" else f"{req.params.replace('_', ' ')} params"
+    solver = f"{req.solver} ({changed})" if changed else req.solver
+    return (f"{req.model} · test #{req.test_index}\n{solver} · damping {req.damping:g} · {curv} · "
+            f"{params}\n{gt_title(req, dtype, k)}")
+
+
 def gt_title(req: Any, dtype: str, k: int) -> str:
     """The ground truth in a few words, for the scatter's title: mode, steps, dtype, points."""
     what = {"warm_start": "LOO warm start", "scratch": "LOO from scratch",
             "last_layer": "LOO last layer", "pbrf": "PBRF"}.get(req.gt_mode, req.gt_mode)
+    if req.gt_mode == "lds":
+        return f"LDS: {k} random half-subsets, from scratch · {dtype}"
     steps = "" if req.gt_mode == "scratch" else f" {req.gt_steps} steps"
     return f"{what}{steps} · {dtype} · k = {k} ({req.selection})"
 

@@ -40,6 +40,7 @@ from ..models.training import TrainConfig, TrainedModel
 if TYPE_CHECKING:
     from ..ground_truth import LOOResult, NoiseResult
     from ..ground_truth.eta import EstimateETA, StepTiming, SweepETA
+    from ..ground_truth.lds import LDSResult
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 ShouldStop = Callable[[], bool]
@@ -49,7 +50,9 @@ GT_MODES = {  # widget name -> (leave_one_out mode, retrained parameters)
     "scratch": ("scratch", "all"),
     "last_layer": ("warm_start", "last_layer"),
     "pbrf": ("pbrf", "all"),
+    "lds": ("scratch", "all"),  # random half-subsets retrained from scratch (TRAK's protocol)
 }
+LDS_FRACTION = 0.5  # the share of the training set each LDS subset keeps
 DEFAULT_MODEL = "iris-mlp-d1-w5-wd"
 LOO_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3}
 DEFAULT_GT_STEPS = 500
@@ -106,8 +109,21 @@ class Request:
 
     @property
     def gt_key(self) -> tuple:
-        steps = None if self.gt_mode == "scratch" else self.gt_steps
+        steps = None if self.gt_mode in ("scratch", "lds") else self.gt_steps
         return (self.gt_mode, steps, self.device)
+
+    @property
+    def noise_key(self) -> tuple:
+        """The ground truth whose retraining noise applies: LDS retrains from scratch, so its
+        noise floor is the from-scratch one."""
+        if self.gt_mode == "lds":
+            return ("scratch", None, self.device)
+        return self.gt_key
+
+    @property
+    def is_lds(self) -> bool:
+        """Whether the dots are random subsets (LDS) rather than training points (LOO)."""
+        return self.gt_mode == "lds"
 
 
 @dataclass
@@ -191,7 +207,7 @@ def gt_config(tm: TrainedModel, gt_mode: str, steps: int, device: str) -> TrainC
     ``steps`` steps from the trained parameters otherwise. The objective (loss, weight decay) is
     always the model's: left unset here, ``leave_one_out`` takes it from the model."""
     base = tm.config.replace(device=device, loss=None, weight_decay=None)
-    if gt_mode == "scratch":
+    if gt_mode in ("scratch", "lds"):
         return base
     return base.replace(steps=steps, epochs=None, batch_size=None, polish_steps=0, **LOO_OPTIMIZER)
 
@@ -201,6 +217,9 @@ def describe_gt(req: Request, objective: Any = None, dtype: str | None = None) -
     :class:`~influence_widgets.ground_truth.RetrainObjective`), for the results panel."""
     if req.gt_mode == "scratch":
         line = "LOO from scratch (the model's own training config, same seed)"
+    elif req.is_lds:
+        line = (f"LDS: {req.k} random subsets keeping {LDS_FRACTION:.0%} of the training set, "
+                "each retrained from scratch (the model's own training config, same seed)")
     else:
         what = {
             "warm_start": "LOO warm start",
@@ -294,6 +313,7 @@ class ExplorerSession:
         self._index_sets: dict[tuple, tuple[torch.Tensor, str]] = {}
         self._loo: dict[tuple, LOOResult] = {}
         self._noise: dict[tuple, NoiseResult] = {}
+        self._lds: dict[tuple, LDSResult] = {}
         self._power: dict[tuple, float] = {}
         self._predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._fitted: set[tuple] = set()  # (engine key, solver, settings) fitted once
@@ -456,12 +476,54 @@ class ExplorerSession:
             self._loo[key] = res
         return res
 
+    def lds_key(self, req: Request) -> tuple:
+        return (req.model, req.test_index, req.k, req.seed, req.gt_key)
+
+    def subsets(
+        self,
+        req: Request,
+        scores_row: torch.Tensor,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> tuple[LDSResult, torch.Tensor, torch.Tensor]:
+        """The LDS ground truth of the test point: ``k`` random subsets keeping
+        :data:`LDS_FRACTION` of the training set, each retrained from scratch (memory, then the
+        on-disk store, then retraining; once per model, test point, k and seed: another solver
+        costs no retraining). Returns the result and, per subset, the prediction of
+        ``scores_row`` (the sum of its estimates over the points the subset removes) and the
+        actual change in the test point's loss."""
+        from ..ground_truth import lds
+
+        key = self.lds_key(req)
+        res = self._lds.get(key)
+        if res is None:
+            tm = self.model(req.model)
+            t = req.test_index
+            X, y = tm.data.test
+            res = lds(
+                tm,
+                tm.train,
+                (X[t : t + 1], y[t : t + 1]),
+                scores_row.reshape(1, -1),
+                fraction=LDS_FRACTION,
+                n_subsets=req.k,
+                seed=req.seed,
+                progress=progress,
+                should_stop=should_stop,
+                **self._gt_args(req),
+            )
+            self.retrain_count += int(res.n_retrains_computed)
+            self._lds[key] = res
+        removed = (~res.subsets).to(torch.float64)
+        predicted = removed @ scores_row.to(torch.float64).reshape(-1)
+        return res, predicted, res.actual[0].detach().double().cpu()
+
     def noise(
         self, req: Request, progress: Progress | None = None, should_stop: ShouldStop | None = None
     ) -> float | None:
         """The retraining noise floor of the test point: std over seeds of the change in its loss
         with nothing removed (all test points at once, once per model and ground-truth setting)."""
-        key = (req.model, req.gt_key)
+        key = (req.model, req.noise_key)
         res = self._noise.get(key)
         if res is None:
             from ..ground_truth import retraining_noise
@@ -526,11 +588,17 @@ class ExplorerSession:
         tm = self.model(req.model)
         n = int(tm.X_train.shape[0])
         k = min(req.k, n)
-        hit = self._index_sets.get((req.model, req.test_index, req.k, req.selection, req.seed))
-        known = hit is not None or req.selection == "random"
-        idx = (hit[0].tolist() if hit is not None
-               else random_k(n, k, req.seed) if req.selection == "random" else list(range(k)))
-        loo_cached = known and (req.model, tuple(idx), req.gt_key) in self._loo
+        if req.is_lds:  # k subsets: as many retrains, each of the same length as one LOO's
+            known, idx = True, list(range(k))
+            loo_cached = self.lds_key(req) in self._lds
+        else:
+            hit = self._index_sets.get((req.model, req.test_index, req.k, req.selection,
+                                        req.seed))
+            known = hit is not None or req.selection == "random"
+            idx = (hit[0].tolist() if hit is not None
+                   else random_k(n, k, req.seed) if req.selection == "random"
+                   else list(range(k)))
+            loo_cached = known and (req.model, tuple(idx), req.gt_key) in self._loo
         if loo_cached and self.noise_known(req):
             return None, None, known
         args = self._gt_args(req)
@@ -541,7 +609,7 @@ class ExplorerSession:
         retrain = None
         if not loo_cached:
             jobs = loo_jobs(problem, idx)
-            if not known:  # not chosen yet: never found in the store
+            if not known or req.is_lds:  # not chosen yet (or subsets): not in the store
                 jobs = [j if not j.remove else Job(f"?{j.key}", j.remove) for j in jobs]
             retrain = sweep_eta(problem, jobs, opts, timings=self._timings, clock=clock)
         noise = None
@@ -580,8 +648,9 @@ class ExplorerSession:
             fits = [(k, seconds) for k, seconds in fits if seconds <= limit]
             if fits:
                 k, seconds = fits[0]
-                out.append((f"k = {k} points", {"k": k}, seconds))
-        if retrain is not None and req.gt_mode != "scratch":
+                what = "subsets" if req.is_lds else "points"
+                out.append((f"k = {k} {what}", {"k": k}, seconds))
+        if retrain is not None and req.gt_mode not in ("scratch", "lds"):
             for steps in _fewer(req.gt_steps):
                 seconds = parts["estimate"] + retrain.seconds_for(steps=steps) + (
                     0.0 if noise is None else noise.seconds_for(steps=steps))
@@ -593,7 +662,7 @@ class ExplorerSession:
     # ------------------------------------------------------------------ all together
     def noise_known(self, req: Request) -> bool:
         """Whether the noise floor of ``req``'s model and ground truth is already in memory."""
-        return (req.model, req.gt_key) in self._noise
+        return (req.model, req.noise_key) in self._noise
 
     def run(
         self,
@@ -612,12 +681,20 @@ class ExplorerSession:
             before = self.retrain_count
             req, est, notes = self.estimate_or_pick(req, stage("estimating"))
             row = est.values[0].detach().double().cpu()
-            idx, note = self.indices(req, row)
-            t1 = time.perf_counter()
-            loo = self.actual(req, idx, stage("retraining"), should_stop)
-            actual = torch.as_tensor(loo.values)[req.test_index].detach().double().cpu()
-            t2 = time.perf_counter()
-            estimated = row[idx]
+            if req.is_lds:
+                t1 = time.perf_counter()
+                loo, estimated, actual = self.subsets(req, row, stage("retraining"), should_stop)
+                idx = torch.arange(estimated.numel())
+                note = (f"{req.k} random subsets (seed {req.seed}), each removing "
+                        f"{1 - LDS_FRACTION:.0%} of the training set")
+                t2 = time.perf_counter()
+            else:
+                idx, note = self.indices(req, row)
+                t1 = time.perf_counter()
+                loo = self.actual(req, idx, stage("retraining"), should_stop)
+                actual = torch.as_tensor(loo.values)[req.test_index].detach().double().cpu()
+                t2 = time.perf_counter()
+                estimated = row[idx]
             out = Outcome(
                 req,
                 est,
@@ -681,7 +758,7 @@ class ExplorerSession:
         from ..evaluate import trust_report
 
         req = out.request
-        noise = self._noise.get((req.model, req.gt_key)) if out.noise_std is not None else None
+        noise = self._noise.get((req.model, req.noise_key)) if out.noise_std is not None else None
         return trust_report(
             model=self.model(req.model),
             estimate=out.estimate,
