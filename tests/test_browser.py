@@ -286,6 +286,7 @@ def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
                         page.wait_for_timeout(1000)
                         _check_image(scatter.screenshot())
                         _click_a_dot(page, t_end)
+                        page.wait_for_timeout(1000)  # the ring is drawn on the next frame
                         page.locator(".iw-explorer").first.screenshot(
                             path=str(ARTIFACTS / "quickstart-selected.png"))
                         _stale_after_a_change(page, t_end)

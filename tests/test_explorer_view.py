@@ -179,3 +179,57 @@ def test_lds_ground_truth_scatters_subsets_and_matches_the_library(iris_model, m
     ex.controls.solver.value = "identity"
     ex.compute(raise_errors=True)
     assert ex.retrain_count == before and ex.outcome.request.solver == "identity"
+
+
+def test_export_writes_the_comparison_and_the_figure(iris_model, monkeypatch, tmp_path):
+    import pandas as pd
+
+    ex = _explorer(iris_model, False, monkeypatch)
+    frame = ex.to_frame()
+    assert list(frame.columns[:4]) == ["index", "label", "estimate", "actual"]
+    np.testing.assert_array_equal(frame["index"], ex.last_indices.numpy())
+    np.testing.assert_allclose(frame["estimate"], ex.last_estimates.numpy())
+    names = iris_model.data.class_names
+    assert frame["label"].tolist() == [names[int(iris_model.y_train[i])]
+                                       for i in ex.last_indices]
+    for key in ("solver", "damping", "curvature", "params", "ground_truth", "gt_steps"):
+        assert frame[key].nunique() == 1, key
+    paths = ex.export(tmp_path / "out")
+    back = pd.read_csv(paths["csv"])
+    np.testing.assert_allclose(back["actual"], ex.last_actual.numpy(), rtol=1e-12)
+    assert back["solver"].iloc[0] == "exact" and back["test_index"].iloc[0] == ex.test_index
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp
+    assert ex.export(tmp_path / "out") == paths  # same settings, same names
+
+
+def test_history_overlays_an_earlier_run_on_the_same_axes(iris_model, monkeypatch):
+    ex = _explorer(iris_model, False, monkeypatch)
+    first = ex.outcome
+    ex.controls.solver.value = "cg"
+    ex.compute(raise_errors=True)
+    assert ex.history[0] is ex.outcome and ex.history[1].request == first.request
+    labels = [label for label, _ in ex.overlay_pick.options]
+    assert any("exact" in lab for lab in labels[1:])
+    ex.overlay(1)
+    [grey] = ex._artists["overlay"]
+    np.testing.assert_allclose(np.asarray(grey.get_offsets())[:, 0], first.estimated.numpy())
+    legend = [t.get_text() for t in ex._artists["legend"].get_texts()]
+    assert any("exact" in t for t in legend)
+    ex.overlay(None)
+    assert ex._artists["overlay"] == []
+
+
+def test_an_iterative_solver_is_measured_against_the_exact_solve(iris_model, monkeypatch):
+    ex = _explorer(iris_model, False, monkeypatch, solver="cg")
+    vs = ex.outcome.vs_exact
+    exact = ex.session.estimate(
+        iw.widgets.session.Request(model=MODEL, test_index=ex.test_index, solver="exact"))
+    cg = ex.outcome.estimate.values[0].double()
+    ref = exact.values[0].double()
+    assert vs["rel_error"] == pytest.approx(float((cg - ref).norm() / ref.norm()), rel=1e-9)
+    assert vs["rel_error"] < 1e-3 and vs["pearson"] > 0.999
+    assert "vs exact solve" in ex.stats.value
+    ex.controls.solver.value = "exact"
+    ex.compute(raise_errors=True)
+    assert ex.outcome.vs_exact is None and "vs exact solve" not in ex.stats.value

@@ -75,6 +75,7 @@ def scatter_estimated_vs_actual(
     ylabel: str = Y_LABEL,
     points_label: str = "training points",
     legend: str = "below",
+    overlay: Sequence[tuple[str, Any, Any]] = (),
 ) -> dict[str, Any]:
     """Scatter of estimated (x) against actual (y) influence, one point per training point.
 
@@ -91,7 +92,9 @@ def scatter_estimated_vs_actual(
     statistics then go in ``text`` only). ``xlabel``, ``ylabel`` and ``points_label`` rename
     the axes and the dots (e.g. subsets for the LDS). Returns the artists: ``points``, ``line``,
     ``band``, ``highlight``, ``text`` (the statistics, as one string artist in the legend),
-    ``legend``, ``ax``.
+    ``legend``, ``ax``; and ``overlay``, one artist per ``(label, estimated, actual)`` of
+    ``overlay``: other runs drawn on the same axes in grey (e.g. another solver or model) to
+    compare with.
     """
     est, act = _array(estimated), _array(actual)
     if est.shape != act.shape:
@@ -103,7 +106,9 @@ def scatter_estimated_vs_actual(
         raise ValueError(f"legend must be 'below', 'right' or 'none', got {legend!r}")
     ax = _new_axes(ax, (5.2, 5.2))
     half = float(noise) if noise is not None and np.isfinite(noise) else 0.0
-    lo, hi = _limits(est, act, half)
+    others = [(label, _array(e), _array(a)) for label, e, a in overlay]
+    lo, hi = _limits(np.concatenate([est, *(e for _, e, _ in others)]),
+                     np.concatenate([act, *(a for _, _, a in others)]), half)
     line, band = _reference(ax, lo, hi, None if noise is None else half)
     points = ax.scatter(
         est,
@@ -117,6 +122,9 @@ def scatter_estimated_vs_actual(
         picker=True,
         pickradius=6,
     )
+    drawn = [ax.scatter(e, a, s=26, marker="x", color=colour, alpha=0.85, zorder=2.5,
+                        label=label, linewidths=1.2)
+             for (label, e, a), colour in zip(others, ("0.35", "tab:green", "tab:purple"))]
     ring = ax.scatter(
         np.empty(0),
         np.empty(0),
@@ -135,7 +143,7 @@ def scatter_estimated_vs_actual(
     ax.set_title(title or SIGN_NOTE, fontsize=9)
     leg, text = _outside_legend(ax, stats, legend)
     return {"points": points, "line": line, "band": band, "highlight": ring, "text": text,
-            "legend": leg, "ax": ax}
+            "legend": leg, "ax": ax, "overlay": drawn}
 
 
 def _outside_legend(ax: Axes, stats: dict[str, Any] | None, where: str) -> tuple[Any, Any]:

@@ -130,6 +130,7 @@ class InfluenceExplorer(W.VBox):
     #: image with the dropdown below it (False); None: live inside a Jupyter kernel when ipympl
     #: is installed.
     INTERACTIVE: bool | None = None
+    HISTORY = 6  # runs kept to overlay and compare (the newest first)
 
     model_name = Unicode(None, allow_none=True)
     test_pick = Unicode("highest")
@@ -254,6 +255,19 @@ class InfluenceExplorer(W.VBox):
             layout=W.Layout(width="520px"),
         )
         self.hover_html.add_class("iw-hover")
+        self.history: list[Outcome] = []  # the last HISTORY runs, the newest first
+        self.overlay_pick = W.Dropdown(
+            options=[("(none)", -1)], value=-1, description="overlay",
+            tooltip="draw an earlier run on the same axes (grey crosses) to compare with",
+            style={"description_width": "56px"}, layout=W.Layout(width="350px"))
+        self.overlay_pick.observe(self._on_overlay, names="value")
+        self.export_button = W.Button(
+            description="Export CSV + PNG", icon="download", layout=W.Layout(width="165px"),
+            tooltip="write the comparison (one row per dot, with the settings) as a CSV and the "
+            "figure as a PNG into ./influence_exports")
+        self.export_button.on_click(lambda _b: self._guard(self._export_click, "exporting"))
+        self.history_box = W.HBox([self.overlay_pick, self.export_button],
+                                  layout=W.Layout(width="520px"))
         self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
         self.test_html = W.HTML()
         self.test_out = W.Output()
@@ -291,12 +305,13 @@ class InfluenceExplorer(W.VBox):
                 self.point_html,
                 self.point_out,
             ],
-            layout=W.Layout(flex="0 0 260px", width="260px", padding="0 0 0 10px",
-                            overflow="visible"),
+            # grows into the room the row leaves (long feature names wrap, never cut off)
+            layout=W.Layout(flex="1 1 200px", min_width="200px", max_width="340px",
+                            padding="0 0 0 10px"),
         )
         center = W.VBox(
             [self.confirm_box, self.stale_html, self.scatter_box, self.hover_html, self.stats,
-             self.report_box, c.point],
+             self.history_box, self.report_box, c.point],
             layout=W.Layout(flex="0 0 525px"),
         )
         tabs = W.Tab(
@@ -658,6 +673,7 @@ class InfluenceExplorer(W.VBox):
     def _show_outcome(self, out: Outcome, scatter_only: bool = False) -> None:
         self.retrain_count = self.session.retrain_count
         self.outcome = out
+        self._remember(out)
         self.timings = out.seconds
         if out.request.damping != self.controls.settings.damping.value:
             self.controls.settings.damping.value = out.request.damping  # a damping it picked
@@ -816,6 +832,7 @@ class InfluenceExplorer(W.VBox):
             noise=out.noise_std,
             stats=out.stats,
             title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
+            overlay=self._overlay_series(out),
             **(panels.LDS_LABELS if lds else {}),
         )
         self._show_scatter()
@@ -827,6 +844,7 @@ class InfluenceExplorer(W.VBox):
             retrains=out.retrains,
             seconds=out.seconds,
             lds=lds,
+            vs_exact=out.vs_exact,
         )
 
     def _show_scatter(self) -> None:
@@ -835,6 +853,96 @@ class InfluenceExplorer(W.VBox):
             self.canvas.draw_idle()
         else:
             panels.show_figure(self.scatter_out, self.last_figure)
+
+    # ------------------------------------------------------------------ keep and compare
+    def _remember(self, out: Outcome) -> None:
+        """Keep ``out`` first in the history (replacing the run of the same request: the noise
+        floor completes a run), at most :attr:`HISTORY`; refresh the overlay choices."""
+        self.history = [out] + [h for h in self.history if h.request != out.request]
+        del self.history[self.HISTORY:]
+        keep = self.overlay_pick.value
+        kept = self._overlay if keep != -1 else None
+        options = [("(none)", -1)] + [(panels.run_label(h), i)
+                                      for i, h in enumerate(self.history) if h is not out]
+        self.overlay_pick.unobserve(self._on_overlay, names="value")
+        try:
+            self.overlay_pick.options = options
+            pos = next((i for i, h in enumerate(self.history) if h is kept and h is not out), -1)
+            self.overlay_pick.value = pos
+        finally:
+            self.overlay_pick.observe(self._on_overlay, names="value")
+
+    @property
+    def _overlay(self) -> Outcome | None:
+        i = self.overlay_pick.value
+        return self.history[i] if i is not None and 0 <= i < len(self.history) else None
+
+    def _overlay_series(self, out: Outcome) -> list[tuple[str, Any, Any]]:
+        other = self._overlay
+        if other is None or other is out:
+            return []
+        return [(panels.run_label(other), other.estimated.numpy(), other.actual.numpy())]
+
+    def overlay(self, run: int | None) -> None:
+        """Draw run ``run`` of :attr:`history` (0 = the newest) on the scatter beside the
+        current one (None: no overlay), as the overlay dropdown does."""
+        self.overlay_pick.value = -1 if run is None else int(run)
+
+    def _on_overlay(self, change: dict[str, Any]) -> None:
+        if self.outcome is not None:
+            self._guard(lambda: self._render_scatter(self.outcome), "drawing the overlay")
+            if self.selected is not None:
+                self._render_selection()
+
+    def to_frame(self) -> Any:
+        """The comparison shown, as a ``pandas.DataFrame`` (see
+        :meth:`~influence_widgets.widgets.session.Outcome.to_frame`); None before a compute."""
+        out = self.outcome
+        if out is None:
+            return None
+        return out.to_frame(self.session.model(out.request.model).data)
+
+    def export(self, folder: Any = "influence_exports") -> dict[str, Any]:
+        """Write the comparison shown as a CSV (one row per dot, with the settings) and the
+        figure as a PNG into ``folder``; both written atomically (a temporary file, then a
+        rename), named by model, test point, solver, ground truth and a hash of every setting.
+        Returns ``{"csv": path, "png": path}``."""
+        import hashlib
+        import json
+        import os
+        import tempfile
+        from pathlib import Path
+
+        out = self.outcome
+        if out is None:
+            raise ValueError("nothing to export yet: press Compute first")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        req = out.request
+        digest = hashlib.sha256(
+            json.dumps(out.settings(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in (
+            f"{req.model}-test{req.test_index}-{req.solver}-{req.gt_mode}-{digest}"))
+        paths = {"csv": folder / f"{stem}.csv", "png": folder / f"{stem}.png"}
+        writers = {
+            "csv": lambda f: self.to_frame().to_csv(f, index=False),
+            "png": lambda f: self.last_figure.savefig(f, format="png", dpi=120),
+        }
+        for kind, path in paths.items():
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".{kind}.tmp")
+            try:
+                with os.fdopen(fd, "w" if kind == "csv" else "wb") as f:
+                    writers[kind](f)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return paths
+
+    def _export_click(self) -> None:
+        paths = self.export()
+        self.controls.status.value = (
+            f"exported {html.escape(str(paths['csv']))} and {html.escape(paths['png'].name)}")
 
     # ------------------------------------------------------------------ clicking and hovering
     def _dot_at(self, event: Any) -> int | None:

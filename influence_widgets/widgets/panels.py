@@ -95,6 +95,9 @@ EXPLAIN = {
     "noise": "noise floor: the standard deviation, over retraining seeds, of the change in this "
     "test loss when nothing is removed; smaller actual changes are indistinguishable from 0",
     "n": "n: the number of dots compared (training points, or subsets for the LDS)",
+    "vs_exact": "vs exact solve: this solver's estimate against the exact (H + damping I)^-1 "
+    "solve of the same curvature and parameters, over every training point: relative error "
+    "(2-norm) and Pearson; it separates solver error from the approximation itself",
     "lds": "LDS (linear datamodeling score): the Spearman correlation over random subsets of "
     "the summed estimates of the points each removes with the actual change after retraining",
 }
@@ -120,6 +123,7 @@ def stats_html(
     retrains: int,
     seconds: dict[str, float],
     lds: bool = False,
+    vs_exact: dict[str, Any] | None = None,
 ) -> str:
     """Correlations with bootstrap CIs and the settings that produced them; every number with
     its explanation on hover and in a "what the numbers mean" section."""
@@ -139,6 +143,14 @@ def stats_html(
         if stats.get(key) is not None:
             extra.append(f"{_hint(label, key)} {_fmt(stats[key], '.2f')}")
     rows.append(" · ".join(extra))
+    if vs_exact is not None:
+        if "error" in vs_exact:
+            rows.append(f"{_hint('vs exact solve', 'vs_exact')}: not available "
+                        f"({html.escape(vs_exact['error'][:160])})")
+        else:
+            rows.append(f"{_hint('vs exact solve', 'vs_exact')}: relative error "
+                        f"{_fmt(vs_exact['rel_error'], '.2e')} · Pearson "
+                        f"{_fmt(vs_exact['pearson'], '.4f')}")
     if stats.get("note"):
         rows.append(f"<span style='color:#a60'>{html.escape(str(stats['note']))}</span>")
     rows.append(
@@ -157,7 +169,7 @@ def stats_html(
         f"noise {seconds.get('noise', 0.0):.2f})</span>"
     )
     keys = ["pearson", "lds" if lds else "spearman", "ci", "topk_overlap", "sign_agreement",
-            "frac_within_noise", "noise", "n"]
+            "frac_within_noise", "noise", "n"] + (["vs_exact"] if vs_exact is not None else [])
     legend = "".join(f"<li>{html.escape(EXPLAIN[k])}</li>" for k in keys)
     rows.append(
         "<details class='iw-explain'><summary style='cursor:pointer;color:#2a6f97'>What do "
@@ -165,6 +177,15 @@ def stats_html(
         "</ul></details>"
     )
     return "<div class='iw-stats' style='line-height:1.5'>" + "<br>".join(rows) + "</div>"
+
+
+def run_label(out: Any) -> str:
+    """A run in a few words, for the history list and the overlay's legend."""
+    req = out.request
+    rho = out.stats.get("spearman")
+    rho = "–" if rho is None else f"{rho:.2f}"
+    return (f"{req.model} #{req.test_index} · {req.solver} d={req.damping:g} · {req.curvature} · "
+            f"{req.params} · {req.gt_mode} (ρ {rho})")
 
 
 def dot_label(out: Any, pos: int) -> str:

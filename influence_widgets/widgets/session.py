@@ -144,6 +144,47 @@ class Outcome:
     seconds: dict[str, float]
     report: TrustReport = field(default_factory=TrustReport)  # every finding, parts and comparison
     notes: tuple[Finding, ...] = ()  # what the compute itself decided (a damping it picked)
+    vs_exact: dict[str, Any] | None = None  # an iterative solver against the exact solve
+
+    def to_frame(self, data: Any = None) -> Any:
+        """The comparison as a ``pandas.DataFrame``: one row per dot (training point, or subset
+        for the LDS) with its label (with ``data``, a dataset), estimate and actual change,
+        whether the actual change is within the noise floor, and the settings that produced it
+        in every row (so a CSV of it stands alone)."""
+        import pandas as pd
+
+        req = self.request
+        lds = req.is_lds
+        frame = pd.DataFrame({
+            "subset" if lds else "index": self.indices.numpy().astype(int),
+            "estimate": self.estimated.numpy(),
+            "actual": self.actual.numpy(),
+        })
+        if not lds and data is not None:
+            y = data.y_train[self.indices].numpy().astype(int)
+            names = list(getattr(data, "class_names", None) or [])
+            frame.insert(1, "label", [names[v] if 0 <= v < len(names) else str(v) for v in y])
+        if self.noise_std is not None:
+            frame["within_noise"] = frame["actual"].abs() < self.noise_std
+        for key, value in self.settings().items():
+            frame[key] = value
+        return frame
+
+    def settings(self) -> dict[str, Any]:
+        """What produced this outcome, as plain values (the request, solver settings flat)."""
+        from ..influence.settings import SolverSettings
+
+        req = self.request
+        out = {"model": req.model, "test_index": req.test_index, "solver": req.solver}
+        if isinstance(req.settings, SolverSettings):
+            out.update({f"{req.solver}.{k}": v for k, v in req.settings.options().items()})
+        out.update(damping=req.damping, curvature=req.curvature, params=req.params,
+                   ground_truth=req.gt_mode,
+                   gt_steps=None if req.gt_mode in ("scratch", "lds") else req.gt_steps,
+                   k=req.k, selection="random subsets" if req.is_lds else req.selection,
+                   seed=req.seed, device=req.device, dtype=self.loo.dtype,
+                   noise_floor=self.noise_std)
+        return out
 
 
 @dataclass(frozen=True)
@@ -415,6 +456,35 @@ class ExplorerSession:
             }
         s = eng.solver("exact")
         return {k: s.diagnostics.get(k) for k in ("top_eigenvalue", "min_eigenvalue", "n_negative")}
+
+    #: Up to this many parameters an iterative solver is also compared with the exact solve
+    #: (the exact Hessian is fitted there anyway, for the eigenvalue diagnostics).
+    EXACT_COMPARE_MAX_PARAMS = EIGEN_MAX_PARAMS
+
+    def against_exact(self, req: Request, est: InfluenceResult) -> dict[str, Any] | None:
+        """An iterative (or approximate) solver's estimate against the exact solve of the same
+        curvature, damping and parameters, over every training point: relative error
+        ``|est - exact| / |exact|`` (2-norms) and their Pearson correlation. None for the exact
+        solver itself, for models over :attr:`EXACT_COMPARE_MAX_PARAMS` parameters, and when the
+        exact solve fails (its reason is kept)."""
+        if req.solver == "exact":
+            return None
+        obj = self.engine(req).objective
+        if obj.p > self.EXACT_COMPARE_MAX_PARAMS:
+            return None
+        exact_req = replace(req, solver="exact", settings=None)
+        try:
+            exact = self.estimate(exact_req)
+        except Exception as e:  # e.g. a singular H with no damping: say so, do not fail
+            return {"error": f"{type(e).__name__}: {e}"}
+        a = est.values[0].detach().double().cpu()
+        b = exact.values[0].detach().double().cpu()
+        nb = float(b.norm())
+        rel = float((a - b).norm() / nb) if nb > 0 else math.nan
+        ac, bc = a - a.mean(), b - b.mean()
+        den = float(ac.norm() * bc.norm())
+        pearson = float(ac @ bc) / den if den > 0 else math.nan
+        return {"rel_error": rel, "pearson": pearson, "damping": req.damping}
 
     # ------------------------------------------------------------------ evaluated set
     def indices(self, req: Request, scores_row: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -695,6 +765,7 @@ class ExplorerSession:
                 actual = torch.as_tensor(loo.values)[req.test_index].detach().double().cpu()
                 t2 = time.perf_counter()
                 estimated = row[idx]
+            vs_exact = self.against_exact(req, est)
             out = Outcome(
                 req,
                 est,
@@ -714,6 +785,7 @@ class ExplorerSession:
                     "total": time.perf_counter() - t0,
                 },
                 notes=notes,
+                vs_exact=vs_exact,
             )
             out = replace(out, report=self.trust(out))
         if with_noise or self.noise_known(req):
