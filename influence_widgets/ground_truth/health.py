@@ -101,7 +101,8 @@ def check_retrains(problem: Problem, objectives: torch.Tensor, grad_norms: torch
             "the estimate's weight decay was given to iw.influence separately; if it differs from "
             "this one, the two answer different questions and disagreement means nothing",
             "pass config=TrainConfig(..., weight_decay=W) with the W given to iw.influence, or "
-            "wrap the module in a TrainedModel (iw.zoo.register) so both take it from the model",
+            "wrap the module in a TrainedModel (iw.wrap(net, train, test, weight_decay=W)) so "
+            "both take it from the model",
             None))
     if obj is not None and obj.differs:
         findings.append(Finding(
