@@ -159,8 +159,10 @@ def _outside_legend(ax: Axes, stats: dict[str, Any] | None, where: str) -> tuple
         handles.append(Line2D([], [], linestyle="none", marker=None))
         labels.append("\n".join(lines))
     if where == "below":
-        leg = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16),
-                        ncol=2, fontsize=8, frameon=False, borderaxespad=0.0)
+        # below the tick labels and the x label, whatever the axes' size: the pad is in font
+        # sizes (3.6 x 8 pt), not a fraction of the axes
+        leg = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                        ncol=2, fontsize=8, frameon=False, borderaxespad=3.6)
     else:
         leg = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                         fontsize=8, frameon=False, borderaxespad=0.0)

@@ -36,8 +36,10 @@ from .session import (
 INTRO = (
     "<b>Influence explorer</b> — each dot is one training point. x: <i>estimated</i> change in the "
     "test point's loss if that point is removed; y: <i>actual</i> change after leave-one-out "
-    "retraining. Dots on the dashed y = x line are estimated right; the shaded band is the "
-    "retraining noise floor. Positive: the point was helping the test point."
+    "retraining. Dots on the dashed y = x line are estimated right; the shaded horizontal band "
+    "holds the dots whose actual change is below the retraining noise floor (indistinguishable "
+    "from 0). Positive: the point was helping the test point. Click a dot to see its point; "
+    "hover a number for its meaning."
 )
 EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models (and conv nets) start with CG, not exact
 STAGE_PARTS = {"estimating": "estimate", "retraining": "retraining", "noise floor": "noise"}
