@@ -111,6 +111,24 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=5)
 
 
+def _start_make(make: str, target: str, bin_dir: Path, args: str, env: dict[str, str],
+                log: Path) -> subprocess.Popen:
+    """``make <target>`` as the README runs it, in its own session (``_stop`` ends it), with
+    ``args`` (e.g. ``LAB_ARGS=--port=1234``) and its output to ``log``."""
+    cmd = [
+        make,
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed",  # never reinstall from inside a test: the venv is already there
+        target,
+        f"BIN={bin_dir}",
+        args,
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def test_make_lab_headless_serves_quickstart(tmp_path):
     make = shutil.which("make")
     if make is None:
@@ -118,28 +136,11 @@ def test_make_lab_headless_serves_quickstart(tmp_path):
     bin_dir = Path(sys.executable).parent  # the venv running the tests (normally .venv/bin)
     if not (bin_dir / "jupyter").exists():
         pytest.skip(f"no jupyter beside {sys.executable}")
-    cmd = [
-        make,
-        "--no-print-directory",
-        "-o",
-        ".venv/.installed",  # never reinstall from inside a test: the venv is already there
-        "lab-headless",
-        f"BIN={bin_dir}",
-        # A free port; JupyterLab moves to the next one if it is taken meanwhile, and prints it.
-        f"LAB_ARGS=--port={_free_port()}",
-    ]
     log = tmp_path / "lab.log"
     start = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=_env(tmp_path),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # A free port; JupyterLab moves to the next one if it is taken meanwhile, and prints it.
+    proc = _start_make(make, "lab-headless", bin_dir, f"LAB_ARGS=--port={_free_port()}",
+                       _env(tmp_path), log)
     try:
         port, token = _wait_for_url(proc, log, START_TIMEOUT_S)
         base = f"http://127.0.0.1:{port}"

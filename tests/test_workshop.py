@@ -27,7 +27,7 @@ from test_browser import (
     _free_port,
     _remaining,
 )
-from test_main_command import _get, _stop
+from test_main_command import _get, _start_make, _stop
 
 pytestmark = pytest.mark.browser
 
@@ -125,28 +125,12 @@ def test_workshop_mode_serves_the_quickstart_as_an_app(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     t_end = time.monotonic() + DEADLINE_S
-    cmd = [
-        make,
-        "--no-print-directory",
-        "-o",
-        ".venv/.installed",  # never reinstall from inside a test: the venv is already there
-        "workshop-headless",
-        f"BIN={bin_dir}",
-        f"WORKSHOP_ARGS=--port={_free_port()}",  # Voila moves on if it is taken, and prints it
-    ]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "voila.log"
     start = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=_env(tmp_path),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # Voila moves on if the port is taken, and prints it
+    proc = _start_make(make, "workshop-headless", bin_dir, f"WORKSHOP_ARGS=--port={_free_port()}",
+                       _env(tmp_path), log)
     try:
         url = _wait_for_url(proc, log, START_TIMEOUT_S)
         timings = {"server_s": time.monotonic() - start}
