@@ -1,7 +1,8 @@
 """Command line: ``python -m influence_widgets list`` and
 ``python -m influence_widgets reproduce STUDY [--preset quick|paper] [--out DIR] [--device cpu|cuda]
 [--seeds N] [--root DIR] [--threads N]``: the study's table (CSV), figures (PNG) and a markdown
-summary. ``--out`` is checked for writing before the study runs, and the rows of each finished case
+summary; ``python -m influence_widgets results-table DIR [DIR ...] [--out FILE]``: the README's
+results table, every claim with its mean, SE, sd and seeds, from the CSVs ``reproduce`` wrote. ``--out`` is checked for writing before the study runs, and the rows of each finished case
 are saved to ``STUDY.partial.csv`` as the study goes (replaced by ``STUDY.csv`` at the end)."""
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
                    "fastest for the small models of the quick presets on a shared machine)")
     r.add_argument("--no-figures", action="store_true", help="write only the table and summary")
     r.add_argument("--quiet", action="store_true", help="no progress bar, no summary on stdout")
+    t = sub.add_parser("results-table", help="the README's results table (markdown), computed "
+                       "from the tables `reproduce` wrote")
+    t.add_argument("folders", type=Path, nargs="+", help="folders holding STUDY.csv files "
+                   "(e.g. reproduce_out/*), one or more studies")
+    t.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     return p
 
 
@@ -136,6 +142,34 @@ def cmd_reproduce(args: argparse.Namespace) -> Path:
     return out
 
 
+def cmd_results_table(folders: list[Path], out: Path | None = None) -> str:
+    """The results table of every ``STUDY.csv`` found in ``folders`` (see
+    :func:`influence_widgets.experiments.claims.results_table`)."""
+    import pandas as pd
+
+    from .experiments import STUDIES, results_table
+
+    tables = {}
+    for folder in folders:
+        for name in STUDIES:
+            path = folder / f"{name}.csv"
+            if path.is_file():
+                tables[name] = pd.read_csv(path, keep_default_na=False,
+                                           na_values=["", "nan", "NaN"])
+    if not tables:
+        raise CLIError(f"no study table (STUDY.csv) in {', '.join(map(str, folders))}; run "
+                       "`python -m influence_widgets reproduce STUDY --out DIR` first")
+    for t in tables.values():
+        if "error" in t:
+            t["error"] = t["error"].astype(object).where(t["error"].notna(), "").astype(str)
+        if "converged" in t:
+            t["converged"] = t["converged"].astype(str).str.lower().eq("true")
+    text = results_table(tables)
+    if out is not None:
+        _write_text(out, text)
+    return text
+
+
 def _check_writable(out: Path, study: str) -> None:
     """Fail before the study runs (not after it) when ``out`` cannot take its files."""
     blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
@@ -208,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             print(cmd_list())
+        elif args.command == "results-table":
+            print(cmd_results_table(args.folders, args.out), end="")
         else:
             cmd_reproduce(args)
     except CLIError as e:

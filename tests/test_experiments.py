@@ -61,12 +61,32 @@ def test_solver_errors_are_recorded_not_raised():
     assert exact.compared_with == "exact" and exact.loo_mode == "none"
 
 
-def test_groups_and_noise_floor():
+def test_groups_one_row_per_group_size_and_noise_floor():
+    """Issue 15 (5): group sizes are never pooled into one row (a mean group size like 3.55)."""
     case = _iris_case(group_sizes=(2, 4), group_repeats=1, noise_seeds=2,
                       noise_mode="warm_start")
-    row = run_cases([case]).iloc[0]
-    assert row.select == "groups" and row.n_eval == 6  # top, bottom and one random group per size
-    assert row.noise_std > 0 and 0 <= row.frac_within_noise <= 1
+    table = run_cases([case])
+    assert list(table.group_size) == [2.0, 4.0] and (table["select"] == "groups").all()
+    assert (table.n_eval == 3).all()  # top, bottom and one random group of each size
+    assert (table.noise_std > 0).all() and table.frac_within_noise.between(0, 1).all()
+    assert table.noise_source.str.contains("perturbed").all()
+
+
+def test_each_ground_truth_has_its_own_noise_floor():
+    """Issue 15 (4): the last-layer and PBRF truths are not judged by the all-parameter floor."""
+    truths = (Truth("warm_start", "all", TINY_LOO), Truth("warm_start", "last_layer", TINY_LOO),
+              Truth("pbrf", "all", TINY_LOO))
+    table = run_cases([_iris_case(truths=truths, k=4, noise_seeds=2)])
+    floors = table.set_index(["loo_mode", "loo_params"])["noise_std"]
+    sources = table.set_index(["loo_mode", "loo_params"])["noise_source"]
+    assert floors.nunique() == 3 and (floors > 0).all()
+    assert sources["warm_start", "last_layer"].startswith("warm_start/last_layer")
+    assert sources["pbrf", "all"].startswith("pbrf/all")
+    # frac_within_noise is |actual| < noise_std, the band drawn around y = 0
+    pairs = table.attrs["pairs"]
+    for i, row in table.iterrows():
+        assert row.frac_within_noise == pytest.approx(
+            np.mean(np.abs(pairs[i]["actual"]) < row.noise_std))
 
 
 def test_depth_study_tiny_and_summary():

@@ -86,3 +86,37 @@ def test_study_figures_are_figures(table):
     assert all(isinstance(f, Figure) for f in figs.values())
     assert plots.study_figures("solver", table.assign(study="solver"))
     assert plots.study_figures("depth", table.iloc[:0]) == {}
+
+
+def test_no_box_over_few_points_failed_rows_marked_and_legend_outside(table):
+    """Issue 15: no box plot over one or two points; failed estimates marked, not dropped;
+    unconverged models counted on the axis; the legend outside the axes."""
+    few = table[(table.seed == 0) & (table.test_point == "highest") & (table.solver == "exact")]
+    few = few.assign(error=["", "SolverError: x"] + [""] * (len(few) - 2),
+                     converged=[True, False] * (len(few) // 2))
+    ax = _ax()
+    out = plots.correlation_spread(few, "depth", hue="weight_decay", ax=ax)
+    assert out["boxes"] == [] and out["errorbars"] and out["failed"] is not None
+    labels = " ".join(t.get_text() for t in ax.get_xticklabels())
+    assert "1 failed" in labels and "not stationary" in labels
+    legend = ax.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().x0 >= ax.bbox.x1 - 1
+
+
+def test_scatter_grid_noise_band_is_the_frac_within_noise_rule(table):
+    """The band drawn is |actual| < noise (around y = 0), the rule frac_within_noise counts."""
+    out = plots.scatter_grid(table, max_panels=1)
+    band = out[0]["band"]
+    (y0, y1) = band.get_path().get_extents().y0, band.get_path().get_extents().y1
+    ys = band.get_transform().transform([(0, y0), (0, y1)])  # axes-fraction x, data y
+    inv = out[0]["ax"].transData.inverted().transform(ys)[:, 1]
+    assert inv == pytest.approx([-0.1, 0.1])
+    assert out[0]["ax"].get_legend() is None  # one figure legend, outside the panels
+
+
+def test_solver_error_bars_stay_above_zero_on_a_log_scale(table):
+    ax = _ax()
+    out = plots.solver_error(table, ax=ax)
+    lo = min(seg[:, 1].min() for b in out["errorbars"] for c in b.lines[2]
+             for seg in c.get_segments())
+    assert lo > 0 and out["lines"] and ax.get_yscale() == "log"

@@ -10,6 +10,7 @@ Each study is a grid over one shared evaluation (:func:`evaluate_case`: train ->
 -> estimate -> pick training points -> retrain -> compare). Presets: ``tiny``, ``quick``, ``paper``.
 """
 
+from .claims import Claim, claims_frame, expect, results_table, study_claims
 from .core import (
     COLUMNS,
     TIMING_COLUMNS,
@@ -43,6 +44,7 @@ from .summary import markdown_summary, summarize, trust_notes
 from .synthetic import synthetic_image_folder
 
 __all__ = [
+    "Claim", "claims_frame", "expect", "results_table", "study_claims",
     "COLUMNS", "PRESETS", "REFERENCE_DEPTH", "STUDIES", "TIMING_COLUMNS", "Case", "EvalCase",
     "ModelCase", "Study", "Truth", "architecture_study", "depth_study", "ground_truth_study", "evaluate_case",
     "get_study", "group_study", "load_data", "markdown_summary", "preset_names", "reference_notes",

@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 
 from .. import datasets
 from ..datasets.base import Data, subset
-from ..influence import InfluenceEngine, SolverError, power_iteration
+from ..influence import InfluenceEngine, SolverError
 from ..models import ModelSpec, TrainConfig, TrainedModel, train
 from ..models.architectures import mlp_spec
 
@@ -32,16 +32,20 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 #: One row per model x test point x (solver, params) x ground truth. ``params``/``loo_params``:
 #: the parameters estimated / retrained; ``compared_with``: "loo" (retraining) or "exact" (the
 #: exact estimate, no retraining); ``n_eval``: training points (or groups) compared;
-#: ``*_lo``/``*_hi``: bootstrap 95% intervals; ``noise_std``: the retraining noise floor;
-#: ``effect_to_noise``: median |actual| over it; ``rel_error``: ||estimate - exact|| / ||exact||
-#: over all training points; ``seconds``: the whole evaluation of the model.
+#: ``*_lo``/``*_hi``: bootstrap 95% intervals; ``noise_std``: the retraining noise floor of this
+#: row's ground truth (its own mode, parameters and schedule), ``noise_source``: what its seeds
+#: randomised; ``frac_within_noise``: the share of |actual| below ``noise_std`` (the band drawn
+#: around y = 0 in the study figures); ``effect_to_noise``: median |actual| over it;
+#: ``group_size``: points removed per unit (one row per group size in the group study);
+#: ``rel_error``: ||estimate - exact|| / ||exact|| over all training points (NaN when the exact
+#: solve was not computed); ``seconds``: the whole evaluation of the model.
 COLUMNS = (
     "study", "dataset", "arch", "depth", "width", "activation", "weight_decay", "seed",
     "test_index", "test_point", "test_loss", "solver", "damping", "params", "loo_mode",
     "loo_params", "compared_with", "select", "k", "group_size", "n_eval",
     "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi",
-    "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "effect_to_noise",
-    "rel_error", "top_eigenvalue", "min_eigenvalue", "train_acc", "test_acc", "objective",
+    "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "noise_source",
+    "effect_to_noise", "rel_error", "top_eigenvalue", "min_eigenvalue", "train_acc", "test_acc", "objective",
     "grad_norm", "converged", "n_train", "n_params", "train_seconds", "est_seconds",
     "loo_seconds", "seconds", "error",
 )
@@ -105,8 +109,13 @@ class EvalCase:
     ``|estimate|`` of the first solver), ``"train_loss"`` (the ``k`` highest training losses),
     ``"random"`` (``k`` seeded random points) or ``"all"``. With ``group_sizes`` the units are
     groups instead: for each size the most helpful, the most harmful and ``group_repeats``
-    random groups. ``noise_seeds > 0`` also measures the retraining noise floor (retraining
-    with nothing removed under that many seeds, mode ``noise_mode``).
+    random groups, one row per group size. ``noise_seeds > 0`` also measures the retraining
+    noise floor (retraining with nothing removed under that many seeds): with ``noise_mode=
+    "truth"`` each ground truth gets its own (its mode, parameters and schedule; seeds move the
+    start by ``noise_perturb`` x RMS for warm starts and the PBRF, and also change the mini-batch
+    order when the schedule has mini-batches, and the initialisation from scratch); a mode name
+    ("scratch", "warm_start") uses that one floor for every truth. ``exact_max_params``: also
+    compute the exact solve, for ``rel_error``, when the model has at most this many parameters.
     """
 
     solvers: tuple[str, ...] = ("exact",)
@@ -118,7 +127,9 @@ class EvalCase:
     k: int | None = 40
     truths: tuple[Truth, ...] = (Truth(),)
     noise_seeds: int = 0
-    noise_mode: str = "scratch"
+    noise_mode: str = "truth"
+    noise_perturb: float = 1e-3
+    exact_max_params: int = 0
     group_sizes: tuple[int, ...] = ()
     group_repeats: int = 2
     compare_k: int = 10
@@ -266,7 +277,18 @@ def _spectrum(est: dict, params: str, engine: InfluenceEngine | None) -> dict[st
             return {"top": diag["top_eigenvalue"], "min": diag.get("min_eigenvalue", math.nan)}
     if engine is None:
         return {"top": math.nan, "min": math.nan}
-    return {"top": power_iteration(engine.objective), "min": math.nan}
+    return _lanczos_extremes(engine.objective)
+
+
+def _lanczos_extremes(objective: Any, m: int = 40) -> dict[str, float]:
+    """The largest and smallest Ritz values of ``m`` Lanczos steps on the curvature: the top
+    eigenvalue (close) and an upper bound on the smallest (a negative one proves the Hessian
+    indefinite)."""
+    from ..influence.solvers import _lanczos
+
+    evals, _, _ = _lanczos(objective.hvp, objective.p, objective.dtype, objective.device,
+                           min(objective.p, m))
+    return {"top": float(evals.max()), "min": float(evals.min())}
 
 
 def _retrain_config(tm: TrainedModel, truth: Truth) -> TrainConfig:
@@ -290,19 +312,50 @@ def _actual(tm: TrainedModel, data: Data, truth: Truth, tidx: list[int],
     return act.double().cpu()
 
 
-def _noise(tm: TrainedModel, data: Data, ev: EvalCase, tidx: list[int]) -> torch.Tensor | None:
-    """The noise floor ``(n_t,)``: std of the test-loss changes of retrains with nothing removed,
-    trained the way the model was (``noise_mode="scratch"``) or like the first retraining truth."""
-    if ev.noise_seeds <= 0:
-        return None
-    from ..ground_truth import noise_floor, retraining_noise
+@dataclass(frozen=True)
+class Floor:
+    """The retraining noise floor of one ground truth: ``std`` ``(n_t,)`` (the spread of the test
+    losses of retrains with nothing removed, in the units of the actual effects) and ``how``, what
+    its seeds randomised."""
 
-    truth = next((t for t in ev.truths if t.mode != "exact"), Truth())
-    config = tm.config if ev.noise_mode == "scratch" else _retrain_config(tm, truth)
-    values = retraining_noise(tm, data.train, (data.X_test[tidx], data.y_test[tidx]),
-                              config=config, n_seeds=ev.noise_seeds, mode=ev.noise_mode,
-                              dtype=config.dtype)
-    return noise_floor(values).double().cpu()
+    std: torch.Tensor
+    how: str
+
+
+def _noise(tm: TrainedModel, data: Data, ev: EvalCase, tidx: list[int]) -> list[Floor | None]:
+    """The noise floor of each truth of ``ev`` (``None`` where there is none: no noise seeds, or an
+    "exact" truth). With ``noise_mode="truth"`` each truth has its own, computed the way that
+    truth retrains; floors of truths that retrain alike are computed once."""
+    if ev.noise_seeds <= 0:
+        return [None] * len(ev.truths)
+    from ..ground_truth import retraining_noise
+
+    test = (data.X_test[tidx], data.y_test[tidx])
+    floors: dict[tuple, Floor] = {}
+    out: list[Floor | None] = []
+    first = next((t for t in ev.truths if t.mode != "exact"), Truth())
+    for truth in ev.truths:
+        if truth.mode == "exact":
+            out.append(None)
+            continue
+        if ev.noise_mode == "truth":
+            mode, params, config = truth.mode, truth.params, _retrain_config(tm, truth)
+        elif ev.noise_mode == "scratch":
+            mode, params, config = "scratch", "all", tm.config
+        else:
+            mode, params, config = ev.noise_mode, first.params, _retrain_config(tm, first)
+        # warm starts and the PBRF start from the trained parameters: a seed moves that start
+        # (plus the mini-batch order of a mini-batch schedule); from scratch a seed draws a new
+        # initialisation and batch order
+        perturb: float | str = "auto" if mode == "scratch" else ev.noise_perturb
+        key = (mode, params, repr(config))
+        if key not in floors:
+            res = retraining_noise(tm, data.train, test, config=config, n_seeds=ev.noise_seeds,
+                                   mode=mode, params=params, perturb=perturb,
+                                   dtype=config.dtype, return_result=True)
+            floors[key] = Floor(res.std.double().cpu(), f"{mode}/{params}: {res.how}")
+        out.append(floors[key])
+    return out
 
 
 def _metrics(estimated: np.ndarray, actual: np.ndarray, noise: float | None,
@@ -342,8 +395,9 @@ class _Run:
     units: dict[int, list[tuple[int, ...]]]  # test index -> points or groups checked
     all_units: list[tuple[int, ...]]
     actual: list[torch.Tensor | None]  # per truth: (n_t, len(all_units))
-    noise: torch.Tensor | None
+    noise: torch.Tensor | None  # the floor the rows of this run are compared with
     info: dict[str, Any]
+    floors: list[Floor | None] = field(default_factory=list)  # per truth of the EvalCase
 
 
 def _run(case: Case, progress: Progress | None) -> _Run:
@@ -357,16 +411,21 @@ def _run(case: Case, progress: Progress | None) -> _Run:
     info["test_acc"], info["test_losses"] = _accuracy_and_losses(tm, data.X_test, data.y_test)
     picked = _pick_test_points(ev.test_points, info["test_losses"], mc.seed)
     tidx = sorted({i for _, i in picked})
-    est = _estimates(tm, data, ev, tidx, {t.params for t in ev.truths if t.mode == "exact"})
+    needs_exact = {t.params for t in ev.truths if t.mode == "exact"}
+    if sum(p.numel() for p in tm.model.parameters()) <= ev.exact_max_params:
+        needs_exact |= set(ev.params)  # the reference of rel_error
+    est = _estimates(tm, data, ev, tidx, needs_exact)
     first = next((est[key]["values"] for key in _wanted(ev) if est[key]["values"] is not None),
                  torch.zeros(len(tidx), data.X_train.shape[0], dtype=torch.float64))
     units = {t: _units(ev, first[r], train_losses, mc.seed) for r, t in enumerate(tidx)}
     all_units = list(dict.fromkeys(u for t in tidx for u in units[t]))
     t1 = time.perf_counter()
     actual = [_truth_values(tm, data, truth, est, tidx, all_units, progress) for truth in ev.truths]
-    noise = _noise(tm, data, ev, tidx)
+    floors = _noise(tm, data, ev, tidx)
     info["loo_seconds"] = time.perf_counter() - t1
-    return _Run(tm, data, picked, tidx, est, units, all_units, actual, noise, info)
+    first = next((f for f in floors if f is not None), None)
+    return _Run(tm, data, picked, tidx, est, units, all_units, actual,
+                None if first is None else first.std, info, floors)
 
 
 def _base_row(case: Case, run: _Run, study: str) -> dict[str, Any]:
@@ -397,7 +456,8 @@ def _compare_row(ev: EvalCase, run: _Run, r: int, cols: list[int], solver: str, 
            "loo_mode": "none" if truth.mode == "exact" else truth.mode, "loo_params": truth.params,
            "compared_with": "exact" if truth.mode == "exact" else "loo",
            "est_seconds": e["seconds"], "error": e["error"],
-           "rel_error": math.nan if solver == "exact" else _rel_error(e["values"], exact, r)}
+           "rel_error": math.nan if solver == "exact" else _rel_error(e["values"], exact, r),
+           "noise_source": run.info.get("noise_source", "")}
     if e["values"] is None or act is None:
         return {**row, **_metrics_nan(len(cols))}, None
     estimated = _unit_sums(e["values"], units)[r].numpy()
@@ -417,18 +477,26 @@ def evaluate_case(case: Case, *, study: str = "custom", progress: Progress | Non
     run = _run(case, progress)
     base = _base_row(case, run, study)
     col = {u: j for j, u in enumerate(run.all_units)}
+    # each truth is compared with its own noise floor
+    runs = [run if not run.floors or run.floors[j] is None else
+            replace(run, noise=run.floors[j].std,
+                    info={**run.info, "noise_source": run.floors[j].how})
+            for j in range(len(ev.truths))]
     rows, pairs = [], []
     for label, t in run.picked:
-        r, units = run.tidx.index(t), run.units[t]
-        point = dict(base, test_index=t, test_point=label,
-                     test_loss=float(run.info["test_losses"][t]),
-                     group_size=float(np.mean([len(u) for u in units])))
-        for solver, params in _wanted(ev):
-            for truth, act in zip(ev.truths, run.actual):
-                row, pair = _compare_row(ev, run, r, [col[u] for u in units], solver, params,
-                                         truth, act, units)
-                rows.append({**point, **row})
-                pairs.append(pair)
+        r = run.tidx.index(t)
+        # one row per group size (singletons: one row)
+        sizes = sorted({len(u) for u in run.units[t]})
+        for size in sizes:
+            units = [u for u in run.units[t] if len(u) == size]
+            point = dict(base, test_index=t, test_point=label,
+                         test_loss=float(run.info["test_losses"][t]), group_size=float(size))
+            for solver, params in _wanted(ev):
+                for truth, act, run_j in zip(ev.truths, run.actual, runs):
+                    row, pair = _compare_row(ev, run_j, r, [col[u] for u in units], solver,
+                                             params, truth, act, units)
+                    rows.append({**point, **row})
+                    pairs.append(pair)
     total = time.perf_counter() - t0
     for row in rows:
         row["seconds"] = total

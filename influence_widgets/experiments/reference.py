@@ -1,4 +1,4 @@
-"""The reference figures of PAPER.md, printed beside our numbers (never used to tune them)."""
+"""The reference figures of docs/findings.md, printed beside our numbers (never used to tune them)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REFERENCE_DEPTH = pd.DataFrame({
 REFERENCE_WEIGHT_DECAY = 0.005
 NO_WEIGHT_DECAY_RANGE = (0.02, 0.19)
 
-#: dattri's published benchmark (PAPER.md), quoted literally: LOO correlation and LDS on MNIST,
+#: dattri's published benchmark (docs/findings.md), quoted literally: LOO correlation and LDS on MNIST,
 #: by our solver name (dattri's "explicit" is our "exact"). "" = not quoted. Its MLP LDS also
 #: lists TracIn 0.15 and TRAK-50 0.45, which have no counterpart here.
 DATTRI_SOURCE = "dattri's published benchmark (MNIST; LOO correlation / LDS)"
@@ -84,5 +84,5 @@ _NOTES: dict[str, list[str]] = {
 
 
 def reference_notes(study: str) -> list[str]:
-    """What PAPER.md reports for ``study`` (empty for unknown names)."""
+    """What docs/findings.md reports for ``study`` (empty for unknown names)."""
     return list(_NOTES.get(study, []))

@@ -100,7 +100,7 @@ def markdown_summary(study: str, table: pd.DataFrame, *, preset: str, seconds: f
         lo, hi = NO_WEIGHT_DECAY_RANGE
         lines += ["", f"Reference columns apply to weight decay {REFERENCE_WEIGHT_DECAY} only; "
                   f"without weight decay the reference reports mean Spearman {lo}-{hi}."]
-    lines += ["", "## Reference (PAPER.md)", ""] + [f"- {n}" for n in reference_notes(study)]
+    lines += ["", "## Reference (literal, from the papers; docs/findings.md)", ""] + [f"- {n}" for n in reference_notes(study)]
     if options:
         lines += ["", "## Settings", ""] + [f"- `{k}`: {v}" for k, v in options.items()]
     if figures:

@@ -31,6 +31,8 @@ LABELS = {
     "test_point": "test point",
 }
 REFERENCE_LABEL = "reference (Epifano et al.)"
+#: The noise band of the study scatters: the rule ``frac_within_noise`` counts.
+NOISE_BAND_LABEL = "|actual| < retraining noise floor (counted in frac_within_noise)"
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (4.5, 3.2)) -> Axes:
@@ -93,8 +95,7 @@ def correlation_vs(table: pd.DataFrame, x: str = "depth", *, y: str = "spearman"
         ax.set_ylim(-1.05, 1.05)
     if title:
         ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, title=hue_col, title_fontsize=8)
+    _legend_outside(ax, hue_col)
     return {"lines": drawn["lines"], "bands": drawn["collections"], "reference": ref, "ax": ax}
 
 
@@ -113,61 +114,126 @@ def correlation_vs_eigenvalue(table: pd.DataFrame, *, y: str = "spearman",
     ev = pd.to_numeric(table["top_eigenvalue"], errors="coerce")
     if len(ev) and (ev > 0).all():
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short range
     ax.set_xlabel(_label("top_eigenvalue"))
     ax.set_ylabel(_label(y))
     if title:
         ax.set_title(title)
-    if ax.get_legend() is not None:
-        ax.legend(fontsize=7)
+    _legend_outside(ax)
     return {"points": points, "ax": ax}
 
 
 def correlation_spread(table: pd.DataFrame, x: str | Sequence[str] = "test_point", *,
                        y: str = "spearman", hue: str | Sequence[str] | None = None,
-                       ax: Axes | None = None, title: str | None = None) -> dict[str, Any]:
-    """Spread of ``y`` per category of ``x``: a box per category with every row as a point.
-    Returns ``boxes`` (patches), ``points`` (collections) and ``ax``."""
+                       ax: Axes | None = None, title: str | None = None,
+                       min_box: int = 5) -> dict[str, Any]:
+    """Spread of ``y`` per category of ``x``: every row as a point, with a box where a category
+    has at least ``min_box`` rows and otherwise its mean ± standard error as an error bar (no box
+    over one or two points). Rows whose estimate failed (``error``) are marked with a red x at
+    the bottom and counted in the tick label; so are models not at their stationarity tolerance
+    (``converged`` False). The legend sits outside the axes. Returns ``boxes`` (patches),
+    ``points`` (collections), ``errorbars``, ``failed`` and ``ax``."""
     ax = _axes(ax)
     data, x_col = _categorical(table, x)
     data, hue_col = _categorical(data, hue)
     before = _counts(ax)
-    sns.boxplot(data=data, x=x_col, y=y, hue=hue_col, ax=ax, showfliers=False,
-                boxprops={"alpha": 0.35}, legend=False)
+    counts = data.groupby([c for c in (x_col, hue_col) if c is not None])[y].count()
+    boxes: list = []
+    if len(counts) and counts.min() >= min_box:
+        sns.boxplot(data=data, x=x_col, y=y, hue=hue_col, ax=ax, showfliers=False,
+                    boxprops={"alpha": 0.35}, legend=False)
+        boxes = _new_artists(ax, *before)["patches"]
     mid = _counts(ax)
     sns.stripplot(data=data, x=x_col, y=y, hue=hue_col, ax=ax, dodge=hue_col is not None,
                   size=4, alpha=0.8, legend=hue_col is not None)
-    boxes = _new_artists(ax, *before)["patches"]
     points = _new_artists(ax, *mid)["collections"]
+    errorbars = []
+    if not boxes:
+        before_err = _counts(ax)
+        sns.pointplot(data=data, x=x_col, y=y, hue=hue_col, ax=ax, errorbar="se",
+                      dodge=0.4 if hue_col is not None else False, linestyle="none",
+                      marker="_", markersize=14, color="black" if hue_col is None else None,
+                      legend=False, capsize=0.1)
+        errorbars = _new_artists(ax, *before_err)["lines"]
+    failed = None
+    if "error" in data:
+        bad = data["error"].fillna("").astype(str) != ""
+        if bad.any():
+            cats = [t.get_text() for t in ax.get_xticklabels()]
+            xs = [cats.index(str(v)) for v in data.loc[bad, x_col]]
+            failed = ax.scatter(xs, [-1.0] * len(xs), marker="x", color="crimson", s=40,
+                                zorder=5, label="estimate failed")
+    _tick_counts(ax, data, x_col)
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.set_xlabel(_label(x_col))
     ax.set_ylabel(_label(y))
     ax.tick_params(axis="x", labelsize=8)
+    if y in ("spearman", "pearson"):
+        ax.set_ylim(-1.08, 1.05)
     if title:
         ax.set_title(title)
-    return {"boxes": boxes, "points": points, "ax": ax}
+    _legend_outside(ax, hue_col)
+    return {"boxes": boxes, "points": points, "errorbars": errorbars, "failed": failed, "ax": ax}
+
+
+def _tick_counts(ax: Axes, data: pd.DataFrame, x_col: str) -> None:
+    """Add to each x tick label how many of its rows failed and how many models are not at
+    their stationarity tolerance."""
+    labels = []
+    for t in ax.get_xticklabels():
+        g = data[data[x_col].astype(str) == t.get_text()]
+        extra = []
+        if "error" in g and (g["error"].fillna("").astype(str) != "").any():
+            extra.append(f"{int((g['error'].fillna('').astype(str) != '').sum())} failed")
+        if "converged" in g and len(g) and not g["converged"].astype(bool).all():
+            extra.append(f"{int((~g['converged'].astype(bool)).sum())}/{len(g)} not stationary")
+        labels.append(t.get_text() + ("\n" + ", ".join(extra) if extra else ""))
+    if labels:
+        ax.set_xticks(ax.get_xticks(), labels)
+
+
+def _legend_outside(ax: Axes, title: str | None = None) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=7, title=title, title_fontsize=7,
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    elif ax.get_legend() is not None:
+        ax.get_legend().remove()
 
 
 def solver_error(table: pd.DataFrame, x: str = "depth", *, y: str = "rel_error",
                  hue: str = "solver", ax: Axes | None = None, logy: bool = True,
                  title: str | None = None) -> dict[str, Any]:
-    """Each solver's ``y`` (relative error against exact, or time) against ``x``, log scale.
-    Rows with a non-positive ``y`` (the exact solver against itself) are left out on a log scale.
-    Returns ``lines``, ``bands`` and ``ax``."""
+    """Each solver's mean ``y`` (relative error against exact, or time) against ``x`` with its
+    standard error as an error bar, log scale. On a log scale rows with a non-positive ``y`` (the
+    exact solver against itself) are left out, and an error bar never reaches below the smallest
+    positive value drawn (a mean - SE below 0 cannot be drawn on a log axis). Returns ``lines``
+    (one per solver), ``errorbars`` and ``ax``."""
     ax = _axes(ax)
     values = pd.to_numeric(table[y], errors="coerce")
-    data = table[values > 0] if logy else table
-    before = _counts(ax)
-    sns.lineplot(data=data, x=x, y=y, hue=hue, marker="o", ax=ax, errorbar=("ci", 95),
-                 err_kws={"alpha": 0.2})
-    drawn = _new_artists(ax, *before)
+    data = table[values > 0] if logy else table[values.notna()]
+    lines, bars = [], []
+    floor = float(pd.to_numeric(data[y]).min()) if len(data) else 0.0
+    for i, (name, g) in enumerate(data.groupby(hue, sort=False)):
+        st = g.groupby(x)[y].agg(["mean", "sem", "count"]).reset_index()
+        sem = st["sem"].fillna(0.0).to_numpy()
+        mean = st["mean"].to_numpy()
+        lower = np.minimum(sem, mean - floor) if logy else sem
+        bar = ax.errorbar(st[x], mean, yerr=[np.maximum(lower, 0.0), sem], marker="o",
+                          capsize=3, label=str(name), color=f"C{i}")
+        lines.append(bar.lines[0])
+        bars.append(bar)
     if logy and len(data):
         ax.set_yscale("log")
     _integer_ticks(ax, table[x])
     ax.set_xlabel(_label(x))
-    ax.set_ylabel(_label(y))
+    ax.set_ylabel(_label(y) + " (mean ± SE)")
     if title:
         ax.set_title(title)
-    return {"lines": drawn["lines"], "bands": drawn["collections"], "ax": ax}
+    _legend_outside(ax, hue)
+    return {"lines": lines, "errorbars": bars, "ax": ax}
 
 
 def _panel_title(row: pd.Series, label: Sequence[str]) -> str:
@@ -207,11 +273,29 @@ def scatter_grid(table: pd.DataFrame, *, axes: Sequence[Axes] | np.ndarray | Non
         pair = pairs[i]
         noise = pair.get("noise")
         noise = noise if noise is not None and np.isfinite(noise) else None
-        drawn.append(scatter_estimated_vs_actual(pair["estimated"], pair["actual"], ax=ax,
-                                                 noise=noise, stats=_stats(row),
-                                                 title=_panel_title(row, label)))
+        st = _stats(row)
+        flag = "" if row.get("converged", True) in (True, 1) else "; model NOT stationary"
+        title = (f"{_panel_title(row, label)}\nSpearman {st['spearman']:.2f} "
+                 f"[{st['spearman_ci'][0]:.2f}, {st['spearman_ci'][1]:.2f}], n = {st['n']}{flag}")
+        out = scatter_estimated_vs_actual(pair["estimated"], pair["actual"], ax=ax, title=title)
+        out["band"] = None
+        if noise is not None:
+            # the same rule as frac_within_noise: |actual| < noise floor, a band around y = 0
+            out["band"] = ax.axhspan(-noise, noise, color="tab:orange", alpha=0.25, lw=0,
+                                     zorder=0, label=NOISE_BAND_LABEL)
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(min(lo, -1.1 * noise), max(hi, 1.1 * noise))
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        ax.title.set_fontsize(8)
+        drawn.append(out)
     for ax in axes[len(rows):]:
         ax.set_axis_off()
+    if drawn:
+        fig = drawn[0]["ax"].figure
+        handles, labels = drawn[0]["ax"].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=max(1, len(handles)),
+                   fontsize=8)
     return drawn
 
 
@@ -229,8 +313,9 @@ def _trend_figure(table: pd.DataFrame, x: str, reference: pd.DataFrame | None) -
     for ax, act in zip(axes, acts):
         sub = table if act is None else table[table["activation"] == act]
         ref = reference if act == "selu" else None
-        correlation_vs(sub, x, ax=ax, reference=ref, title=f"activation: {act}")
-    correlation_vs_eigenvalue(table, hue=x, ax=axes[-1], title="accuracy vs curvature")
+        correlation_vs(sub, x, ax=ax, reference=ref, title=f"Spearman by {x} ({act})")
+    correlation_vs_eigenvalue(table, hue=x, style=("activation", "weight_decay"), ax=axes[-1],
+                              title="Spearman vs curvature (marker: activation / wd)")
     return fig
 
 
@@ -238,6 +323,8 @@ def study_figures(study: str, table: pd.DataFrame) -> dict[str, Figure]:
     """The standard figures of a study table, by file stem (used by the command line)."""
     if table.empty:
         return {}
+    full, table = table, pd.DataFrame(table.copy())
+    table.attrs = {}  # the arrays stay with ``full`` (for the scatter grid) only
     figs: dict[str, Figure] = {}
     if study in ("depth", "width"):
         from ..experiments.reference import REFERENCE_DEPTH
@@ -256,9 +343,15 @@ def study_figures(study: str, table: pd.DataFrame) -> dict[str, Figure]:
                            title="estimate params (hue) vs ground truth (x)")
         figs["validation_spread"] = fig
     elif study == "group":
-        fig, (ax,) = _figure(1)
-        correlation_spread(table, x="arch", y="frac_within_noise", ax=ax,
-                           title="group effects within the noise floor")
+        fig, axes = _figure(3, width=4.2)
+        table = table.assign(group_size=table["group_size"].astype(int))
+        correlation_spread(table, x="group_size", y="frac_within_noise", ax=axes[0],
+                           title="share of |actual| within the noise floor")
+        correlation_spread(table, x="group_size", y="effect_to_noise", ax=axes[1],
+                           title="median |actual| / noise floor")
+        axes[1].axhline(1.0, color="tab:orange", ls="--", lw=1)
+        correlation_spread(table, x="group_size", ax=axes[2],
+                           title="summed estimate vs actual, per size")
         figs["group_noise"] = fig
     elif study == "ground_truth":
         models = list(dict.fromkeys(table["model"]))
@@ -268,12 +361,14 @@ def study_figures(study: str, table: pd.DataFrame) -> dict[str, Figure]:
                                title=f"{model}: each solver against each ground truth")
         figs["ground_truth_spread"] = fig
     else:
-        x = {"test_point": "test_point", "weight_decay": ("arch", "solver")}.get(study, "arch")
-        hue = {"test_point": "depth", "weight_decay": "weight_decay"}.get(study)
+        x = {"test_point": ("activation", "test_point"),
+             "weight_decay": ("arch", "solver")}.get(study, "arch")
+        hue = {"test_point": "depth", "weight_decay": "weight_decay",
+               "architecture": "solver"}.get(study)
         fig, (ax,) = _figure(1, width=6.0)
         correlation_spread(table, x=x, hue=hue, ax=ax)
         figs[f"{study}_spread"] = fig
-    first_seed = table[table["seed"] == table["seed"].min()] if "seed" in table else table
+    first_seed = full[full["seed"] == full["seed"].min()] if "seed" in full else full
     grid = scatter_grid(first_seed, label=_GRID_LABELS.get(study, ("arch", "depth")))
     if grid:
         figs[f"{study}_scatter"] = grid[0]["ax"].figure
@@ -287,6 +382,6 @@ _GRID_LABELS = {
     "architecture": ("arch", "solver"),
     "test_point": ("depth", "test_point", "seed"),
     "validation": ("depth", "params", "loo_mode", "loo_params"),
-    "group": ("arch", "seed", "test_point"),
+    "group": ("arch", "seed", "test_point", "group_size"),
     "ground_truth": ("model", "solver", "truth"),
 }
