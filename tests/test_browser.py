@@ -216,6 +216,23 @@ def _check_image(png: bytes) -> None:
     )
 
 
+def _nothing_over_the_axes(png: bytes) -> None:
+    """No text inside the axes: the statistics and the legend (black text) sit outside them.
+    The axes are found by their black spines; inside them only the data, the reference lines
+    (grey), the band (orange) and the ring (crimson) may be drawn."""
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    dark = (img < 60).all(axis=-1)
+    h, w = dark.shape
+    cols = np.flatnonzero(dark.sum(axis=0) > 0.4 * h)
+    rows = np.flatnonzero(dark.sum(axis=1) > 0.4 * w)
+    assert len(cols) >= 2 and len(rows) >= 2, "the axes' frame was not found in the scatter"
+    inside = dark[rows.min() + 3 : rows.max() - 2, cols.min() + 3 : cols.max() - 2]
+    assert inside.sum() < 5, f"{int(inside.sum())} dark (text) pixels inside the axes"
+
+
 def _a_dot(png: bytes) -> tuple[float, float]:
     """Where a dot of the scatter is, in the screenshot's pixels: the centre of the largest blob
     of the dots' blue (over white or the orange noise band), above the legend (whose blue
@@ -284,7 +301,9 @@ def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
                         scatter = page.locator(".iw-scatter canvas").first
                         scatter.wait_for(timeout=_remaining(t_end))
                         page.wait_for_timeout(1000)
-                        _check_image(scatter.screenshot())
+                        shot = scatter.screenshot()
+                        _check_image(shot)
+                        _nothing_over_the_axes(shot)
                         _click_a_dot(page, t_end)
                         page.wait_for_timeout(1000)  # the ring is drawn on the next frame
                         page.locator(".iw-explorer").first.screenshot(

@@ -232,7 +232,7 @@ class InfluenceExplorer(W.VBox):
         live = self.INTERACTIVE
         self.interactive = (_in_kernel() and _interactive_canvas()) if live is None else live
         self.scatter_out = W.Output(layout=W.Layout(min_height="425px", width="520px"))
-        self.last_figure = Figure(figsize=(5.3, 5.7), layout="constrained")
+        self.last_figure = Figure(figsize=(5.2, 5.7), dpi=100, layout="constrained")
         self.canvas = None
         if self.interactive:
             from ipympl.backend_nbagg import Canvas, FigureManager
@@ -244,7 +244,6 @@ class InfluenceExplorer(W.VBox):
             self.canvas.toolbar_visible = False
             self.canvas.resizable = False
             self.canvas.capture_scroll = False
-            self.canvas.layout = W.Layout(width="520px")
             self.canvas.mpl_connect("pick_event", self._on_pick)
             self.canvas.mpl_connect("motion_notify_event", self._on_hover)
             self.canvas.add_class("iw-canvas")
