@@ -233,3 +233,9 @@ def test_an_iterative_solver_is_measured_against_the_exact_solve(iris_model, mon
     ex.controls.solver.value = "exact"
     ex.compute(raise_errors=True)
     assert ex.outcome.vs_exact is None and "vs exact solve" not in ex.stats.value
+
+
+def test_the_noise_floor_says_what_its_seeds_randomised(iris_model, monkeypatch):
+    ex = _explorer(iris_model, False, monkeypatch)
+    assert ex.outcome.noise_std is not None
+    assert "start perturbed by" in ex.stats.value and "seeds;" in ex.stats.value

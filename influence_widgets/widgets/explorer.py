@@ -846,6 +846,7 @@ class InfluenceExplorer(W.VBox):
             seconds=out.seconds,
             lds=lds,
             vs_exact=out.vs_exact,
+            noise_source=self.session.noise_source(req),
         )
 
     def _show_scatter(self) -> None:

@@ -124,6 +124,7 @@ def stats_html(
     seconds: dict[str, float],
     lds: bool = False,
     vs_exact: dict[str, Any] | None = None,
+    noise_source: str | None = None,
 ) -> str:
     """Correlations with bootstrap CIs and the settings that produced them; every number with
     its explanation on hover and in a "what the numbers mean" section."""
@@ -158,8 +159,8 @@ def stats_html(
         f"{stats.get('n', '–')}</span>"
     )
     noise_txt = (
-        f"{_hint('noise floor', 'noise')} ±{noise:.3g} (std over seeds)" if noise is not None
-        else "no noise floor"
+        f"{_hint('noise floor', 'noise')} ±{noise:.3g} (std over "
+        f"{html.escape(noise_source or 'seeds')})" if noise is not None else "no noise floor"
     )
     rows.append(f"<span style='color:#555'>{html.escape(gt_note)} · {noise_txt}</span>")
     rows.append(

@@ -730,6 +730,11 @@ class ExplorerSession:
         return out
 
     # ------------------------------------------------------------------ all together
+    def noise_source(self, req: Request) -> str | None:
+        """What the noise floor of ``req`` randomised, over how many seeds (None if unknown)."""
+        res = self._noise.get((req.model, req.noise_key))
+        return None if res is None else f"{len(res.seeds)} seeds; {res.how}"
+
     def noise_known(self, req: Request) -> bool:
         """Whether the noise floor of ``req``'s model and ground truth is already in memory."""
         return (req.model, req.noise_key) in self._noise
