@@ -51,6 +51,7 @@ class Claim:
     held: bool | None
     kind: str = "finding"  # "finding", "check" or "description"
     note: str = ""
+    held_as: str = ""  # the verdict's words when held by another rule than "beyond 2 SE"
 
     @property
     def verdict(self) -> str:
@@ -58,7 +59,9 @@ class Claim:
             return "reported"
         if self.kind == "check":
             return "ok" if self.held else "FAILED"
-        return "held beyond 2 SE" if self.held else NOT_REPRODUCED
+        if self.held:
+            return f"held ({self.held_as})" if self.held_as else "held beyond 2 SE"
+        return NOT_REPRODUCED
 
     @property
     def sentence(self) -> str:
@@ -342,10 +345,11 @@ def _ground_truth(t: pd.DataFrame) -> list[Claim]:
     out = []
     for c in ground_truth_claims(t):
         what = c.sentence.split(" -> ")[0].rsplit(": ", 1)[0]
+        verdict = c.sentence.split("->")[-1].strip()
         out.append(Claim("ground_truth", c.key, what, c.value, c.se,
                          c.se * math.sqrt(c.n) if np.isfinite(c.se) else math.nan, c.n,
-                         int(t.seed.nunique()), "see sentence", c.held,
-                         note=c.sentence.split("->")[-1].strip()))
+                         int(t.seed.nunique()), "see sentence", c.held, note=verdict,
+                         held_as=verdict if c.held and "within" in verdict else ""))
     return out
 
 
