@@ -239,3 +239,15 @@ def test_the_noise_floor_says_what_its_seeds_randomised(iris_model, monkeypatch)
     ex = _explorer(iris_model, False, monkeypatch)
     assert ex.outcome.noise_std is not None
     assert "start perturbed by" in ex.stats.value and "seeds;" in ex.stats.value
+
+
+def test_a_perturbation_only_noise_floor_is_named_in_the_trust_report(iris_model, monkeypatch):
+    """Full-batch warm-start retraining is deterministic: its floor comes from the perturbed
+    start alone, and the report says so (with what to do for real retraining spread)."""
+    ex = _explorer(iris_model, False, monkeypatch)
+    assert "noise-perturbation-only" in ex.last_report.codes
+    X, y = iris_model.data.test
+    res = iw.ground_truth.retraining_noise(iris_model, iris_model.train, (X[:3], y[:3]),
+                                           n_seeds=2, mode="scratch", store=None,
+                                           return_result=True)
+    assert "noise-perturbation-only" not in [f.code for f in res.findings]

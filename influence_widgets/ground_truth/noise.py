@@ -6,6 +6,7 @@ randomness of retraining (K & Sogaard 2022; Basu et al. 2021 at ImageNet scale).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -118,9 +119,10 @@ def retraining_noise(
     objectives = torch.tensor([rec[j.key].objective for j in jobs], dtype=torch.float64)
     control_obj = rec[CONTROL].objective if problem.subtract_control else None
     health = check_retrains(problem, objectives, grad_norms, control_obj, source="noise floor")
-    TrustReport(health.findings).warn(stacklevel=2)
     values = (losses - ref[:, None]).masked_fill(health.diverged[None, :], float("nan"))
     values = values.to(problem.dtype)
+    findings = health.findings + _source_findings(problem, size, how, values)
+    TrustReport(findings).warn(stacklevel=2)
     if not return_result:
         return values
     return NoiseResult(
@@ -128,8 +130,31 @@ def retraining_noise(
         how=how, steps=problem.steps, params=problem.params_label,
         dtype=dtype_name(problem.dtype),
         grad_norms=grad_norms.float(), n_retrains_computed=outcome.n_computed,
-        seconds=time.perf_counter() - t0, objective=problem.objective, findings=health.findings,
+        seconds=time.perf_counter() - t0, objective=problem.objective, findings=findings,
     )
+
+
+def _source_findings(problem: Problem, size: float, how: str,
+                     values: torch.Tensor) -> tuple[Finding, ...]:
+    """A note when the seeds randomise nothing but the perturbed start: a full-batch warm start
+    (or a last-layer or PBRF retrain) is deterministic, so the floor says how far retraining
+    from a nudged start lands, not how much real retraining runs differ."""
+    if problem.mode == "scratch" or "mini-batch" in how:
+        return ()
+    floor = noise_floor(values)
+    typical = float(floor[torch.isfinite(floor)].median()) if bool(
+        torch.isfinite(floor).any()) else math.nan
+    return (Finding(
+        "info", "noise floor", "noise-perturbation-only",
+        f"the noise floor (median {typical:.2g} over the test points) comes from a perturbed "
+        f"start only ({how}): {problem.mode} retraining with full batches is otherwise "
+        "deterministic",
+        "it measures how far retraining from a nudged start lands, not the seed-to-seed spread "
+        "of real training runs (initialisation, mini-batch order); effects above it are "
+        "reproducible, not necessarily larger than what another training run would change",
+        "for the spread of real retraining, compute the floor with mode='scratch' or a "
+        "mini-batch config (the explorer's 'from scratch' ground truth)",
+        action=None),)
 
 
 def _randomness(problem: Problem, perturb: float | str) -> tuple[float, str]:
