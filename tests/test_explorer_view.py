@@ -251,3 +251,12 @@ def test_a_perturbation_only_noise_floor_is_named_in_the_trust_report(iris_model
                                            n_seeds=2, mode="scratch", store=None,
                                            return_result=True)
     assert "noise-perturbation-only" not in [f.code for f in res.findings]
+
+
+def test_interactive_is_a_constructor_argument_and_names_do_not_clash(iris_model):
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False, interactive=False)
+    assert ex.canvas is None and not ex.interactive
+    other = iw.wrap(torch.nn.Linear(4, 3).double(), iris_model.train, iris_model.data.test,
+                    weight_decay=0.0, name=MODEL)
+    with pytest.raises(ValueError, match="already has a model named"):
+        iw.InfluenceExplorer({MODEL: iris_model}, model=other, threaded=False)

@@ -104,6 +104,9 @@ class InfluenceExplorer(W.VBox):
         device: "cpu" (default) or "cuda".
         threaded: run the Compute button (and model loading) in a worker thread so that Cancel and
             the progress bar respond; the default is on inside a Jupyter kernel, off elsewhere.
+        interactive: the scatter as a live canvas whose dots are clicked and hovered (needs
+            ``ipympl``), or a static image with a dropdown to pick points (False); the default
+            (None, or the class's ``INTERACTIVE``) is live inside a Jupyter kernel.
 
     Clicking **Compute** (or calling :meth:`compute`) estimates, picks the evaluated training
     points, retrains only what is not cached and compares. The evaluated set is chosen once per
@@ -159,6 +162,7 @@ class InfluenceExplorer(W.VBox):
         model: str | TrainedModel | torch.nn.Module | None = None,
         device: str | None = None,
         threaded: bool | None = None,
+        interactive: bool | None = None,
         train: Any = None,
         test: Any = None,
         data: Any = None,
@@ -181,8 +185,14 @@ class InfluenceExplorer(W.VBox):
         super().__init__()
         models = dict(models or {})
         if isinstance(model, TrainedModel):
-            models.setdefault(model.name or "my model", model)
-            model = model.name or "my model"
+            name = model.name or "my model"
+            if models.get(name, model) is not model:
+                raise ValueError(
+                    f"models already has a model named {name!r}, and model= is another one: "
+                    "give it another name (iw.wrap(..., name=...), or TrainedModel.name)")
+            models[name] = model
+            model = name
+        self._interactive = interactive
         self.session = ExplorerSession(models)
         self.threaded = _in_kernel() if threaded is None else threaded
         self._cancel = threading.Event()
@@ -229,7 +239,7 @@ class InfluenceExplorer(W.VBox):
 
     # ------------------------------------------------------------------ layout
     def _build_outputs(self) -> None:
-        live = self.INTERACTIVE
+        live = self.INTERACTIVE if self._interactive is None else self._interactive
         self.interactive = (_in_kernel() and _interactive_canvas()) if live is None else live
         self.scatter_out = W.Output(layout=W.Layout(min_height="425px", width="520px"))
         self.last_figure = Figure(figsize=(5.2, 5.7), dpi=100, layout="constrained")
