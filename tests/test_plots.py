@@ -120,3 +120,26 @@ def test_solver_error_bars_stay_above_zero_on_a_log_scale(table):
     lo = min(seg[:, 1].min() for b in out["errorbars"] for c in b.lines[2]
              for seg in c.get_segments())
     assert lo > 0 and out["lines"] and ax.get_yscale() == "log"
+
+
+@pytest.mark.parametrize("lo, hi", [(1.45, 2.1), (0.3, 800.0), (5.0, 5.0)])
+def test_eigenvalue_axis_keeps_readable_non_overlapping_tick_labels(lo, hi):
+    """Issue 13 (8): on a short log range the ticks vanished or their labels overlapped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ev = np.geomspace(lo, hi, 4)
+    table = pd.DataFrame({"top_eigenvalue": ev, "spearman": [0.9, 0.8, 0.7, 0.6],
+                          "depth": [1, 2, 4, 8], "weight_decay": [0.005] * 4})
+    fig = Figure(figsize=(4, 3), layout="constrained")
+    out = plots.correlation_vs_eigenvalue(table, ax=fig.add_subplot())
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    ax = out["ax"]
+    x0, x1 = ax.get_xlim()
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and x0 <= t.get_position()[0] <= x1]
+    assert len(labels) >= (1 if lo == hi else 2), [t.get_text() for t in labels]
+    boxes = sorted((t.get_window_extent(r) for t in labels), key=lambda b: b.x0)
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in labels]
+    assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())

@@ -99,6 +99,23 @@ def correlation_vs(table: pd.DataFrame, x: str = "depth", *, y: str = "spearman"
     return {"lines": drawn["lines"], "bands": drawn["collections"], "reference": ref, "ax": ax}
 
 
+def _log_ticks(ax: Axes, lo: float, hi: float) -> None:
+    """Readable ticks on a log axis over ``[lo, hi]``: the 1-2-5 values inside it (at most 6),
+    or, on a range too short to hold two of them, three values spread evenly in log space; each
+    labelled with 3 significant digits, no minor labels (they overlap on a short range)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    ticks = [m * 10.0**e for e in range(e0, e1 + 1) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+    if len(ticks) > 6:
+        ticks = [t for t in ticks if math.isclose(math.log10(t) % 1, 0, abs_tol=1e-9)] or ticks
+    if len(ticks) < 2:
+        ticks = sorted({float(f"{v:.2g}") for v in np.geomspace(lo, hi, 3)}) if hi > lo else [lo]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def correlation_vs_eigenvalue(table: pd.DataFrame, *, y: str = "spearman",
                               hue: str | Sequence[str] | None = "depth",
                               style: str | None = "weight_decay", ax: Axes | None = None,
@@ -114,9 +131,7 @@ def correlation_vs_eigenvalue(table: pd.DataFrame, *, y: str = "spearman",
     ev = pd.to_numeric(table["top_eigenvalue"], errors="coerce")
     if len(ev) and (ev > 0).all():
         ax.set_xscale("log")
-        from matplotlib.ticker import NullFormatter
-
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short range
+        _log_ticks(ax, float(ev.min()), float(ev.max()))
     ax.set_xlabel(_label("top_eigenvalue"))
     ax.set_ylabel(_label(y))
     if title:
