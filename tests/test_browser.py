@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -276,11 +277,14 @@ def _stale_after_a_change(page, t_end: float) -> None:
     page.locator(".iw-stale-note", has_text="damping").first.wait_for(timeout=_remaining(t_end))
 
 
-def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
+@contextmanager
+def _lab_page(tmp_path: Path, deadline_s: float):
+    """JupyterLab on a copy of the quickstart, and a headless Chromium page on it: yields
+    ``(page, url, t_end)``; the server's log is printed if anything fails."""
     chromium = _chromium()
     from playwright.sync_api import sync_playwright
 
-    t_end = time.monotonic() + DEADLINE_S
+    t_end = time.monotonic() + deadline_s
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -295,25 +299,7 @@ def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
                 try:
-                    page = browser.new_page(viewport={"width": 1500, "height": 1300})
-                    try:
-                        _run_notebook_and_compute(page, url, t_end)
-                        scatter = page.locator(".iw-scatter canvas").first
-                        scatter.wait_for(timeout=_remaining(t_end))
-                        page.wait_for_timeout(1000)
-                        shot = scatter.screenshot()
-                        _check_image(shot)
-                        _nothing_over_the_axes(shot)
-                        _click_a_dot(page, t_end)
-                        page.wait_for_timeout(1000)  # the ring is drawn on the next frame
-                        page.locator(".iw-explorer").first.screenshot(
-                            path=str(ARTIFACTS / "quickstart-selected.png"))
-                        _stale_after_a_change(page, t_end)
-                    finally:
-                        page.screenshot(path=str(ARTIFACTS / "quickstart.png"), full_page=True)
-                    page.locator(".iw-explorer").first.screenshot(
-                        path=str(ARTIFACTS / "quickstart-widget.png")
-                    )
+                    yield browser.new_page(viewport={"width": 1500, "height": 1300}), url, t_end
                 finally:
                     browser.close()
         except Exception:
@@ -324,3 +310,53 @@ def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
             raise
         finally:
             _stop_server(url, proc)
+
+
+def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
+    with _lab_page(tmp_path, DEADLINE_S) as (page, url, t_end):
+        try:
+            _run_notebook_and_compute(page, url, t_end)
+            scatter = page.locator(".iw-scatter canvas").first
+            scatter.wait_for(timeout=_remaining(t_end))
+            page.wait_for_timeout(1000)
+            shot = scatter.screenshot()
+            _check_image(shot)
+            _nothing_over_the_axes(shot)
+            _click_a_dot(page, t_end)
+            page.wait_for_timeout(1000)  # the ring is drawn on the next frame
+            page.locator(".iw-explorer").first.screenshot(
+                path=str(ARTIFACTS / "quickstart-selected.png"))
+            _stale_after_a_change(page, t_end)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "quickstart.png"), full_page=True)
+        page.locator(".iw-explorer").first.screenshot(path=str(ARTIFACTS / "quickstart-widget.png"))
+
+
+CNN_DEADLINE_S = 600.0
+DONE_RE = r"done in ([0-9.]+) s \(expected ([0-9.]+) s\)"
+
+
+@pytest.mark.slow
+def test_digits_cnn_cold_compute_within_a_minute(tmp_path: Path) -> None:
+    """Issue 11: a cold Compute of ``digits-cnn`` with the explorer's defaults, clicked in the
+    browser, takes <= 60 s and lands within 2x of the time announced before it starts. The
+    model is trained (once) before the clock starts; its retrains and noise floor are not."""
+    import re
+
+    with _lab_page(tmp_path, CNN_DEADLINE_S) as (page, url, t_end):
+        _run_notebook_and_compute(page, url, t_end)
+        select = page.locator(".widget-dropdown", has_text="model").locator("select").first
+        select.select_option("digits-cnn")
+        page.locator(".iw-explorer", has_text="digits-cnn ready").first.wait_for(
+            timeout=_remaining(t_end))
+        page.locator(".widget-button", has_text="Compute").first.click()
+        start = time.monotonic()
+        page.locator(".iw-explorer", has_text="done in").first.wait_for(timeout=_remaining(t_end))
+        clicked = time.monotonic() - start
+        status = page.locator(".iw-explorer").first.inner_text()
+        page.locator(".iw-explorer").first.screenshot(path=str(ARTIFACTS / "digits-cnn.png"))
+        done, expected = (float(v) for v in re.search(DONE_RE, status).groups())
+        sys.stderr.write(f"digits-cnn: {clicked:.1f} s in the browser, {done:.1f} s computing, "
+                         f"{expected:.1f} s expected\n")
+        assert clicked <= 60.0, f"a cold digits-cnn Compute took {clicked:.0f} s (over 60 s)"
+        assert expected / 2 <= done <= 2 * expected, (done, expected)
