@@ -109,3 +109,21 @@ def test_weight_decay_check_catches_a_vanished_hessian():
     assert check.kind == "check" and check.held is False
     with pytest.raises(AssertionError):
         ex.expect(claims.values())
+
+
+def test_test_point_study_reads_depth_per_activation_beside_convergence():
+    """Issue 15 (2): in 04 deep tanh models scored as well as shallow ones and nothing said why;
+    depth is now compared within each activation, beside the share of stationary models."""
+    rows = []
+    for act, (shallow, deep), conv in (("tanh", (0.95, 0.94), True), ("selu", (0.7, 0.3), False)):
+        for seed in range(3):
+            for tp in ("highest", "median"):
+                wobble = 0.03 * (-1) ** (seed + (tp == "median"))  # deep minus shallow noise
+                for depth, base in ((1, shallow), (4, deep)):
+                    rows.append({"activation": act, "depth": depth, "seed": seed,
+                                 "test_point": tp, "converged": conv,
+                                 "spearman": base + (wobble if depth == 4 else 0.0)})
+    claims = {c.key: c for c in ex.study_claims("test_point", pd.DataFrame(rows))}
+    assert claims["depth:selu"].held and not claims["depth:tanh"].held
+    assert claims["converged:tanh"].value == 1.0 and claims["converged:selu"].value == 0.0
+    assert claims["converged:tanh"].verdict == "reported"

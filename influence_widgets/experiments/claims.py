@@ -262,6 +262,24 @@ def _test_point(t: pd.DataFrame) -> list[Claim]:
     rows = rng.reset_index()
     out = [level("test_point", "range", "Spearman range (max - min) across the test points of one "
                  f"model, over {len(rows)} models", rows, "range", above=0.1)]
+    # finding (i) within this study, per activation, beside how many models are stationary:
+    # first-order influence assumes a minimum, so depth is read apart from convergence
+    depths = sorted(t.depth.dropna().unique()) if "depth" in t else []
+    if len(depths) >= 2 and "activation" in t:
+        lo, hi = depths[0], depths[-1]
+        pair = [c for c in ("seed", "test_point") if c in t]
+        for act in dict.fromkeys(t.activation):
+            a = t[t.activation == act]
+            out.append(difference("test_point", f"depth:{act}",
+                                  f"({act}) Spearman at depth {lo:g} minus depth {hi:g} (paired "
+                                  "by seed and test point)", a[a.depth == lo], a[a.depth == hi],
+                                  pair=pair))
+            if "converged" in a:
+                models = a.drop_duplicates([c for c in ("depth", "seed") if c in a])
+                out.append(level("test_point", f"converged:{act}",
+                                 f"({act}) share of models at their stationarity tolerance",
+                                 models.assign(conv=models.converged.astype(float)), "conv",
+                                 kind="description"))
     tp = list(dict.fromkeys(t.test_point))
     if "highest" in tp and "median" in tp:
         out.append(difference("test_point", "highest_vs_median",
