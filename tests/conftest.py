@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +34,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def clustered(n: int, d: int = 3, k: int = 3, seed: int = 0, dtype=torch.float64):
+    """``n`` points in ``k`` Gaussian clusters in ``d`` dimensions, labels ``0..k-1`` in turn:
+    the small classification problem the solver tests share."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    X = torch.randn(k, d, generator=g, dtype=dtype)[y] + torch.randn(n, d, generator=g, dtype=dtype)
+    return X, y
+
+
+def small_mlp(seed: int = 0, d: int = 3, width: int = 4, k: int = 3,
+              act: nn.Module | None = None, dtype=torch.float64) -> nn.Module:
+    """A one-hidden-layer MLP (tanh unless ``act``), seeded."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, width), act or nn.Tanh(), nn.Linear(width, k)).to(dtype)

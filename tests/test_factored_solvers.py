@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import rel_err
+from conftest import clustered, rel_err, small_mlp
 from torch import nn
 
 import influence_widgets as iw
@@ -30,14 +30,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 24, d: int = 3, k: int = 3, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % k
-    return torch.randn(k, d, generator=g, dtype=DT)[y] + torch.randn(n, d, generator=g, dtype=DT), y
+    return clustered(n, d, k, seed)
 
 
-def _mlp(seed: int = 0, d: int = 3, width: int = 5, k: int = 3, act: nn.Module | None = None) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d, width), act or nn.Tanh(), nn.Linear(width, k)).to(DT)
+def _mlp(seed: int = 0, d: int = 3, width: int = 5, k: int = 3,
+         act: nn.Module | None = None) -> nn.Module:
+    return small_mlp(seed, d, width, k, act)
 
 
 def _implied(solver, p: int, damping: float) -> torch.Tensor:

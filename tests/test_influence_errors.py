@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import clustered, small_mlp
 from torch import nn
 
 import influence_widgets as iw
@@ -25,15 +26,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 20, d: int = 3, k: int = 3, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % k
-    X = torch.randn(k, d, generator=g, dtype=DT)[y] + torch.randn(n, d, generator=g, dtype=DT)
-    return X, y
+    return clustered(n, d, k, seed)
 
 
 def _mlp(seed: int = 0, d: int = 3, width: int = 4, k: int = 3) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d, width), nn.Tanh(), nn.Linear(width, k)).to(DT)
+    return small_mlp(seed, d, width, k)
 
 
 @pytest.fixture

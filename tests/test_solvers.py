@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import rel_err
+from conftest import clustered, rel_err, small_mlp
 from torch import nn
 
 from influence_widgets.influence import (
@@ -27,15 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 30, d: int = 3, k: int = 3, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % k
-    X = torch.randn(k, d, generator=g, dtype=DT)[y] + torch.randn(n, d, generator=g, dtype=DT)
-    return X, y
+    return clustered(n, d, k, seed)
 
 
 def _mlp(seed: int = 0, d: int = 3, width: int = 5, k: int = 3, act=nn.Tanh) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d, width), act(), nn.Linear(width, k)).to(DT)
+    return small_mlp(seed, d, width, k, act())
 
 
 def _rhs(obj: Objective, k: int = 6, seed: int = 1) -> torch.Tensor:

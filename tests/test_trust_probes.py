@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import clustered, small_mlp
 from PIL import Image
 from torch import nn
 
@@ -34,15 +35,11 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
 
 
 def _data(n: int = 20, d: int = 3, k: int = 3, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % k
-    X = torch.randn(k, d, generator=g, dtype=DT)[y] + torch.randn(n, d, generator=g, dtype=DT)
-    return X, y
+    return clustered(n, d, k, seed)
 
 
 def _mlp(seed: int = 0, d: int = 3, k: int = 3) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d, 4), nn.Tanh(), nn.Linear(4, k)).to(DT)
+    return small_mlp(seed, d, 4, k)
 
 
 TRAIN, TEST = _data(), _data(5, seed=1)
