@@ -68,28 +68,40 @@ def _get(url: str, token: str | None = None) -> int:
         return err.code
 
 
-def _wait_for_url(proc: subprocess.Popen, log: Path, timeout: float) -> tuple[int, str]:
-    """Port and token from the server's printed URL, once the server answers on that port."""
+def _wait_for_printed(proc: subprocess.Popen, log: Path, pattern: re.Pattern, timeout: float,
+                      target: str, ready=lambda match: True) -> re.Match:
+    """The first match of ``pattern`` in the log of ``make <target>`` once ``ready(match)``;
+    fails with the log's tail if the server exits first or prints nothing in ``timeout``."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        match = URL_RE.search(log.read_text(errors="replace"))
-        if match:
-            port, token = int(match.group(1)), match.group(2)
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2):
-                    return port, token
-            except OSError:
-                pass
+        match = pattern.search(log.read_text(errors="replace"))
+        if match and ready(match):
+            return match
         if proc.poll() is not None:
             pytest.fail(
-                f"`make lab-headless` exited with code {proc.returncode} before serving:\n"
+                f"`make {target}` exited with code {proc.returncode} before serving:\n"
                 + log.read_text(errors="replace")[-4000:]
             )
-        time.sleep(0.5)
+        time.sleep(0.3)
     pytest.fail(
-        f"`make lab-headless` printed no URL with a token within {timeout:.0f} s:\n"
+        f"`make {target}` printed no URL with a token within {timeout:.0f} s:\n"
         + log.read_text(errors="replace")[-4000:]
     )
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for_url(proc: subprocess.Popen, log: Path, timeout: float) -> tuple[int, str]:
+    """Port and token from the server's printed URL, once the server answers on that port."""
+    match = _wait_for_printed(proc, log, URL_RE, timeout, "lab-headless",
+                              ready=lambda m: _listening(int(m.group(1))))
+    return int(match.group(1)), match.group(2)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -10,7 +10,6 @@ locally and fails under ``CI=true``.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -27,7 +26,8 @@ from test_browser import (
     _free_port,
     _remaining,
 )
-from test_main_command import _get, _start_make, _stop
+from test_main_command import _env as _lab_command_env
+from test_main_command import _get, _start_make, _stop, _wait_for_printed
 
 pytestmark = pytest.mark.browser
 
@@ -63,15 +63,12 @@ ERROR_STATE_JS = """() => {
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    """The user's environment, as a clean shell's make sees it, with a private IW cache and
-    Jupyter runtime/config/data folders in ``tmp``."""
-    env = dict(os.environ)
-    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "IW_NOTEBOOK_QUICK"):
-        env.pop(name, None)  # a clean make; the browser clicks Compute itself
+    """The clean environment of the Lab command's test, with a private IW cache and Jupyter
+    data folder in ``tmp`` too; the browser clicks Compute itself."""
+    env = _lab_command_env(tmp)
+    env.pop("IW_NOTEBOOK_QUICK", None)
     env.update(
         INFLUENCE_WIDGETS_CACHE=str(tmp / "iw-cache"),
-        JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
-        JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"),
         JUPYTER_DATA_DIR=str(tmp / "jupyter-data"),
         IPYTHONDIR=str(tmp / "ipython"),
         MPLBACKEND="Agg",
@@ -81,21 +78,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 def _wait_for_url(proc: subprocess.Popen, log: Path, timeout: float) -> str:
     """The URL (with its token) that Voila prints once it is up."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        match = URL_RE.search(log.read_text(errors="replace"))
-        if match:
-            return match.group(0)
-        if proc.poll() is not None:
-            pytest.fail(
-                f"`make workshop-headless` exited with code {proc.returncode} before serving:\n"
-                + log.read_text(errors="replace")[-4000:]
-            )
-        time.sleep(0.3)
-    pytest.fail(
-        f"`make workshop-headless` printed no URL with a token within {timeout:.0f} s:\n"
-        + log.read_text(errors="replace")[-4000:]
-    )
+    return _wait_for_printed(proc, log, URL_RE, timeout, "workshop-headless").group(0)
 
 
 def _compute(page, t_end: float) -> dict[str, float]:
