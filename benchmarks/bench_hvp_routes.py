@@ -32,7 +32,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _report import date_line, machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "hvp_routes.md"
@@ -586,7 +586,6 @@ def main(argv: list[str] | None = None) -> int:
     main_bits = {f"{c.name}|{c.dtype}": {"outputs": route_outputs(c, args.device, args.quick)}
                  for c in cases(args.quick)}
     load1 = os.getloadavg()
-    minutes = (dt.datetime.now().astimezone() - started).total_seconds() / 60
 
     sz = sizes(args.quick)
     clock_name = ("process CPU time (one thread: time waiting for a core while others share the machine "
@@ -595,8 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## Hessian-vector-product routes",
         "",
-        f"- date: {started:%Y-%m-%d %H:%M %Z}; run took {minutes:.1f} min" + (" (--quick)" if args.quick else ""),
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        date_line(started, args.quick),
+        f"- machine: {machine()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)), device {args.device.type}"
         + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.type == "cuda" else "")
         + f"; load average {load0[0]:.1f} at start, {load1[0]:.1f} at end",

@@ -27,7 +27,6 @@ import argparse
 import copy
 import datetime as dt
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _report import date_line, machine  # noqa: E402  (benchmarks/ is on sys.path)
 from torch import nn
 
 import influence_widgets as iw
@@ -453,10 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# Influence engine benchmark",
         "",
-        f"- date: {started:%Y-%m-%d %H:%M %Z}; run took {(dt.datetime.now().astimezone() - started).total_seconds() / 60:.1f} min"
-        + (" (--quick)" if args.quick else ""),
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} thread(s)), device cpu; "
+        date_line(started, args.quick),
+        f"- machine: {machine()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)), device cpu; "
         f"load average {load0[0]:.1f} at start, {load1[0]:.1f} at end",
         f"- {why_not}" + ("" if have_dattri else ""),
         f"- Iris: 120 train x 30 test, tanh MLPs width 5, weight decay {IRIS_WD}, damping 0; "

@@ -36,7 +36,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _report import date_line, machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "memory.md"
@@ -199,15 +200,14 @@ NOTES = [
 
 
 def report(rows: list[tuple[str, dict[str, Any]]], args, started, load0, load1, extra: list[str]) -> str:
-    minutes = (dt.datetime.now().astimezone() - started).total_seconds() / 60
     cmd = "python benchmarks/bench_memory.py" + (" --quick" if args.quick else "") + (
         " --baseline DIR" if args.baseline else "") + (f" --cases {args.cases}" if args.cases else "")
     lines = [
         "## Memory: streamed training gradients",
         "",
-        f"- date: {started:%Y-%m-%d %H:%M %Z}; run took {minutes:.1f} min" + (" (--quick)" if args.quick else ""),
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {_total_memory()}, torch {_torch_version()} ({args.threads} thread(s)), "
+        date_line(started, args.quick),
+        f"- machine: {machine()}, "
+        f"{_total_memory()}, torch {_torch_version()} ({args.threads} thread(s)), "
         f"device cpu; load average {load0[0]:.1f} at start, {load1[0]:.1f} at end (a shared machine: "
         "wall times stretch with the load, CPU times less)",
         f"- command: `{cmd}`" + (f"; DIR = {args.baseline} (the code before streaming)" if args.baseline else ""),

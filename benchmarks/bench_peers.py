@@ -51,7 +51,6 @@ import json
 import logging
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -60,6 +59,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from _report import date_line, machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "peers.md"
@@ -469,17 +470,15 @@ def _lds_line(pb: dict[str, Any], lds: dict[str, Any], n_subsets: int) -> str:
 
 
 def report(rows, lds_lines, check, peers, args, started, load0, n_subsets) -> str:
-    minutes = (dt.datetime.now().astimezone() - started).total_seconds() / 60
     load1 = os.getloadavg()
     import torch
 
     lines = [
         "# Peers benchmark: Kronfluence and dattri",
         "",
-        f"- date: {started:%Y-%m-%d %H:%M %Z}; run took {minutes:.1f} min"
-        + (" (--quick)" if args.quick else ""),
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({args.threads} thread(s) per process), "
+        date_line(started, args.quick),
+        f"- machine: {machine()}, "
+        f"torch {torch.__version__} ({args.threads} thread(s) per process), "
         f"device cpu; load average {load0[0]:.1f} at start, {load1[0]:.1f} at end",
         f"- command: `python benchmarks/bench_peers.py{' --quick' if args.quick else ''}`",
         "- peers: " + "; ".join(why for _, why in peers.values()),
