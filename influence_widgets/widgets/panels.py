@@ -440,15 +440,20 @@ STALE_STYLE = (
 FADED_CSS = "<style>.iw-stale{opacity:0.45;transition:opacity .2s}</style>"
 
 
-def describe_request(req: Any) -> str:
-    """The settings of a compute in one line (for the stale marker)."""
+def solver_label(req: Any) -> str:
+    """The solver's name with the settings that differ from its defaults: ``lissa (scale 3)``."""
     from ..influence.settings import SolverSettings
 
     st = req.settings
     opts = st.options() if isinstance(st, SolverSettings) else {}
     defaults = type(st)().options() if isinstance(st, SolverSettings) else {}
     changed = ", ".join(f"{k} {v}" for k, v in opts.items() if defaults.get(k) != v)
-    solver = f"{req.solver} ({changed})" if changed else req.solver
+    return f"{req.solver} ({changed})" if changed else req.solver
+
+
+def describe_request(req: Any) -> str:
+    """The settings of a compute in one line (for the stale marker)."""
+    solver = solver_label(req)
     gt = req.gt_mode if req.gt_mode in ("scratch", "lds") else f"{req.gt_mode} {req.gt_steps} steps"
     return (
         f"{req.model} · test #{req.test_index} · {solver} · damping {req.damping:g} · "
@@ -459,15 +464,9 @@ def describe_request(req: Any) -> str:
 def plot_title(req: Any, dtype: str, k: int) -> str:
     """What produced a scatter, in its title: model, test point, solver (with the settings that
     differ from its defaults), damping, curvature, parameters; then the ground truth."""
-    from ..influence.settings import SolverSettings
-
-    st = req.settings
-    opts = st.options() if isinstance(st, SolverSettings) else {}
-    defaults = type(st)().options() if isinstance(st, SolverSettings) else {}
-    changed = ", ".join(f"{k} {v}" for k, v in opts.items() if defaults.get(k) != v)
     curv = "Hessian" if req.curvature == "hessian" else "GGN"
     params = "all params" if req.params == "all" else f"{req.params.replace('_', ' ')} params"
-    solver = f"{req.solver} ({changed})" if changed else req.solver
+    solver = solver_label(req)
     return (f"{req.model} · test #{req.test_index}\n{solver} · damping {req.damping:g} · {curv} · "
             f"{params}\n{gt_title(req, dtype, k)}")
 

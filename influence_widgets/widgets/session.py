@@ -477,14 +477,14 @@ class ExplorerSession:
             exact = self.estimate(exact_req)
         except Exception as e:  # e.g. a singular H with no damping: say so, do not fail
             return {"error": f"{type(e).__name__}: {e}"}
+        from ..evaluate.trust import _pearson
+
         a = est.values[0].detach().double().cpu()
         b = exact.values[0].detach().double().cpu()
         nb = float(b.norm())
         rel = float((a - b).norm() / nb) if nb > 0 else math.nan
-        ac, bc = a - a.mean(), b - b.mean()
-        den = float(ac.norm() * bc.norm())
-        pearson = float(ac @ bc) / den if den > 0 else math.nan
-        return {"rel_error": rel, "pearson": pearson, "damping": req.damping}
+        return {"rel_error": rel, "pearson": _pearson(a.numpy(), b.numpy()),
+                "damping": req.damping}
 
     # ------------------------------------------------------------------ evaluated set
     def indices(self, req: Request, scores_row: torch.Tensor) -> tuple[torch.Tensor, str]:
