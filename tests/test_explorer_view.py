@@ -260,3 +260,15 @@ def test_interactive_is_a_constructor_argument_and_names_do_not_clash(iris_model
                     weight_decay=0.0, name=MODEL)
     with pytest.raises(ValueError, match="already has a model named"):
         iw.InfluenceExplorer({MODEL: iris_model}, model=other, threaded=False)
+
+
+def test_the_overlay_stays_on_the_same_run_when_a_new_run_arrives(iris_model, monkeypatch):
+    ex = _explorer(iris_model, False, monkeypatch)
+    first = ex.outcome
+    ex.controls.solver.value = "cg"
+    ex.compute(raise_errors=True)
+    ex.overlay(1)  # the exact run
+    assert ex._overlay is first
+    ex.controls.solver.value = "lissa"
+    ex.compute(raise_errors=True)  # the history shifts by one
+    assert ex._overlay is first and ex._artists["overlay"]

@@ -870,10 +870,9 @@ class InfluenceExplorer(W.VBox):
     def _remember(self, out: Outcome) -> None:
         """Keep ``out`` first in the history (replacing the run of the same request: the noise
         floor completes a run), at most :attr:`HISTORY`; refresh the overlay choices."""
+        kept = self._overlay  # read before the indices move
         self.history = [out] + [h for h in self.history if h.request != out.request]
         del self.history[self.HISTORY:]
-        keep = self.overlay_pick.value
-        kept = self._overlay if keep != -1 else None
         options = [("(none)", -1)] + [(panels.run_label(h), i)
                                       for i, h in enumerate(self.history) if h is not out]
         self.overlay_pick.unobserve(self._on_overlay, names="value")
