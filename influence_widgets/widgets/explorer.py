@@ -918,36 +918,24 @@ class InfluenceExplorer(W.VBox):
         figure as a PNG into ``folder``; both written atomically (a temporary file, then a
         rename), named by model, test point, solver, ground truth and a hash of every setting.
         Returns ``{"csv": path, "png": path}``."""
-        import hashlib
-        import json
-        import os
-        import tempfile
+        import io
         from pathlib import Path
+
+        from .._cache import atomic_write_bytes, atomic_write_text, hash_settings
 
         out = self.outcome
         if out is None:
             raise ValueError("nothing to export yet: press Compute first")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         req = out.request
-        digest = hashlib.sha256(
-            json.dumps(out.settings(), sort_keys=True, default=str).encode()).hexdigest()[:8]
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in (
-            f"{req.model}-test{req.test_index}-{req.solver}-{req.gt_mode}-{digest}"))
+            f"{req.model}-test{req.test_index}-{req.solver}-{req.gt_mode}-"
+            f"{hash_settings(out.settings(), length=8)}"))
+        folder = Path(folder)
         paths = {"csv": folder / f"{stem}.csv", "png": folder / f"{stem}.png"}
-        writers = {
-            "csv": lambda f: self.to_frame().to_csv(f, index=False),
-            "png": lambda f: self.last_figure.savefig(f, format="png", dpi=120),
-        }
-        for kind, path in paths.items():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".{kind}.tmp")
-            try:
-                with os.fdopen(fd, "w" if kind == "csv" else "wb") as f:
-                    writers[kind](f)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        atomic_write_text(paths["csv"], self.to_frame().to_csv(index=False))
+        png = io.BytesIO()
+        self.last_figure.savefig(png, format="png", dpi=120)
+        atomic_write_bytes(paths["png"], png.getvalue())
         return paths
 
     def _export_click(self) -> None:
