@@ -58,10 +58,6 @@ def _stats_lines(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _stats_text(stats: dict[str, Any]) -> str:
-    return "\n".join(_stats_lines(stats))
-
-
 def scatter_estimated_vs_actual(
     estimated: Any,
     actual: Any,
@@ -74,7 +70,6 @@ def scatter_estimated_vs_actual(
     xlabel: str = X_LABEL,
     ylabel: str = Y_LABEL,
     points_label: str = "training points",
-    legend: str = "below",
     overlay: Sequence[tuple[str, Any, Any]] = (),
 ) -> dict[str, Any]:
     """Scatter of estimated (x) against actual (y) influence, one point per training point.
@@ -87,9 +82,8 @@ def scatter_estimated_vs_actual(
     definition as ``frac_within_noise`` of :func:`influence_widgets.compare`, and the legend
     says so.
 
-    Nothing is drawn over the data: the legend and the statistics sit outside the axes, in one
-    box ``legend="below"`` (default) or ``"right"`` of them (``"none"``: no legend; the
-    statistics then go in ``text`` only). ``xlabel``, ``ylabel`` and ``points_label`` rename
+    Nothing is drawn over the data: the legend and the statistics sit in one box below the
+    axes. ``xlabel``, ``ylabel`` and ``points_label`` rename
     the axes and the dots (e.g. subsets for the LDS). Returns the artists: ``points``, ``line``,
     ``band``, ``highlight``, ``text`` (the statistics, as one string artist in the legend),
     ``legend``, ``ax``; and ``overlay``, one artist per ``(label, estimated, actual)`` of
@@ -102,8 +96,6 @@ def scatter_estimated_vs_actual(
             f"estimated has {est.size} values but actual has {act.size}; "
             "pass the same training points in the same order"
         )
-    if legend not in ("below", "right", "none"):
-        raise ValueError(f"legend must be 'below', 'right' or 'none', got {legend!r}")
     ax = _new_axes(ax, (5.2, 5.2))
     half = float(noise) if noise is not None and np.isfinite(noise) else 0.0
     others = [(label, _array(e), _array(a)) for label, e, a in overlay]
@@ -141,31 +133,25 @@ def scatter_estimated_vs_actual(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title or SIGN_NOTE, fontsize=9)
-    leg, text = _outside_legend(ax, stats, legend)
+    leg, text = _outside_legend(ax, stats)
     return {"points": points, "line": line, "band": band, "highlight": ring, "text": text,
             "legend": leg, "ax": ax, "overlay": drawn}
 
 
-def _outside_legend(ax: Axes, stats: dict[str, Any] | None, where: str) -> tuple[Any, Any]:
-    """The legend and the statistics in one box outside ``ax`` (constrained layout makes room
+def _outside_legend(ax: Axes, stats: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The legend and the statistics in one box below ``ax`` (constrained layout makes room
     for it); returns the legend and the statistics' text artist (None without stats)."""
     from matplotlib.lines import Line2D
 
     lines = _stats_lines(stats) if stats else []
     handles, labels = ax.get_legend_handles_labels()
-    if where == "none":
-        return None, (ax.text(0, 0, "\n".join(lines), visible=False) if lines else None)
     if lines:  # one entry without a marker: the statistics, as a block
         handles.append(Line2D([], [], linestyle="none", marker=None))
         labels.append("\n".join(lines))
-    if where == "below":
-        # below the tick labels and the x label, whatever the axes' size: the pad is in font
-        # sizes (3.6 x 8 pt), not a fraction of the axes
-        leg = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                        ncol=2, fontsize=8, frameon=False, borderaxespad=3.6)
-    else:
-        leg = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        fontsize=8, frameon=False, borderaxespad=0.0)
+    # below the tick labels and the x label, whatever the axes' size: the pad is in font sizes
+    # (3.6 x 8 pt), not a fraction of the axes
+    leg = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+                    fontsize=8, frameon=False, borderaxespad=3.6)
     text = leg.get_texts()[-1] if lines else None
     if text is not None:
         text.set_family("monospace")

@@ -201,7 +201,6 @@ class InfluenceExplorer(W.VBox):
         self._random_draws = 0
         self._last_report = 0.0
         self.outcome: Outcome | None = None
-        self.last_figure: Figure | None = None
         self._artists: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.eta: ComputeETA | None = None  # the last compute's expected time
