@@ -121,12 +121,13 @@ def retraining_noise(
     health = check_retrains(problem, objectives, grad_norms, control_obj, source="noise floor")
     values = (losses - ref[:, None]).masked_fill(health.diverged[None, :], float("nan"))
     values = values.to(problem.dtype)
-    findings = health.findings + _source_findings(problem, size, how, values)
+    std = noise_floor(values)
+    findings = health.findings + _source_findings(problem, how, std)
     TrustReport(findings).warn(stacklevel=2)
     if not return_result:
         return values
     return NoiseResult(
-        values=values, std=noise_floor(values), seeds=seeds, mode=problem.mode, perturb=size,
+        values=values, std=std, seeds=seeds, mode=problem.mode, perturb=size,
         how=how, steps=problem.steps, params=problem.params_label,
         dtype=dtype_name(problem.dtype),
         grad_norms=grad_norms.float(), n_retrains_computed=outcome.n_computed,
@@ -134,14 +135,12 @@ def retraining_noise(
     )
 
 
-def _source_findings(problem: Problem, size: float, how: str,
-                     values: torch.Tensor) -> tuple[Finding, ...]:
+def _source_findings(problem: Problem, how: str, floor: torch.Tensor) -> tuple[Finding, ...]:
     """A note when the seeds randomise nothing but the perturbed start: a full-batch warm start
     (or a last-layer or PBRF retrain) is deterministic, so the floor says how far retraining
     from a nudged start lands, not how much real retraining runs differ."""
     if problem.mode == "scratch" or "mini-batch" in how:
         return ()
-    floor = noise_floor(values)
     typical = float(floor[torch.isfinite(floor)].median()) if bool(
         torch.isfinite(floor).any()) else math.nan
     return (Finding(
