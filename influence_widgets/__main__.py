@@ -66,6 +66,7 @@ def cmd_list() -> str:
     from . import datasets
     from .experiments import STUDIES
     from .experiments.core import DATASETS
+    from .ground_truth import TRUTHS
     from .influence import SOLVERS
     from .models.architectures import ARCHITECTURES
 
@@ -79,6 +80,13 @@ def cmd_list() -> str:
     lines += ["", "Solvers (iw.influence(..., solver=NAME, damping=..., **settings)):"]
     for name, cls in SOLVERS.items():
         lines.append(f"  {name:<13} {cls.summary}")
+        for line in cls.Settings.describe():
+            lines += textwrap.wrap(line, 100, initial_indent="      ", subsequent_indent="          ")
+    lines += ["", "Ground truths (iw.leave_one_out(..., mode=NAME, **settings); the explorer's "
+              "ground truth; Truth(NAME) in a study):"]
+    for name, cls in TRUTHS.items():
+        lines += textwrap.wrap(f"{name:<13} {cls.label}: one dot per {cls.dot}. {cls.summary}",
+                               100, initial_indent="  ", subsequent_indent="                ")
         for line in cls.Settings.describe():
             lines += textwrap.wrap(line, 100, initial_indent="      ", subsequent_indent="          ")
     return "\n".join(lines)

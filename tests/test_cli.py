@@ -60,7 +60,7 @@ def test_reproduce_ground_truth_tiny(tmp_path):
     assert main(["reproduce", "ground_truth", "--preset", "tiny", "--out", str(out),
                  "--quiet"]) == 0
     table = pd.read_csv(out / "ground_truth.csv")
-    assert set(table.truth) == {"loo", "lds", "pbrf"} and {"model", "curvature"} <= set(table)
+    assert set(table.truth) == {"warm_start", "lds", "pbrf"} and {"model", "curvature"} <= set(table)
     assert (out / "ground_truth_spread.png").stat().st_size > 1000
     summary = (out / "summary.md").read_text()
     assert "| model | truth | solver |" in summary and "dattri" in summary

@@ -158,7 +158,7 @@ def test_static_mode_shows_an_image_and_selects_from_the_dropdown(iris_model, mo
 def test_lds_ground_truth_scatters_subsets_and_matches_the_library(iris_model, monkeypatch):
     ex = _explorer(iris_model, False, monkeypatch, gt_mode="lds", k=8)
     out = ex.outcome
-    assert out.request.is_lds and len(out.indices) == 8
+    assert out.request.draws_units and len(out.indices) == 8
     t = ex.test_index
     X, y = iris_model.data.test
     res = iw.ground_truth.lds(iris_model, iris_model.train, (X[t:t + 1], y[t:t + 1]),
@@ -238,19 +238,26 @@ def test_an_iterative_solver_is_measured_against_the_exact_solve(iris_model, mon
 def test_the_noise_floor_says_what_its_seeds_randomised(iris_model, monkeypatch):
     ex = _explorer(iris_model, False, monkeypatch)
     assert ex.outcome.noise_std is not None
-    assert "start perturbed by" in ex.stats.value and "seeds;" in ex.stats.value
+    assert "initialisation" in ex.stats.value and "seeds;" in ex.stats.value
 
 
-def test_a_perturbation_only_noise_floor_is_named_in_the_trust_report(iris_model, monkeypatch):
-    """Full-batch warm-start retraining is deterministic: its floor comes from the perturbed
-    start alone, and the report says so (with what to do for real retraining spread)."""
+def test_the_explorer_uses_real_retraining_noise_never_a_perturbed_start(iris_model, monkeypatch):
+    """Issue 19 (3): the band and 'within noise' use real retraining randomness (new
+    initialisations), the same floor as the library's default; a perturbation-only floor exists
+    only on request, labelled as such."""
     ex = _explorer(iris_model, False, monkeypatch)
-    assert "noise-perturbation-only" in ex.last_report.codes
+    assert "noise-perturbation-only" not in ex.last_report.codes
+    real = iw.retraining_noise(iris_model, iris_model.train, iris_model.data.test, n_seeds=3,
+                               config=iris_model.config.replace(loss=None, weight_decay=None),
+                               return_result=True)
+    assert real.kind == "retraining"
+    assert ex.outcome.noise_std == pytest.approx(float(real.std[ex.test_index]), rel=1e-9)
     X, y = iris_model.data.test
-    res = iw.ground_truth.retraining_noise(iris_model, iris_model.train, (X[:3], y[:3]),
-                                           n_seeds=2, mode="scratch", store=None,
-                                           return_result=True)
-    assert "noise-perturbation-only" not in [f.code for f in res.findings]
+    nudged = iw.ground_truth.retraining_noise(
+        iris_model, iris_model.train, (X[:3], y[:3]), n_seeds=2, mode="warm_start", store=None,
+        config=iw.TrainConfig(optimizer="adam", lr=1e-3, steps=50), return_result=True)
+    assert nudged.kind == "perturbation"
+    assert "noise-perturbation-only" in [f.code for f in nudged.findings]
 
 
 def test_interactive_is_a_constructor_argument_and_names_do_not_clash(iris_model):

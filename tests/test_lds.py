@@ -124,7 +124,8 @@ def test_repeats_average_retrains_under_other_seeds(tiny, tmp_path):
     store = tmp_path / "repeats.sqlite"
     one = lds(tm, train, test, scores, n_subsets=4, store=store)
     two = lds(tm, train, test, scores, n_subsets=4, n_repeats=2, store=store)
-    assert two.n_retrains_computed == 4 and two.n_repeats == 2  # only the new seed retrains
+    # only the new seed retrains: its 4 subsets and its own paired control
+    assert two.n_retrains_computed == 5 and two.n_repeats == 2
     assert "initialisation" in two.repeats and two.diverged.shape == (4, 2)
     other = 2 * two.actual - one.actual  # the repeat under seed config.seed + 1
     assert (other - one.actual).abs().max() > 1e-9

@@ -330,22 +330,36 @@ def test_duplicates_and_tensor_indices(small_mlp):
     torch.testing.assert_close(res.values[:, 0], res.values[:, 1], rtol=0, atol=0)
 
 
-def test_noise_floor(small_mlp):
+def test_noise_floor_is_real_retraining_randomness_by_default(small_mlp):
     tm, train, test = small_mlp
-    full = retraining_noise(tm, train, test, config=adam_config(), n_seeds=3, store=None,
+    real = retraining_noise(tm, train, test, config=adam_config(), n_seeds=3, store=None,
                             return_result=True)
-    assert full.values.shape == (5, 3) and full.std.shape == (5,)
-    assert "perturbed" in full.how and full.perturb == 1e-3
-    assert (full.values.abs() > 0).all() and (full.std > 0).all()
+    assert real.values.shape == (5, 3) and real.std.shape == (5,)
+    assert real.mode == "scratch" and real.kind == "retraining" and real.is_real
+    assert "initialisation" in real.how and real.perturb == 0.0
+    assert (real.values.abs() > 1e-6).any() and "noise-perturbation-only" not in [
+        f.code for f in real.findings]
+    order = retraining_noise(tm, train, test, config=adam_config(batch_size=8), n_seeds=2,
+                             new_init=False, store=None, return_result=True)
+    assert order.how == "mini-batch order" and order.kind == "retraining"
+    assert (order.values.abs() > 0).any()
+
+
+def test_perturbation_floor_is_labelled_and_never_real(small_mlp):
+    tm, train, test = small_mlp
+    nudged = retraining_noise(tm, train, test, config=adam_config(), n_seeds=3, mode="warm_start",
+                              store=None, return_result=True)
+    assert "perturbed" in nudged.how and nudged.perturb == 1e-3
+    assert nudged.kind == "perturbation" and not nudged.is_real
+    assert "perturbation only" in nudged.describe()
+    assert "noise-perturbation-only" in [f.code for f in nudged.findings]
+    assert (nudged.values.abs() > 0).all() and (nudged.std > 0).all()
     off = retraining_noise(tm, train, test, config=adam_config(), n_seeds=2, perturb=0,
-                           store=None, return_result=True)
+                           mode="warm_start", store=None, return_result=True)
     assert "deterministic" in off.how and torch.equal(off.values, torch.zeros(5, 2).double())
     mb = retraining_noise(tm, train, test, config=adam_config(batch_size=8), n_seeds=2,
-                          store=None, return_result=True)
+                          mode="warm_start", store=None, return_result=True)
     assert mb.how == "mini-batch order" and (mb.values.abs() > 0).any()
-    scratch = retraining_noise(tm, train, test, config=adam_config(), n_seeds=2, mode="scratch",
-                               store=None, return_result=True)
-    assert "initialisation" in scratch.how and (scratch.values.abs() > 1e-6).any()
 
 
 # ----------------------------------------------------------------------------- errors

@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 
 from .. import datasets
 from ..datasets.base import Data, subset
+from ..ground_truth import GroundTruth, SweepOptions, make_truth
 from ..influence import InfluenceEngine, SolverError
 from ..models import ModelSpec, TrainConfig, TrainedModel, train
 from ..models.architectures import mlp_spec
@@ -30,24 +31,30 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 
 #: Columns every study table has, in this order (studies may add label columns after them).
 #: One row per model x test point x (solver, params) x ground truth. ``params``/``loo_params``:
-#: the parameters estimated / retrained; ``compared_with``: "loo" (retraining) or "exact" (the
-#: exact estimate, no retraining); ``n_eval``: training points (or groups) compared;
-#: ``*_lo``/``*_hi``: bootstrap 95% intervals; ``noise_std``: the retraining noise floor of this
-#: row's ground truth (its own mode, parameters and schedule), ``noise_source``: what its seeds
-#: randomised; ``frac_within_noise``: the share of |actual| below ``noise_std`` (the band drawn
-#: around y = 0 in the study figures); ``effect_to_noise``: median |actual| over it;
+#: the parameters estimated / retrained; ``truth``: the registered ground truth
+#: (``iw.ground_truth.TRUTHS``), ``loo_mode`` its retraining mode ("none" without retraining),
+#: ``compared_with``: "loo" (retraining) or "exact" (the exact estimate, no retraining);
+#: ``curvature``/``damping``: those of the estimate compared (a truth that targets another
+#: estimate, as the PBRF targets the damped Gauss-Newton one, is compared with that one);
+#: ``n_eval``: training points, groups or subsets compared; ``*_lo``/``*_hi``: bootstrap 95%
+#: intervals; ``noise_std``: the truth's own noise floor (real retraining randomness: the model
+#: retrained from scratch under new seeds), ``noise_source``: what its seeds randomised;
+#: ``frac_within_noise``: the share of |actual| below ``noise_std`` (the band drawn around
+#: y = 0 in the study figures); ``effect_to_noise``: median |actual| over it;
+#: ``spread_to_noise``: the standard deviation of the actual effects over it; ``actual_se``: the
+#: median standard error of the actual effects of a seed-averaged truth (NaN with one seed);
 #: ``group_size``: points removed per unit (one row per group size in the group study);
 #: ``rel_error``: ||estimate - exact|| / ||exact|| over all training points (NaN when the exact
 #: solve was not computed); ``seconds``: the whole evaluation of the model.
 COLUMNS = (
     "study", "dataset", "arch", "depth", "width", "activation", "weight_decay", "seed",
-    "test_index", "test_point", "test_loss", "solver", "damping", "params", "loo_mode",
-    "loo_params", "compared_with", "select", "k", "group_size", "n_eval",
+    "test_index", "test_point", "test_loss", "solver", "damping", "params", "curvature", "truth",
+    "loo_mode", "loo_params", "compared_with", "select", "k", "group_size", "n_eval",
     "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi",
     "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "noise_source",
-    "effect_to_noise", "rel_error", "top_eigenvalue", "min_eigenvalue", "train_acc", "test_acc", "objective",
-    "grad_norm", "converged", "n_train", "n_params", "train_seconds", "est_seconds",
-    "loo_seconds", "seconds", "error",
+    "effect_to_noise", "spread_to_noise", "actual_se", "rel_error", "top_eigenvalue",
+    "min_eigenvalue", "train_acc", "test_acc", "objective", "grad_norm", "converged", "n_train",
+    "n_params", "train_seconds", "est_seconds", "loo_seconds", "seconds", "error",
 )
 #: Wall-clock columns: the only ones that differ between two runs with the same seeds.
 TIMING_COLUMNS = ("train_seconds", "est_seconds", "loo_seconds", "seconds")
@@ -88,17 +95,37 @@ class ModelCase:
 
 @dataclass(frozen=True)
 class Truth:
-    """One ground truth to compare estimates with.
+    """One ground truth of a study: the registered one named ``mode`` (``"warm_start"``,
+    ``"scratch"``, ``"minibatch"``, ``"last_layer"``, ``"pbrf"``, ``"lds"``, ``"exact"``, or one a
+    user registered; see ``iw.ground_truth.TRUTHS``) with its ``settings``.
 
-    ``mode``: a retraining mode of :func:`~influence_widgets.ground_truth.leave_one_out`
-    (``"warm_start"``, ``"scratch"``, ``"pbrf"``) or ``"exact"`` (no retraining: the exact
-    estimate over ``params``, used to score the other solvers). ``retrain``: changes to the
-    model's own :class:`TrainConfig` for the retraining (optimiser, steps, ...).
+    ``params``: the retrained parameters (None: the truth's own, "all" for most).
+    ``retrain``: changes to the model's own :class:`TrainConfig` for the retraining (optimiser,
+    steps, ...); empty: the truth's own default schedule. ``k``: for a truth that draws its own
+    units (LDS subsets), how many (None: the :class:`EvalCase`'s ``k``).
     """
 
     mode: str = "warm_start"
-    params: str = "all"
+    params: str | None = None
     retrain: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        self.truth()  # an unknown truth or setting is an error now, not mid-study
+
+    def truth(self) -> GroundTruth:
+        return make_truth(self.mode, **self.settings)
+
+    def config(self, tm: TrainedModel) -> TrainConfig:
+        """The retraining schedule: the model's own with ``retrain`` applied, or the truth's
+        default schedule when ``retrain`` is empty."""
+        if self.retrain:
+            return tm.config.replace(**self.retrain)
+        return self.truth().schedule(tm.config)
+
+    def retrained(self) -> str:
+        return self.params if self.params is not None else self.truth().params
 
 
 @dataclass(frozen=True)
@@ -109,13 +136,12 @@ class EvalCase:
     ``|estimate|`` of the first solver), ``"train_loss"`` (the ``k`` highest training losses),
     ``"random"`` (``k`` seeded random points) or ``"all"``. With ``group_sizes`` the units are
     groups instead: for each size the most helpful, the most harmful and ``group_repeats``
-    random groups, one row per group size. ``noise_seeds > 0`` also measures the retraining
-    noise floor (retraining with nothing removed under that many seeds): with ``noise_mode=
-    "truth"`` each ground truth gets its own (its mode, parameters and schedule; seeds move the
-    start by ``noise_perturb`` x RMS for warm starts and the PBRF, and also change the mini-batch
-    order when the schedule has mini-batches, and the initialisation from scratch); a mode name
-    ("scratch", "warm_start") uses that one floor for every truth. ``exact_max_params``: also
-    compute the exact solve, for ``rel_error``, when the model has at most this many parameters.
+    random groups, one row per group size. A truth that draws its own units (LDS) compares those.
+    ``test_points``: rules ("highest", "median", "random") or indices, ``n_test`` points per rule.
+    ``noise_seeds > 0`` also measures each truth's noise floor (its ``noise_floor``: real
+    retraining randomness, the model retrained from scratch with nothing removed under that many
+    new seeds; truths with the same noise share one). ``exact_max_params``: also compute the
+    exact solve, for ``rel_error``, when the model has at most this many parameters.
     """
 
     solvers: tuple[str, ...] = ("exact",)
@@ -123,12 +149,11 @@ class EvalCase:
     damping: float = 0.0
     params: tuple[str, ...] = ("all",)
     test_points: tuple[str | int, ...] = ("highest",)
+    n_test: int = 1
     select: str = "top_abs"
     k: int | None = 40
     truths: tuple[Truth, ...] = (Truth(),)
     noise_seeds: int = 0
-    noise_mode: str = "truth"
-    noise_perturb: float = 1e-3
     exact_max_params: int = 0
     group_sizes: tuple[int, ...] = ()
     group_repeats: int = 2
@@ -144,6 +169,10 @@ class EvalCase:
             raise ValueError(f"unknown select {self.select!r}; valid: {', '.join(selects)}")
         if not self.solvers or not self.params or not self.truths:
             raise ValueError("an EvalCase needs at least one solver, one params and one truth")
+        if not all(isinstance(t, Truth) for t in self.truths):
+            raise TypeError("EvalCase.truths takes Truth(...) entries, e.g. Truth('warm_start')")
+        if isinstance(self.n_test, bool) or not isinstance(self.n_test, int) or self.n_test < 1:
+            raise ValueError(f"n_test must be a positive integer, got {self.n_test!r}")
 
 
 @dataclass(frozen=True)
@@ -210,12 +239,19 @@ def _accuracy_and_losses(tm: TrainedModel, X: torch.Tensor, y: torch.Tensor):
 # ----------------------------------------------------------------------------- the evaluation
 
 
-def _pick_test_points(specs: Sequence[str | int], losses: torch.Tensor,
-                      seed: int) -> list[tuple[str, int]]:
+def _pick_test_points(specs: Sequence[str | int], losses: torch.Tensor, seed: int,
+                      n_test: int = 1) -> list[tuple[str, int]]:
+    """``(label, test index)`` of every test point: ``n_test`` per rule, one per given index."""
     from ..ground_truth import pick_test_points
 
-    return [(how if isinstance(how, str) else "given",
-             pick_test_points(losses, how=how, seed=seed)[0]) for how in specs]
+    out: list[tuple[str, int]] = []
+    for how in specs:
+        if isinstance(how, str):
+            k = min(n_test, len(losses))
+            out += [(how, i) for i in pick_test_points(losses, how=how, k=k, seed=seed)]
+        else:
+            out.append(("given", pick_test_points(losses, how=how, seed=seed)[0]))
+    return list(dict.fromkeys(out))
 
 
 def _units(ev: EvalCase, est_row: torch.Tensor, train_losses: torch.Tensor,
@@ -245,34 +281,53 @@ def _units(ev: EvalCase, est_row: torch.Tensor, train_losses: torch.Tensor,
     return [(int(i),) for i in torch.as_tensor(idx).reshape(-1).tolist()]
 
 
+#: The key of an estimate's target: ``()`` for the study's own estimate (its damping, the
+#: Hessian), else the sorted settings a ground truth fixes (``(("curvature", "ggn"), ...)``).
+TargetKey = tuple
+
+
+def _target_key(truth: GroundTruth) -> TargetKey:
+    return tuple(sorted(truth.estimate_settings().items()))
+
+
 def _estimates(tm: TrainedModel, data: Data, ev: EvalCase, tidx: list[int],
-               needs_exact: set[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """``(solver, params) -> {values (n_t, n_train), seconds, diagnostics, error}``."""
-    out: dict[tuple[str, str], dict[str, Any]] = {}
+               needs_exact: set[str], targets: Sequence[TargetKey] = ((),)
+               ) -> dict[Any, dict[str, Any]]:
+    """``(solver, params, target) -> {values (n_t, n_train), result, seconds, diag, curvature,
+    damping, error}`` for the study's solvers on every target (see :data:`TargetKey`), plus the
+    exact solve of ``needs_exact`` parameters on each; ``"spectrum"``: the extremes of the first
+    curvature."""
+    out: dict[Any, dict[str, Any]] = {}
+    engines: dict[tuple[str, str], InfluenceEngine] = {}
     wanted = _wanted(ev)
     wanted += [("exact", p) for p in sorted(needs_exact) if ("exact", p) not in wanted]
-    engines: dict[str, InfluenceEngine] = {}
-    for solver, params in wanted:
-        t0 = time.perf_counter()
-        try:
-            if params not in engines:
-                engines[params] = InfluenceEngine(tm, data.train, params=params,
-                                                  hvp_mode=ev.hvp_mode)
-            res = engines[params].scores(data.test, solver=solver, damping=ev.damping,
-                                         test_indices=tidx, **ev.solver_options.get(solver, {}))
-            out[solver, params] = {"values": res.values.double().cpu(), "diag": res.diagnostics,
-                                   "error": ""}
-        except (SolverError, MemoryError, FloatingPointError) as e:
-            out[solver, params] = {"values": None, "diag": {}, "error": f"{type(e).__name__}: {e}"}
-        out[solver, params]["seconds"] = time.perf_counter() - t0
-    first = engines.get(ev.params[0])
+    for target in dict.fromkeys(((), *targets)):
+        fixed = dict(target)
+        curvature, damping = fixed.get("curvature", "hessian"), fixed.get("damping", ev.damping)
+        for solver, params in wanted:
+            t0 = time.perf_counter()
+            entry: dict[str, Any] = {"curvature": curvature, "damping": damping}
+            try:
+                key = (params, curvature)
+                if key not in engines:
+                    engines[key] = InfluenceEngine(tm, data.train, params=params,
+                                                   curvature=curvature, hvp_mode=ev.hvp_mode)
+                res = engines[key].scores(data.test, solver=solver, damping=damping,
+                                          test_indices=tidx, **ev.solver_options.get(solver, {}))
+                entry.update(values=res.values.double().cpu(), result=res, diag=res.diagnostics,
+                             error="")
+            except (SolverError, MemoryError, FloatingPointError) as e:
+                entry.update(values=None, result=None, diag={}, error=f"{type(e).__name__}: {e}")
+            entry["seconds"] = time.perf_counter() - t0
+            out[solver, params, target] = entry
+    first = engines.get((ev.params[0], "hessian"))
     out["spectrum"] = _spectrum(out, ev.params[0], first)
     return out
 
 
 def _spectrum(est: dict, params: str, engine: InfluenceEngine | None) -> dict[str, float]:
     for solver in ("exact", "arnoldi"):
-        diag = est.get((solver, params), {}).get("diag", {})
+        diag = est.get((solver, params, ()), {}).get("diag", {})
         if "top_eigenvalue" in diag:
             return {"top": diag["top_eigenvalue"], "min": diag.get("min_eigenvalue", math.nan)}
     if engine is None:
@@ -291,69 +346,47 @@ def _lanczos_extremes(objective: Any, m: int = 40) -> dict[str, float]:
     return {"top": float(evals.max()), "min": float(evals.min())}
 
 
-def _retrain_config(tm: TrainedModel, truth: Truth) -> TrainConfig:
-    return tm.config.replace(**truth.retrain)
-
-
-def _actual(tm: TrainedModel, data: Data, truth: Truth, tidx: list[int],
-            units: list[tuple[int, ...]], progress: Progress | None) -> torch.Tensor:
-    """Actual effects ``(n_t, len(units))`` of removing each unit, by retraining (in the dtype the
-    model was trained in)."""
-    from .. import ground_truth as gt
-
+def _measure(tm: TrainedModel, data: Data, truth: Truth, tidx: list[int],
+             units: list[tuple[int, ...]], est: dict, progress: Progress | None) -> Any:
+    """The ground truth's :class:`~influence_widgets.ground_truth.LOOResult` of every unit on the
+    test points ``tidx`` (retrains in the dtype of the schedule)."""
     test = (data.X_test[tidx], data.y_test[tidx])
-    config = _retrain_config(tm, truth)
-    kw = {"config": config, "mode": truth.mode, "params": truth.params, "dtype": config.dtype,
-          "progress": progress}
-    if all(len(u) == 1 for u in units):
-        act = gt.leave_one_out(tm, data.train, test, [u[0] for u in units], **kw)
-    else:
-        act = gt.leave_group_out(tm, data.train, test, [list(u) for u in units], **kw)
-    return act.double().cpu()
+    gt = truth.truth()
+    config = truth.config(tm)
+    exact = est.get(("exact", truth.retrained(), _target_key(gt)), {}).get("result")
+    options = SweepOptions(dtype=config.dtype, progress=progress)
+    return gt.measure(tm, data.train, test, units, config=config, params=truth.params,
+                      options=options, estimate=exact)
 
 
 @dataclass(frozen=True)
 class Floor:
-    """The retraining noise floor of one ground truth: ``std`` ``(n_t,)`` (the spread of the test
-    losses of retrains with nothing removed, in the units of the actual effects) and ``how``, what
-    its seeds randomised."""
+    """The noise floor of one ground truth: ``std`` ``(n_t,)`` (the spread of the test losses of
+    retrains with nothing removed, in the units of the actual effects) and ``how``, what its
+    seeds randomised."""
 
     std: torch.Tensor
     how: str
 
 
 def _noise(tm: TrainedModel, data: Data, ev: EvalCase, tidx: list[int]) -> list[Floor | None]:
-    """The noise floor of each truth of ``ev`` (``None`` where there is none: no noise seeds, or an
-    "exact" truth). With ``noise_mode="truth"`` each truth has its own, computed the way that
-    truth retrains; floors of truths that retrain alike are computed once."""
+    """The noise floor of each truth of ``ev`` (:meth:`GroundTruth.noise_floor`: real retraining
+    randomness), ``None`` without noise seeds or for a truth that does not retrain; truths with
+    the same noise schedule share one floor."""
     if ev.noise_seeds <= 0:
         return [None] * len(ev.truths)
-    from ..ground_truth import retraining_noise
-
     test = (data.X_test[tidx], data.y_test[tidx])
-    floors: dict[tuple, Floor] = {}
+    floors: dict[tuple, Floor | None] = {}
     out: list[Floor | None] = []
-    first = next((t for t in ev.truths if t.mode != "exact"), Truth())
     for truth in ev.truths:
-        if truth.mode == "exact":
-            out.append(None)
-            continue
-        if ev.noise_mode == "truth":
-            mode, params, config = truth.mode, truth.params, _retrain_config(tm, truth)
-        elif ev.noise_mode == "scratch":
-            mode, params, config = "scratch", "all", tm.config
-        else:
-            mode, params, config = ev.noise_mode, first.params, _retrain_config(tm, first)
-        # warm starts and the PBRF start from the trained parameters: a seed moves that start
-        # (plus the mini-batch order of a mini-batch schedule); from scratch a seed draws a new
-        # initialisation and batch order
-        perturb: float | str = "auto" if mode == "scratch" else ev.noise_perturb
-        key = (mode, params, repr(config))
+        gt = truth.truth()
+        schedule = gt.noise_schedule(tm.config)
+        key = (repr(schedule), gt.noise_new_init)
         if key not in floors:
-            res = retraining_noise(tm, data.train, test, config=config, n_seeds=ev.noise_seeds,
-                                   mode=mode, params=params, perturb=perturb,
-                                   dtype=config.dtype, return_result=True)
-            floors[key] = Floor(res.std.double().cpu(), f"{mode}/{params}: {res.how}")
+            res = gt.noise_floor(tm, data.train, test, n_seeds=ev.noise_seeds,
+                                 options=SweepOptions(dtype=tm.config.dtype))
+            floors[key] = None if res is None else Floor(res.std.double().cpu(),
+                                                         f"{res.mode}: {res.describe()}")
         out.append(floors[key])
     return out
 
@@ -367,12 +400,14 @@ def _metrics(estimated: np.ndarray, actual: np.ndarray, noise: float | None,
     med = float(np.median(np.abs(actual)))
     pl, ph = m["pearson_ci"]
     sl, sh = m["spearman_ci"]
+    spread = float(np.nanstd(actual, ddof=1)) if actual.size > 1 else math.nan
     return {
         "pearson": m["pearson"], "pearson_lo": pl, "pearson_hi": ph,
         "spearman": m["spearman"], "spearman_lo": sl, "spearman_hi": sh,
         "topk_overlap": m["topk_overlap"], "sign_agreement": m["sign_agreement"],
         "frac_within_noise": m.get("frac_within_noise", math.nan), "noise_std": noise_std,
-        "effect_to_noise": med / noise_std if noise_std > 0 else math.nan, "n_eval": m["n"],
+        "effect_to_noise": med / noise_std if noise_std > 0 else math.nan,
+        "spread_to_noise": spread / noise_std if noise_std > 0 else math.nan, "n_eval": m["n"],
     }
 
 
@@ -381,6 +416,18 @@ def _rel_error(values: torch.Tensor | None, exact: torch.Tensor | None, row: int
         return math.nan
     ref = exact[row]
     return float((values[row] - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+@dataclass
+class _Measured:
+    """One ground truth's values on a run: the truth, its units (columns of ``values``), its
+    result (``values``/``se`` ``(n_t, n_units)``) and its noise floor."""
+
+    truth: Truth
+    gt: GroundTruth
+    units: list[tuple[int, ...]]
+    result: Any
+    floor: Floor | None
 
 
 @dataclass
@@ -393,15 +440,13 @@ class _Run:
     tidx: list[int]  # distinct test indices, sorted: the rows of every estimate
     est: dict
     units: dict[int, list[tuple[int, ...]]]  # test index -> points or groups checked
-    all_units: list[tuple[int, ...]]
-    actual: list[torch.Tensor | None]  # per truth: (n_t, len(all_units))
-    noise: torch.Tensor | None  # the floor the rows of this run are compared with
+    measured: list[_Measured]  # per truth of the EvalCase
     info: dict[str, Any]
-    floors: list[Floor | None] = field(default_factory=list)  # per truth of the EvalCase
 
 
 def _run(case: Case, progress: Progress | None) -> _Run:
-    """Train, pick test points, estimate, choose the units, retrain, measure the noise floor."""
+    """Train, pick test points, estimate, choose the units, measure every ground truth and its
+    noise floor."""
     t0 = time.perf_counter()
     mc, ev = case.model, case.eval
     data = load_data(mc.dataset, **mc.data_options)
@@ -409,23 +454,29 @@ def _run(case: Case, progress: Progress | None) -> _Run:
     info: dict[str, Any] = {"train_seconds": time.perf_counter() - t0}
     info["train_acc"], train_losses = _accuracy_and_losses(tm, data.X_train, data.y_train)
     info["test_acc"], info["test_losses"] = _accuracy_and_losses(tm, data.X_test, data.y_test)
-    picked = _pick_test_points(ev.test_points, info["test_losses"], mc.seed)
+    picked = _pick_test_points(ev.test_points, info["test_losses"], mc.seed, ev.n_test)
     tidx = sorted({i for _, i in picked})
-    needs_exact = {t.params for t in ev.truths if t.mode == "exact"}
+    truths = [t.truth() for t in ev.truths]
+    needs_exact = {t.retrained() for t, g in zip(ev.truths, truths) if not g.retrains}
     if sum(p.numel() for p in tm.model.parameters()) <= ev.exact_max_params:
         needs_exact |= set(ev.params)  # the reference of rel_error
-    est = _estimates(tm, data, ev, tidx, needs_exact)
-    first = next((est[key]["values"] for key in _wanted(ev) if est[key]["values"] is not None),
+    est = _estimates(tm, data, ev, tidx, needs_exact, [_target_key(g) for g in truths])
+    first = next((est[key + ((),)]["values"] for key in _wanted(ev)
+                  if est[key + ((),)]["values"] is not None),
                  torch.zeros(len(tidx), data.X_train.shape[0], dtype=torch.float64))
     units = {t: _units(ev, first[r], train_losses, mc.seed) for r, t in enumerate(tidx)}
-    all_units = list(dict.fromkeys(u for t in tidx for u in units[t]))
+    shared = list(dict.fromkeys(u for t in tidx for u in units[t]))
+    n = int(data.X_train.shape[0])
     t1 = time.perf_counter()
-    actual = [_truth_values(tm, data, truth, est, tidx, all_units, progress) for truth in ev.truths]
-    floors = _noise(tm, data, ev, tidx)
+    measured = []
+    for truth, gt in zip(ev.truths, truths):
+        own = gt.draw_units(n, truth.k or ev.k or n, mc.seed) if gt.draws_units else shared
+        measured.append(_Measured(truth, gt, own, _measure(tm, data, truth, tidx, own, est,
+                                                           progress), None))
+    for m, floor in zip(measured, _noise(tm, data, ev, tidx)):
+        m.floor = floor
     info["loo_seconds"] = time.perf_counter() - t1
-    first = next((f for f in floors if f is not None), None)
-    return _Run(tm, data, picked, tidx, est, units, all_units, actual,
-                None if first is None else first.std, info, floors)
+    return _Run(tm, data, picked, tidx, est, units, measured, info)
 
 
 def _base_row(case: Case, run: _Run, study: str) -> dict[str, Any]:
@@ -446,25 +497,32 @@ def _base_row(case: Case, run: _Run, study: str) -> dict[str, Any]:
     }
 
 
-def _compare_row(ev: EvalCase, run: _Run, r: int, cols: list[int], solver: str, params: str,
-                 truth: Truth, act: torch.Tensor | None, units: list[tuple[int, ...]]
-                 ) -> tuple[dict[str, Any], dict | None]:
+def _compare_row(ev: EvalCase, run: _Run, r: int, m: _Measured, cols: list[int], solver: str,
+                 params: str, units: list[tuple[int, ...]]) -> tuple[dict[str, Any], dict | None]:
     """One estimate against one ground truth on one test point: the metrics and the arrays."""
-    e = run.est[solver, params]
-    exact = run.est.get(("exact", params), {}).get("values")
-    row = {"solver": solver, "params": params,
-           "loo_mode": "none" if truth.mode == "exact" else truth.mode, "loo_params": truth.params,
-           "compared_with": "exact" if truth.mode == "exact" else "loo",
+    target = _target_key(m.gt)
+    e = run.est[solver, params, target]
+    exact = run.est.get(("exact", params, target), {}).get("values")
+    row = {"solver": solver, "params": params, "curvature": e["curvature"],
+           "damping": e["damping"], "truth": m.gt.name, "loo_mode": m.gt.mode or "none",
+           "loo_params": m.truth.retrained(),
+           "compared_with": "loo" if m.gt.retrains else "exact",
            "est_seconds": e["seconds"], "error": e["error"],
            "rel_error": math.nan if solver == "exact" else _rel_error(e["values"], exact, r),
-           "noise_source": run.info.get("noise_source", "")}
-    if e["values"] is None or act is None:
+           "noise_source": "" if m.floor is None else m.floor.how}
+    if m.gt.draws_units:
+        row.update(select="subsets", k=len(m.units))
+    se = m.result.se
+    row["actual_se"] = (float(se[r, cols].double().nanmedian()) if se is not None and cols
+                        else math.nan)
+    if e["values"] is None:
         return {**row, **_metrics_nan(len(cols))}, None
     estimated = _unit_sums(e["values"], units)[r].numpy()
-    actual = act[r, cols].numpy()
-    noise = None if run.noise is None else float(run.noise[r])
+    actual = m.result.values.double().cpu()[r, cols].numpy()
+    noise = None if m.floor is None else float(m.floor.std[r])
     row.update(_metrics(estimated, actual, noise, ev.compare_k))
-    pair = {"estimated": estimated, "actual": actual, "noise": row["noise_std"]}
+    pair = {"estimated": estimated, "actual": actual, "noise": row["noise_std"],
+            "se": None if se is None else se[r, cols].double().numpy()}
     return row, pair if ev.keep_pairs else None
 
 
@@ -476,40 +534,28 @@ def evaluate_case(case: Case, *, study: str = "custom", progress: Progress | Non
     ev = case.eval
     run = _run(case, progress)
     base = _base_row(case, run, study)
-    col = {u: j for j, u in enumerate(run.all_units)}
-    # each truth is compared with its own noise floor
-    runs = [run if not run.floors or run.floors[j] is None else
-            replace(run, noise=run.floors[j].std,
-                    info={**run.info, "noise_source": run.floors[j].how})
-            for j in range(len(ev.truths))]
     rows, pairs = [], []
     for label, t in run.picked:
         r = run.tidx.index(t)
-        # one row per group size (singletons: one row)
-        sizes = sorted({len(u) for u in run.units[t]})
-        for size in sizes:
-            units = [u for u in run.units[t] if len(u) == size]
-            point = dict(base, test_index=t, test_point=label,
-                         test_loss=float(run.info["test_losses"][t]), group_size=float(size))
-            for solver, params in _wanted(ev):
-                for truth, act, run_j in zip(ev.truths, run.actual, runs):
-                    row, pair = _compare_row(ev, run_j, r, [col[u] for u in units], solver,
-                                             params, truth, act, units)
-                    rows.append({**point, **row})
+        point = dict(base, test_index=t, test_point=label,
+                     test_loss=float(run.info["test_losses"][t]))
+        for m in run.measured:
+            col = {u: j for j, u in enumerate(m.units)}
+            mine = m.units if m.gt.draws_units else run.units[t]
+            # one row per group size (singletons: one row); drawn subsets: one row
+            sizes = [None] if m.gt.draws_units else sorted({len(u) for u in mine})
+            for size in sizes:
+                units = [u for u in mine if size is None or len(u) == size]
+                group = float(np.mean([len(u) for u in units])) if size is None else float(size)
+                for solver, params in _wanted(ev):
+                    row, pair = _compare_row(ev, run, r, m, [col[u] for u in units], solver,
+                                             params, units)
+                    rows.append({**point, "group_size": group, **row})
                     pairs.append(pair)
     total = time.perf_counter() - t0
     for row in rows:
         row["seconds"] = total
     return rows, pairs
-
-
-def _truth_values(tm: TrainedModel, data: Data, truth: Truth, est: dict, tidx: list[int],
-                  units: list[tuple[int, ...]], progress: Progress | None) -> torch.Tensor | None:
-    """The ground truth ``(n_t, len(units))``: retraining, or the exact estimate."""
-    if truth.mode != "exact":
-        return _actual(tm, data, truth, tidx, units, progress)
-    values = est["exact", truth.params]["values"]
-    return None if values is None else _unit_sums(values, units)
 
 
 def _wanted(ev: EvalCase) -> list[tuple[str, str]]:
@@ -525,7 +571,8 @@ def _unit_sums(values: torch.Tensor, units: list[tuple[int, ...]]) -> torch.Tens
 
 def _metrics_nan(n: int) -> dict[str, Any]:
     keys = ("pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi",
-            "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "effect_to_noise")
+            "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "effect_to_noise",
+            "spread_to_noise")
     return dict(dict.fromkeys(keys, math.nan), n_eval=n)
 
 

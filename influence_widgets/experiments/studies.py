@@ -8,34 +8,24 @@ preset option as a keyword override, ``device`` and ``progress`` (a callback
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from ..ground_truth import truth_class
 from .core import (
     Case,
     EvalCase,
     ModelCase,
     Progress,
     Truth,
-    _accuracy_and_losses,
-    _actual,
-    _base_row,
-    _compare_row,
-    _estimates,
-    _Run,
-    _units,
     load_data,
-    progress_callback,
     run_cases,
     to_table,
-    train_case,
 )
 from .presets import image_training, iris_training, preset_names, resolve
 from .reference import DATTRI_MLP_LOO_MAX, DATTRI_REFERENCE, DATTRI_SOURCE
@@ -59,6 +49,7 @@ def _iris_model(depth: int, width: int, activation: str, weight_decay: float, se
 
 
 def _warm_start(retrain: dict[str, Any], params: str = "all", mode: str = "warm_start") -> Truth:
+    """The registered ground truth ``mode`` retraining ``params`` with the study's schedule."""
     return Truth(mode=mode, params=params, retrain=dict(retrain))
 
 
@@ -163,7 +154,7 @@ def validation_study(preset: str = "quick", *, device: str | None = None,
     truths = tuple(_warm_start(o["retrain"], params, mode) for mode in o["modes"]
                    for params in ("all", "last_layer") if not (mode == "pbrf" and params != "all"))
     ev = EvalCase(params=("all", "last_layer"), k=o["k"], truths=truths,
-                  noise_seeds=o["noise_seeds"], noise_mode="truth")
+                  noise_seeds=o["noise_seeds"])
     return _iris_grid("validation", o, ev, o["depths"], (5,), (o["activation"],),
                       (o["weight_decay"],), device, progress)
 
@@ -287,7 +278,7 @@ def group_study(preset: str = "quick", *, device: str | None = None,
     ev = EvalCase(params=(o["params"],), group_sizes=tuple(o["group_sizes"]),
                   group_repeats=o["group_repeats"], test_points=tuple(o["test_points"]),
                   truths=(_warm_start(o["retrain"], params=o["params"], mode=o["mode"]),),
-                  noise_seeds=o["noise_seeds"], noise_mode="truth")
+                  noise_seeds=o["noise_seeds"])
     o = {**o, "arch_options": {o["arch"]: o["options"]}}
     cases = [Case(_image_model("image_folder", o["arch"], o, o["weight_decay"], s, device,
                                data_options, batch_size=o["batch_size"]), ev)
@@ -329,8 +320,9 @@ GROUND_TRUTH_MODELS: dict[str, GroundTruthModel] = {
     "digits_logreg": GroundTruthModel("digits", 0, 0, 0.01, "lbfgs"),
     "digits_mlp": GroundTruthModel("digits", 1, 32, 0.01, "adam", damping=0.01),
 }
-#: The ground truths of :func:`ground_truth_study`, each against the estimate it approximates.
-GROUND_TRUTHS = ("loo", "lds", "pbrf")
+#: The ground truths of :func:`ground_truth_study` (registered names), each against the estimate
+#: it approximates.
+GROUND_TRUTHS = ("warm_start", "lds", "pbrf")
 #: Solvers that use the curvature (the baselines: identity, none; diagonal, its diagonal).
 CURVATURE_AWARE = ("exact", "cg", "lissa", "arnoldi", "kfac", "ekfac")
 #: The bar exact and CG must clear (mean Spearman minus 2 SE) on the Iris models, every truth.
@@ -339,151 +331,56 @@ IRIS_BAR = 0.7
 
 def ground_truth_study(preset: str = "quick", *, device: str | None = None,
                        progress: Progress | bool | None = None, **options: Any) -> pd.DataFrame:
-    """Which ground truth? Every solver against three of them, on the same models and test points.
+    """Which ground truth? Every solver against three registered ground truths, on the same
+    models and test points (one :class:`Case` per model and seed, through the shared core):
 
-    * ``loo``: warm-start leave-one-out retraining of all layers (``retrain``: the paper's
+    * ``warm_start``: warm-start leave-one-out retraining of all layers (``retrain``: the paper's
       protocol) on the ``k`` training points with the largest |estimate| of the first solver,
       compared with the Hessian estimate (the model's damping);
     * ``lds``: the linear datamodeling score (Park et al. 2023): ``n_subsets`` seeded subsets
       keeping ``fraction`` of the training set, each retrained from scratch with the model's own
       schedule; the same estimates, summed over the removed points;
     * ``pbrf``: the proximal Bregman response function (Bae et al. 2022) on the LOO points,
-      compared with the estimate it approximates: the damped Gauss-Newton one
-      (``curvature="ggn"``, damping = ``pbrf_damping``; the factored solvers fit a Fisher in
-      every column, so only their damping changes).
+      compared with the estimate it targets: the damped Gauss-Newton one (``curvature="ggn"``,
+      damping = ``pbrf_damping``; the factored solvers fit a Fisher in every column, so only
+      their damping changes).
 
-    Each truth has its noise floor (``noise_seeds`` retrains with nothing removed: warm starts
-    from perturbed parameters for ``loo`` and ``pbrf``, fresh initialisations from scratch for
-    ``lds``); ``spread_to_noise`` is the
+    With ``noise_seeds`` each truth has its noise floor: real retraining randomness (the model
+    retrained from scratch under new seeds, its own schedule); ``spread_to_noise`` is the
     standard deviation of the actual effects compared over it. One row per model x seed x test
-    point x solver x ground truth (columns ``model``, ``truth``, ``curvature`` after the standard
-    ones). Options: ``models`` (names in :data:`GROUND_TRUTH_MODELS`), ``seeds``, ``solvers``,
-    ``test_points`` (a rule: "highest", "median", "random") and ``n_test``, ``k``,
-    ``n_subsets``, ``fraction``, ``retrain``, ``pbrf_damping``, ``noise_seeds``,
-    ``lissa_steps``, ``lissa_batch``, ``arnoldi_rank``, and for the digits models
-    ``train_size``, ``test_size``, ``steps``. Summaries: :func:`ground_truth_comparison`
-    (beside dattri's published figures) and :func:`ground_truth_claims`.
+    point x solver x ground truth (column ``model`` after the standard ones). Options:
+    ``models`` (names in :data:`GROUND_TRUTH_MODELS`), ``seeds``, ``solvers``, ``test_points``
+    (a rule: "highest", "median", "random") and ``n_test``, ``k``, ``n_subsets``, ``fraction``,
+    ``retrain``, ``pbrf_damping``, ``noise_seeds``, ``lissa_steps``, ``lissa_batch``,
+    ``arnoldi_rank``, and for the digits models ``train_size``, ``test_size``, ``steps``.
+    Summaries: :func:`ground_truth_comparison` (beside dattri's published figures) and
+    :func:`ground_truth_claims`.
     """
     o = resolve("ground_truth", preset, options)
     unknown = [m for m in o["models"] if m not in GROUND_TRUTH_MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))} for the ground_truth "
                          f"study; valid: {', '.join(GROUND_TRUTH_MODELS)}")
-    cases = [(m, s) for m in o["models"] for s in o["seeds"]]
-    callback, close = progress_callback(progress, len(cases), "ground_truth")
-    rows: list[dict[str, Any]] = []
-    pairs: dict[int, dict] = {}
-    try:
-        for i, (name, seed) in enumerate(cases):
-            what = {"study": "ground_truth", "model": name, "seed": seed}
-            if callback is not None:
-                callback(i, len(cases), what)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "H is indefinite", RuntimeWarning)
-                new_rows, new_pairs = _ground_truth_case(name, seed, o, device)
-            for row, pair in zip(new_rows, new_pairs):
-                if pair is not None:
-                    pairs[len(rows)] = pair
-                rows.append(row)
-            if callback is not None:
-                callback(i + 1, len(cases), {**what, "rows": to_table(new_rows)})
-    finally:
-        close()
-    return to_table(rows, pairs)
+    cases = [Case(ground_truth_model_case(name, seed, o, device),
+                  _ground_truth_eval(o, GROUND_TRUTH_MODELS[name]), {"model": name})
+             for name in o["models"] for seed in o["seeds"]]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "H is indefinite", RuntimeWarning)
+        return run_cases(cases, study="ground_truth", progress=progress)
 
 
-def _ground_truth_case(name: str, seed: int, o: dict[str, Any], device: str | None
-                       ) -> tuple[list[dict[str, Any]], list[dict | None]]:
-    """One model and seed: train, estimate (Hessian and damped GGN), retrain for the three
-    truths and their noise floors, compare."""
-    from .. import ground_truth as gt
-
-    t0 = time.perf_counter()
-    m = GROUND_TRUTH_MODELS[name]
-    mc = ground_truth_model_case(name, seed, o, device)
+def _ground_truth_eval(o: dict[str, Any], m: GroundTruthModel) -> EvalCase:
+    """The evaluation of :func:`ground_truth_study`: its solvers against LOO, LDS and PBRF."""
     solver_options = {"cg": {"tol": 1e-10, "max_iter": 2000},
                       "lissa": {"steps": o["lissa_steps"], "batch_size": o["lissa_batch"]},
                       "arnoldi": {"rank": o["arnoldi_rank"]}}
-    loo_truth = Truth("warm_start", "all", dict(o["retrain"]))
-    ev = EvalCase(solvers=tuple(o["solvers"]), solver_options=solver_options, damping=m.damping,
-                  k=o["k"], truths=(loo_truth,))
-    case = Case(mc, ev, {"model": name})
-
-    data = load_data(mc.dataset, **mc.data_options)
-    tm = train_case(mc, data)
-    info: dict[str, Any] = {"train_seconds": time.perf_counter() - t0}
-    info["train_acc"], train_losses = _accuracy_and_losses(tm, data.X_train, data.y_train)
-    info["test_acc"], info["test_losses"] = _accuracy_and_losses(tm, data.X_test, data.y_test)
-    chosen = gt.pick_test_points(info["test_losses"], how=o["test_points"],
-                                 k=min(o["n_test"], len(info["test_losses"])), seed=seed)
-    tidx = sorted(chosen)
-    test = (data.X_test[tidx], data.y_test[tidx])
-    est = _estimates(tm, data, ev, tidx, {"all"})
-    ggn = _ggn_estimates(tm, data, ev, tidx, o["pbrf_damping"])
-    scores = next((est[s, "all"]["values"] for s in (*ev.solvers, "exact")
-                   if est[s, "all"]["values"] is not None), None)
-    if scores is None:
-        raise RuntimeError(f"every estimate failed on {name} (seed {seed}): "
-                           f"{est['exact', 'all']['error']}")
-    units = {t: _units(ev, scores[r], train_losses, seed) for r, t in enumerate(tidx)}
-    all_units = list(dict.fromkeys(u for t in tidx for u in units[t]))
-
-    t1 = time.perf_counter()
-    config = tm.config.replace(**o["retrain"])
-    pbrf = {"pbrf_damping": o["pbrf_damping"], "dtype": config.dtype}
-    loo = _actual(tm, data, loo_truth, tidx, all_units, None)
-    pbrf_act = gt.leave_one_out(tm, data.train, test, [u[0] for u in all_units], config=config,
-                                mode="pbrf", **pbrf).double().cpu()
-    res = gt.lds(tm, data.train, test, scores, fraction=o["fraction"], n_subsets=o["n_subsets"],
-                 mode="scratch", seed=seed, dtype=tm.config.dtype)
-    n = o["noise_seeds"]
-    # each ground truth has its own floor: retraining the way it retrains, with nothing removed
-    noise = {"loo": _noise_floor(tm, data, test, config, "warm_start", n, dtype=config.dtype),
-             "pbrf": _noise_floor(tm, data, test, config, "pbrf", n, dtype=config.dtype,
-                                  pbrf_damping=o["pbrf_damping"]),
-             "lds": _noise_floor(tm, data, test, tm.config, "scratch", n, dtype=tm.config.dtype)}
-    info["loo_seconds"] = time.perf_counter() - t1
-
-    run = _Run(tm, data, [(o["test_points"], t) for t in chosen], tidx, est, units, all_units,
-               [loo], noise["loo"][0], {**info, "noise_source": noise["loo"][1]})
-    col = {u: j for j, u in enumerate(all_units)}
-    removed = [tuple(torch.nonzero(~keep).flatten().tolist()) for keep in res.subsets]
-    # truth -> (run with its estimates and noise, Truth, actual, units of test point t, columns)
-    truths = {
-        "loo": (run, loo_truth, loo, lambda t: units[t], lambda t: [col[u] for u in units[t]]),
-        "lds": (replace(run, noise=noise["lds"][0], info={**info, "noise_source": noise["lds"][1]}),
-                Truth("scratch"), res.actual.double(),
-                lambda t: removed, lambda t: list(range(len(removed)))),
-        "pbrf": (replace(run, est=ggn, noise=noise["pbrf"][0],
-                         info={**info, "noise_source": noise["pbrf"][1]}),
-                 Truth("pbrf", "all", o["retrain"]),
-                 pbrf_act, lambda t: units[t], lambda t: [col[u] for u in units[t]]),
-    }
-    how = {"loo": {"select": "top_abs", "k": o["k"], "damping": m.damping},
-           "lds": {"select": "subsets", "k": o["n_subsets"], "damping": m.damping},
-           "pbrf": {"select": "top_abs", "k": o["k"], "damping": o["pbrf_damping"]}}
-    base = _base_row(case, run, "ground_truth")
-    rows, pairs = [], []
-    for label, t in run.picked:
-        r = tidx.index(t)
-        point = dict(base, test_index=t, test_point=label,
-                     test_loss=float(info["test_losses"][t]))
-        for truth_name, (run_t, truth, act, units_t, cols_t) in truths.items():
-            u, cols = units_t(t), cols_t(t)
-            floor = math.nan if run_t.noise is None else float(run_t.noise[r])
-            spread = float(np.nanstd(act[r, cols].numpy(), ddof=1)) / floor if floor > 0 else math.nan
-            for solver in ev.solvers:
-                row, pair = _compare_row(ev, run_t, r, cols, solver, "all", truth, act, u)
-                e = run_t.est[solver, "all"]
-                curvature = e["diag"].get("curvature", "ggn" if truth_name == "pbrf" else "hessian")
-                rows.append({**point, "group_size": float(np.mean([len(x) for x in u])), **row,
-                             **how[truth_name], "truth": truth_name, "curvature": curvature,
-                             "spread_to_noise": spread})
-                pairs.append(pair)
-    total = time.perf_counter() - t0
-    for row in rows:
-        row["seconds"] = total
-    return rows, pairs
+    truths = (Truth("warm_start", retrain=dict(o["retrain"])),
+              Truth("lds", settings={"fraction": o["fraction"]}, k=o["n_subsets"]),
+              Truth("pbrf", retrain=dict(o["retrain"]),
+                    settings={"pbrf_damping": o["pbrf_damping"]}))
+    return EvalCase(solvers=tuple(o["solvers"]), solver_options=solver_options,
+                    damping=m.damping, k=o["k"], test_points=(o["test_points"],),
+                    n_test=o["n_test"], truths=truths, noise_seeds=o["noise_seeds"])
 
 
 def ground_truth_model_case(name: str, seed: int, options: dict[str, Any],
@@ -499,42 +396,6 @@ def ground_truth_model_case(name: str, seed: int, options: dict[str, Any],
                      data_options=sizes, train=train, device=device)
 
 
-def _ggn_estimates(tm: Any, data: Any, ev: EvalCase, tidx: list[int],
-                   damping: float) -> dict[tuple[str, str], dict[str, Any]]:
-    """The estimates the PBRF approximates: ``ev``'s solvers on the Gauss-Newton curvature with
-    the PBRF damping, in the format of :func:`~.core._estimates` (whose engine is the Hessian's)."""
-    from ..influence import InfluenceEngine, SolverError
-
-    engine = InfluenceEngine(tm, data.train, curvature="ggn", hvp_mode=ev.hvp_mode)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for solver in dict.fromkeys((*ev.solvers, "exact")):
-        t0 = time.perf_counter()
-        try:
-            res = engine.scores(data.test, solver=solver, damping=damping, test_indices=tidx,
-                                **ev.solver_options.get(solver, {}))
-            out[solver, "all"] = {"values": res.values.double().cpu(), "diag": res.diagnostics,
-                                  "error": ""}
-        except (SolverError, MemoryError, FloatingPointError) as e:
-            out[solver, "all"] = {"values": None, "diag": {}, "error": f"{type(e).__name__}: {e}"}
-        out[solver, "all"]["seconds"] = time.perf_counter() - t0
-    return out
-
-
-def _noise_floor(tm: Any, data: Any, test: tuple[torch.Tensor, torch.Tensor], config: Any,
-                 mode: str, n_seeds: int, **sweep: Any) -> tuple[torch.Tensor | None, str]:
-    """The noise floor ``(n_test,)`` of retraining in ``mode`` with nothing removed, and what its
-    seeds randomised (warm starts and the PBRF: a perturbed start, plus the mini-batch order of a
-    mini-batch schedule; scratch: the initialisation and batch order)."""
-    if n_seeds <= 0:
-        return None, ""
-    from ..ground_truth import retraining_noise
-
-    perturb = "auto" if mode == "scratch" else 1e-3
-    res = retraining_noise(tm, data.train, test, config=config, n_seeds=n_seeds, mode=mode,
-                           perturb=perturb, return_result=True, **sweep)
-    return res.std.double().cpu(), f"{mode}/all: {res.how}"
-
-
 def ground_truth_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per model x ground truth x solver: mean Spearman, its sd and standard error over seeds and
     test points, ``n``, the mean fraction of actual effects within the noise floor and the median
@@ -548,6 +409,11 @@ def ground_truth_summary(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _short(truth: str) -> str:
+    """A registered ground truth's short name for table columns ("LOO", "LDS", "PBRF")."""
+    return truth_class(truth).short or truth
+
+
 def ground_truth_comparison(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """The study's one table: a row per solver, a column per model x ground truth ("mean +/- SE"
     of the Spearman correlation over seeds and test points), dattri's published figures beside
@@ -557,14 +423,14 @@ def ground_truth_comparison(table: pd.DataFrame, digits: int = 2) -> pd.DataFram
     solvers = list(dict.fromkeys(s["solver"]))
     cols = list(dict.fromkeys(zip(s["model"], s["truth"])))
     out = pd.DataFrame(index=pd.Index([*solvers, "noise floor"], name="solver"),
-                       columns=pd.MultiIndex.from_tuples([(m, t.upper()) for m, t in cols]),
+                       columns=pd.MultiIndex.from_tuples([(m, _short(t)) for m, t in cols]),
                        dtype=object)
     for r in s.itertuples(index=False):
         se = "" if not np.isfinite(r.spearman_se) else f" ± {r.spearman_se:.{digits}f}"
-        out.loc[r.solver, (r.model, r.truth.upper())] = f"{r.spearman:.{digits}f}{se}"
+        out.loc[r.solver, (r.model, _short(r.truth))] = f"{r.spearman:.{digits}f}{se}"
     for (model, truth), g in s.groupby(["model", "truth"], sort=False):
         within, spread = g["frac_within_noise"].mean(), g["spread_to_noise"].median()
-        out.loc["noise floor", (model, truth.upper())] = (
+        out.loc["noise floor", (model, _short(truth))] = (
             "—" if not np.isfinite(spread) else f"{within:.0%} within; spread {spread:.3g}x")
     ref = DATTRI_REFERENCE.set_index(["model", "solver"])
     for model in ("logistic regression", "MLP"):
@@ -664,26 +530,26 @@ def ground_truth_claims(table: pd.DataFrame) -> list[Claim]:
         if "exact" in solvers:
             out.append(_difference(table, "identity_loo:exact", "LOO as the judge",
                                    "LOO Spearman of exact minus identity (all models)",
-                                   ("loo", "exact"), ("loo", "identity")))
+                                   ("warm_start", "exact"), ("warm_start", "identity")))
     if {"exact", "arnoldi"} <= solvers:
-        for truth in ("loo", "lds"):
-            out.append(_difference(table, f"arnoldi_below:{truth}", DATTRI_SOURCE,
-                                   f"{truth.upper()} of exact minus Arnoldi (all models; dattri: "
-                                   f"{'0.61' if truth == 'loo' else '0.49'} on logistic "
+        for key, truth in (("loo", "warm_start"), ("lds", "lds")):
+            out.append(_difference(table, f"arnoldi_below:{key}", DATTRI_SOURCE,
+                                   f"{_short(truth)} of exact minus Arnoldi (all models; dattri: "
+                                   f"{'0.61' if key == 'loo' else '0.49'} on logistic "
                                    "regression)", (truth, "exact"), (truth, "arnoldi")))
     if {"exact", "lissa"} <= solvers:
-        for truth in ("loo", "lds"):
+        for key, truth in (("loo", "warm_start"), ("lds", "lds")):
             d = _spearmans(table, truth, "exact") - _spearmans(table, truth, "lissa")
             mean, se, n = _mean_se(d)
             held = bool(n >= 3 and abs(mean) + 2 * se < 0.05)
             out.append(Claim(
-                f"lissa_close:{truth}", DATTRI_SOURCE,
-                f"{truth.upper()} of exact minus LiSSA (all models; dattri: 0.01): {mean:+.3f} ± "
+                f"lissa_close:{key}", DATTRI_SOURCE,
+                f"{_short(truth)} of exact minus LiSSA (all models; dattri: 0.01): {mean:+.3f} ± "
                 f"{se:.3f} (SE, n = {n}) -> " + ("within 0.05 beyond 2 SE" if held
                                                  else "not reproduced at this scale"),
                 mean, se, n, held))
     for model in nonconvex:
-        best = max(((s, *_mean_se(_spearmans(table, "loo", s, [model]))) for s in order),
+        best = max(((s, *_mean_se(_spearmans(table, "warm_start", s, [model]))) for s in order),
                    key=lambda x: -math.inf if not np.isfinite(x[1]) else x[1])
         s, mean, se, n = best
         held = bool(n >= 3 and mean - 2 * se <= DATTRI_MLP_LOO_MAX)
@@ -697,17 +563,19 @@ def ground_truth_claims(table: pd.DataFrame) -> list[Claim]:
         out.append(_difference(
             table, "pbrf_over_loo", "Bae et al. 2022",
             f"Exact estimate: Spearman with PBRF (damped GGN) minus with LOO (Hessian), "
-            f"non-convex models ({', '.join(nonconvex)})", ("pbrf", "exact"), ("loo", "exact"),
+            f"non-convex models ({', '.join(nonconvex)})", ("pbrf", "exact"),
+            ("warm_start", "exact"),
             nonconvex))
     if "exact" in solvers:
         exact = table[table["solver"] == "exact"]
-        loo = exact[exact["truth"] == "loo"]
+        loo = exact[exact["truth"] == "warm_start"]
         mean, se, n = _mean_se(loo["frac_within_noise"])
         if n:
             held = bool(n >= 3 and mean - 2 * se > 0.5)
             floors = "; ".join(
-                f"{m}: {g.loc[g.truth == 'loo', 'frac_within_noise'].mean():.0%} of the LOO "
-                f"effects within, their spread {g.loc[g.truth == 'loo', 'spread_to_noise'].median():.3g}"
+                f"{m}: {g.loc[g.truth == 'warm_start', 'frac_within_noise'].mean():.0%} of the LOO "
+                f"effects within, their spread "
+                f"{g.loc[g.truth == 'warm_start', 'spread_to_noise'].median():.3g}"
                 f"x it; LDS subsets {g.loc[g.truth == 'lds', 'spread_to_noise'].median():.3g}x "
                 "the scratch floor" for m, g in exact.groupby("model", sort=False))
             out.append(Claim(
@@ -752,10 +620,10 @@ def ground_truth_conclusion(table: pd.DataFrame) -> list[str]:
                           sort=False)
     agree = []
     for other in ("lds", "pbrf"):
-        if {"loo", other} <= set(means.columns):
-            rho = {m: g["loo"].corr(g[other], method="spearman")
+        if {"warm_start", other} <= set(means.columns):
+            rho = {m: g["warm_start"].corr(g[other], method="spearman")
                    for m, g in means.groupby(level="model", sort=False) if len(g) > 2}
-            agree.append(f"LOO vs {other.upper()}: " + ", ".join(f"{m} {r:.2f}"
+            agree.append(f"LOO vs {_short(other)}: " + ", ".join(f"{m} {r:.2f}"
                                                                    for m, r in rho.items()))
     if agree:
         lines.append(f"Do the ground truths order the solvers alike? Rank correlation across the "

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,15 +30,18 @@ import torch
 from torch import nn
 
 from ..models.params import ParamSelection
-from ..models.training import Progress, TrainConfig
-from .loo import CONTROL
-from .noise import _randomness
+from ..models.training import TrainConfig
+from .noise import noise_jobs, noise_problem
 from .options import SweepOptions, sweep_options
-from .problem import Problem, prepare
+from .problem import Problem
 from .retrain import Job, run_chunk
+from .runner import with_controls
 from .selection import check_indices
 from .store import open_store
-from .sweep import chunk_jobs, resolve_width
+from .sweep import chunk_jobs, progress_bar, resolve_width
+
+__all__ = ["EstimateETA", "StepTiming", "SweepETA", "estimate_eta", "loo_eta", "noise_eta",
+           "noise_jobs", "probe_chunk", "progress_bar", "solver_work", "sweep_eta", "truth_jobs"]
 
 Clock = Callable[[], float]
 PROBE_STEPS = 5  # optimiser steps a probe runs at most
@@ -194,9 +196,10 @@ def sweep_eta(problem: Problem, jobs: Sequence[Job], options: SweepOptions | Non
     """The expected time of ``run_jobs(problem, jobs, options)``: jobs in the store cost
     nothing; the rest are chunked as ``run_jobs`` chunks them, and the first chunk of each width
     kind (stacked, alone) is probed. ``timings`` (a dict the caller keeps, keyed by the
-    problem's store setting and a chunk width) reuses earlier probes and keeps new ones."""
+    problem's store setting and a chunk width) reuses earlier probes and keeps new ones. The
+    controls ``jobs`` are compared with are counted too (:func:`~.runner.with_controls`)."""
     options = options or SweepOptions()
-    unique = list({j.key: j for j in jobs}.values())
+    unique = list({j.key: j for j in with_controls(jobs)}.values())
     store = open_store(options.store)
     setting = problem.setting()[0]
     found = store.get(setting, [j.key for j in unique]) if store is not None and unique else {}
@@ -232,76 +235,42 @@ def sweep_eta(problem: Problem, jobs: Sequence[Job], options: SweepOptions | Non
     )
 
 
-def _prepared(model: Any, train: Any, test: Any, config: TrainConfig | None, mode: str,
-              params: ParamSelection, opts: SweepOptions, subtract_control: bool) -> Problem:
-    return prepare(model, train, test, config=config, mode=mode, params=params, dtype=opts.dtype,
-                   subtract_control=subtract_control, pbrf_damping=opts.pbrf_damping,
-                   allow_different_objective=opts.allow_different_objective)
+def truth_jobs(truth: Any, problem: Problem, units: Sequence[Sequence[int]]) -> list[Job]:
+    """Every retrain (controls included) of ``truth`` measuring ``units`` on ``problem``: the
+    list a sweep runs and a time estimate counts."""
+    return with_controls(truth.jobs([tuple(u) for u in units], problem))
 
 
 def loo_eta(model: Any, train: Any, test: Any, indices: Sequence[int] | torch.Tensor, *,
             config: TrainConfig | None = None, mode: str = "warm_start",
-            params: ParamSelection = "all", options: SweepOptions | None = None,
+            params: ParamSelection | None = None, options: SweepOptions | None = None,
             timings: dict[tuple, StepTiming] | None = None, clock: Clock = time.perf_counter,
             **overrides: Any) -> SweepETA:
-    """The expected time of ``leave_one_out`` with the same arguments (the control included)."""
-    opts = sweep_options(options, overrides, caller="loo_eta")
-    problem = _prepared(model, train, test, config, mode, params, opts, opts.subtract_control)
-    return sweep_eta(problem, loo_jobs(problem, check_indices(indices, problem.n)), opts,
-                     timings=timings, clock=clock)
+    """The expected time of ``leave_one_out`` with the same arguments (the controls included)."""
+    from .loo import point_truth
+    from .problem import resolve_model
 
-
-def loo_jobs(problem: Problem, indices: Sequence[int]) -> list[Job]:
-    """The jobs (and store keys) of ``leave_one_out``: the control, then one per point."""
-    control = [Job(CONTROL)] if problem.subtract_control else []
-    return control + [Job(str(i), (i,)) for i in indices]
-
-
-def noise_jobs(problem: Problem, n_seeds: int, perturb: float | str = "auto",
-               control: bool = True) -> list[Job]:
-    """The jobs (and store keys) of ``retraining_noise``: the control (unless ``control`` is
-    False: another sweep computes it first), then one per seed."""
-    size, how = _randomness(problem, perturb)
-    seeds = [problem.config.seed + s for s in range(1, n_seeds + 1)]
-    return ([Job(CONTROL)] if control else []) + [
-        Job(f"seed={s};perturb={size:g};{how}", seed=s, perturb=size) for s in seeds]
+    truth, rest = point_truth(mode, None, overrides, "loo_eta")
+    opts = truth.sweep_options(sweep_options(options, rest, caller="loo_eta"))
+    config = config if config is not None else resolve_model(model)[3]
+    problem = truth.prepare(model, train, test, config=config, params=params, options=opts)
+    units = [(i,) for i in check_indices(indices, problem.n)]
+    return sweep_eta(problem, truth_jobs(truth, problem, units), opts, timings=timings,
+                     clock=clock)
 
 
 def noise_eta(model: Any, train: Any, test: Any, *, config: TrainConfig | None = None,
-              n_seeds: int = 5, mode: str = "warm_start", params: ParamSelection = "all",
-              perturb: float | str = "auto", options: SweepOptions | None = None,
+              n_seeds: int = 5, mode: str = "scratch", params: ParamSelection = "all",
+              perturb: float | str = "auto", new_init: bool = True,
+              options: SweepOptions | None = None,
               timings: dict[tuple, StepTiming] | None = None, clock: Clock = time.perf_counter,
               **overrides: Any) -> SweepETA:
     """The expected time of ``retraining_noise`` with the same arguments."""
     opts = sweep_options(options, overrides, caller="noise_eta")
-    problem = _prepared(model, train, test, config, mode, params, opts, True)
-    return sweep_eta(problem, noise_jobs(problem, n_seeds, perturb), opts, timings=timings,
-                     clock=clock)
-
-
-@contextmanager
-def progress_bar(desc: str) -> Iterator[Progress]:
-    """A sweep's ``progress(done, total, info)`` as a tqdm bar: retrains done, moved within a
-    chunk by its steps, with tqdm's elapsed and remaining time (from the rate so far)."""
-    from tqdm.auto import tqdm
-
-    bar: Any = None
-
-    def update(done: int, total: int, info: dict[str, Any]) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="retrain")
-        bar.n = round(float(info.get("fraction", done / max(total, 1))) * total, 2)
-        if "steps" in info:
-            bar.set_postfix_str(f"chunk {info.get('chunk')}/{info.get('n_chunks')}, step "
-                                f"{info['step']}/{info['steps']}", refresh=False)
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
+    problem = noise_problem(model, train, test, config=config, mode=mode, params=params,
+                            options=opts, new_init=new_init)
+    return sweep_eta(problem, noise_jobs(problem, n_seeds, perturb, new_init), opts,
+                     timings=timings, clock=clock)
 
 
 # ----------------------------------------------------------------------------- the estimate

@@ -17,19 +17,15 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .._cache import hash_settings
-from .._devices import dtype_name
 from .._findings import Finding, TrustReport
 from ..influence import InfluenceResult
 from ..models.params import ParamSelection
 from ..models.training import TrainConfig
-from .health import check_retrains
-from .loo import CONTROL, _prepare, reference_losses
-from .noise import _randomness
+from .noise import DEFAULT_PERTURB
 from .options import SweepOptions, sweep_options
 from .problem import RetrainObjective
-from .retrain import Job
-from .sweep import run_jobs
+from .result import LOOResult
+from .truths import make_truth
 
 MIN_SUBSETS = 3  # a Spearman correlation of fewer pairs means nothing
 
@@ -157,57 +153,78 @@ def lds(
         assert res.mean > 0.5, res  # 0.86: exact scores of a convex model rank removals well
     """
     t0 = time.perf_counter()
-    opts = sweep_options(options, overrides, caller="lds")
     fraction = _check_fraction(fraction)
     n_subsets = _check_count("n_subsets", n_subsets, MIN_SUBSETS)
     n_repeats = _check_count("n_repeats", n_repeats, 1)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    if mode not in ("scratch", "warm_start"):
+        raise ValueError(f"unknown mode {mode!r} for lds: it retrains each subset from scratch "
+                         f"(mode='scratch', TRAK's protocol) or from the trained parameters "
+                         f"(mode='warm_start')")
+    if not (perturb == "auto" or (isinstance(perturb, int | float) and not isinstance(perturb, bool)
+                                  and math.isfinite(perturb) and perturb >= 0)):
+        raise ValueError(f"perturb must be 'auto' or a finite number >= 0, got {perturb!r}")
+    opts = sweep_options(options, overrides, caller="lds")
     values = _score_matrix(scores)
-    problem = _prepare(model, train, test, config, mode, params, opts)
-    n, n_test = problem.n, problem.X_test.shape[0]
-    if tuple(values.shape) != (n_test, n):
-        raise ValueError(
-            f"scores must have shape (n_test, n_train) = ({n_test}, {n}), got "
-            f"{tuple(values.shape)}: one row per test point, one column per training point, "
-            "as iw.influence(model, train, test) returns for the same data")
-    keep = random_subsets(n, fraction, n_subsets, int(seed))
-    size, how = _randomness(problem, perturb) if n_repeats > 1 else (0.0, "")
-    seeds = [None] + [problem.config.seed + r for r in range(1, n_repeats)]
-    jobs = [_job(tuple(torch.nonzero(~row).flatten().tolist()), s, size)
-            for row in keep for s in seeds]  # subset-major: jobs[s * n_repeats + r]
+    truth = make_truth("lds", fraction=fraction, n_repeats=n_repeats, retrain=mode,
+                       perturb=DEFAULT_PERTURB if perturb == "auto" else float(perturb))
+    from ..datasets.base import as_tensors
 
-    control = [Job(CONTROL)] if problem.subtract_control else []
-    outcome = run_jobs(problem, control + jobs, opts)
-    rec = outcome.records
-    ref, _ = reference_losses(problem, rec)
-    losses = torch.stack([rec[j.key].losses for j in jobs])  # (n_subsets * n_repeats, n_test)
-    grad_norms = torch.tensor([rec[j.key].grad_norm for j in jobs], dtype=torch.float64)
-    objectives = torch.tensor([rec[j.key].objective for j in jobs], dtype=torch.float64)
-    control_obj = rec[CONTROL].objective if problem.subtract_control else None
-    health = check_retrains(problem, objectives, grad_norms, control_obj)
-    diverged = health.diverged.reshape(n_subsets, n_repeats)
-    per_retrain = losses.reshape(n_subsets, n_repeats, n_test).masked_fill(
-        diverged[..., None], float("nan"))
-    actual = (per_retrain.nanmean(dim=1) - ref[None, :]).T.contiguous()  # (n_test, n_subsets)
-    predicted = values @ (~keep).to(torch.float64).T  # the sum over the removed points
+    n_test = int(as_tensors(test)[0].shape[0])
+
+    def units(n: int) -> list[tuple[int, ...]]:
+        if tuple(values.shape) != (n_test, n):
+            raise ValueError(
+                f"scores must have shape (n_test, n_train) = ({n_test}, {n}), got "
+                f"{tuple(values.shape)}: one row per test point, one column per training point, "
+                "as iw.influence(model, train, test) returns for the same data")
+        return truth.draw_units(n, n_subsets, int(seed))
+
+    if config is None:
+        from .problem import resolve_model
+
+        config = resolve_model(model)[3]
+    res = truth.measure(model, train, test, units, config=config, params=params, options=opts)
+    n = values.shape[1]
+    removed = torch.zeros(n_subsets, n, dtype=torch.bool)
+    for s, u in enumerate(res.units):
+        removed[s, list(u)] = True
+    keep = ~removed
+    actual = res.values.double()
+    diverged = res.diverged.reshape(n_subsets) if res.diverged is not None else torch.zeros(
+        n_subsets, dtype=torch.bool)
+    predicted = values @ removed.to(torch.float64).T  # the sum over the removed points
     per_test, n_used = spearman_rows(predicted, actual)
-    findings = (health.findings + _lds_findings(per_test, n_used, n_subsets)
-                + _scores_findings(scores, problem.params_label, problem.objective))
+    findings = (res.findings + _lds_findings(per_test, n_used, n_subsets)
+                + _scores_findings(scores, res.params, res.objective))
     TrustReport(findings).warn(stacklevel=2)
+    how = "" if n_repeats == 1 else _repeats_how(res, truth)
     result = LDSResult(
         per_test=per_test,
         mean=float(per_test.nanmean()) if bool(torch.isfinite(per_test).any()) else math.nan,
         subsets=keep, predicted=predicted, actual=actual, fraction=fraction,
-        n_subsets=n_subsets, n_repeats=n_repeats, seed=int(seed), mode=problem.mode,
-        steps=problem.steps, params=problem.params_label,
-        reference="control retrain" if problem.subtract_control else "trained model",
-        repeats=how, n_used=n_used, diverged=diverged,
-        n_retrains_computed=outcome.n_computed, n_retrains_loaded=outcome.n_loaded,
-        dtype=dtype_name(problem.dtype), seconds=time.perf_counter() - t0,
-        setting=problem.setting()[0], objective=problem.objective, findings=findings,
+        n_subsets=n_subsets, n_repeats=n_repeats, seed=int(seed), mode=res.mode,
+        steps=res.steps, params=res.params, reference=res.reference,
+        repeats=how, n_used=n_used, diverged=diverged[:, None].expand(n_subsets, n_repeats),
+        n_retrains_computed=res.n_retrains_computed, n_retrains_loaded=res.n_retrains_loaded,
+        dtype=res.dtype, seconds=time.perf_counter() - t0,
+        setting=res.setting, objective=res.objective, findings=findings,
     )
     return result if return_result else result.per_test
+
+
+def _repeats_how(res: LOOResult, truth: Any) -> str:
+    """What the repeats of a subset randomised (in words)."""
+    parts = []
+    cfg = res.info.get("config", {})
+    if cfg.get("batch_size"):
+        parts.append("mini-batch order")
+    if res.mode == "scratch":
+        parts.append("initialisation")
+    if not parts:
+        parts.append(f"start perturbed by {truth.settings.perturb:g} x RMS per tensor")
+    return " + ".join(parts)
 
 
 def random_subsets(n: int, fraction: float, n_subsets: int, seed: int = 0) -> torch.Tensor:
@@ -243,15 +260,6 @@ def spearman_rows(predicted: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _job(removed: tuple[int, ...], seed: int | None, perturb: float) -> Job:
-    """A removal job keyed by a hash of the removed points (stable across calls, so the store
-    resumes and reuses) and, for a repeat, its seed and perturbation."""
-    key = f"remove {len(removed)}#{hash_settings(list(removed), length=24)}"
-    if seed is not None:
-        key += f";seed={seed};perturb={perturb:g}"
-    return Job(key, removed, seed=seed, perturb=perturb if seed is not None else 0.0)
 
 
 def _check_fraction(fraction: Any) -> float:

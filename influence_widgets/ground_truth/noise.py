@@ -1,7 +1,14 @@
 """The noise floor: how much the test losses move when retraining with *nothing* removed.
 
-An actual leave-one-out effect smaller than this spread cannot be told apart from the
-randomness of retraining (K & Sogaard 2022; Basu et al. 2021 at ImageNet scale).
+By default it measures **real retraining randomness**: the model retrained from scratch under
+other seeds, each drawing a new initialisation and mini-batch order (K & Sogaard 2022; Basu et
+al. 2021, finding v). An actual leave-one-out effect smaller than this spread cannot be told apart
+from what another training run would change.
+
+A deterministic schedule retrained from a nudged start (a full-batch warm start, a last-layer or
+PBRF retrain: ``mode="warm_start"`` or ``"pbrf"``) measures something else: how reproducible the
+optimiser is from this start. That floor is computed on request, labelled ``kind=
+"perturbation"``, and never used for "within noise".
 """
 
 from __future__ import annotations
@@ -17,14 +24,14 @@ from .._devices import dtype_name
 from .._findings import Finding, TrustReport
 from ..models.params import ParamSelection
 from ..models.training import TrainConfig
-from .health import check_retrains
-from .loo import CONTROL, reference_losses
 from .options import SweepOptions, sweep_options
 from .problem import Problem, RetrainObjective, prepare
 from .retrain import Job
-from .sweep import run_jobs
+from .runner import control_job, run_sweep
 
 DEFAULT_PERTURB = 1e-3
+#: What a noise floor's seeds randomised: real retraining, or only a perturbed start.
+KINDS = ("retraining", "perturbation")
 
 
 @dataclass
@@ -33,7 +40,11 @@ class NoiseResult:
 
     ``std`` ``(n_test,)`` is the noise floor: the standard deviation (ddof=1) of the retrained
     test losses over the ``n_seeds`` runs *and* the reference run (which counts as one more
-    sample, value 0). ``how`` says in words what was randomised.
+    sample, value 0). ``how`` says in words what was randomised; ``kind`` is "retraining" (real
+    retraining randomness: a new initialisation and/or batch order per seed) or "perturbation"
+    (only a perturbed start of a deterministic schedule: how reproducible the optimiser is, not
+    retraining noise, and never used for "within noise"). ``reference`` says what each run is
+    compared with.
     """
 
     values: torch.Tensor
@@ -50,6 +61,19 @@ class NoiseResult:
     seconds: float
     objective: RetrainObjective | None = None
     findings: tuple[Finding, ...] = ()
+    kind: str = "retraining"
+    reference: str = "control retrain"
+    n_retrains_loaded: int = 0
+
+    @property
+    def is_real(self) -> bool:
+        """Whether this floor is real retraining noise (usable for "within noise")."""
+        return self.kind == "retraining"
+
+    def describe(self) -> str:
+        """``"3 seeds; initialisation + mini-batch order"`` (what the floor rests on)."""
+        label = "" if self.is_real else " (perturbation only: optimiser reproducibility)"
+        return f"{len(self.seeds)} seeds; {self.how}{label}"
 
 
 def noise_floor(values: torch.Tensor) -> torch.Tensor:
@@ -62,6 +86,31 @@ def noise_floor(values: torch.Tensor) -> torch.Tensor:
     return (dev.pow(2).nansum(dim=1) / (full.isfinite().sum(dim=1) - 1)).sqrt()
 
 
+def noise_problem(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mode: str,
+                  params: ParamSelection, options: SweepOptions, new_init: bool) -> Problem:
+    """The problem of a noise floor (a seeded fresh start needs no model initialisation)."""
+    return prepare(model, train, test, config=config, mode=mode, params=params,
+                   dtype=options.dtype, subtract_control=True, pbrf_damping=options.pbrf_damping,
+                   allow_different_objective=options.allow_different_objective,
+                   needs_init=not (mode == "scratch" and new_init))
+
+
+def noise_jobs(problem: Problem, n_seeds: int, perturb: float | str = "auto",
+               new_init: bool = True) -> list[Job]:
+    """The retrains of a noise floor: one per seed ``config.seed + 1 .. + n_seeds``, nothing
+    removed, each compared with the seed-less control (the model's own start; the trained model
+    when that start is unknown or in mode "pbrf"). Their store keys are those of the paired
+    controls of seed-averaged truths, so the two share retrains."""
+    size, _, _ = _randomness(problem, perturb, new_init)
+    reference = (control_job() if problem.subtract_control and
+                 (problem.mode != "scratch" or problem.init_known) else None)
+    out = []
+    for s in range(1, n_seeds + 1):
+        c = control_job(problem.config.seed + s, perturb=size, reinit=new_init)
+        out.append(Job(c.key, (), c.seed, c.perturb, c.reinit, reference))
+    return out
+
+
 def retraining_noise(
     model: Any,
     train: Any,
@@ -69,108 +118,114 @@ def retraining_noise(
     *,
     config: TrainConfig | None = None,
     n_seeds: int = 5,
-    mode: str = "warm_start",
+    mode: str = "scratch",
     params: ParamSelection = "all",
     perturb: float | str = "auto",
+    new_init: bool = True,
     return_result: bool = False,
     options: SweepOptions | None = None,
     **overrides: Any,
 ) -> torch.Tensor | NoiseResult:
     """Retrain with nothing removed under seeds ``config.seed + 1 .. + n_seeds``.
 
-    Returns ``(n_test, n_seeds)``: test loss after each retrain minus the reference (the control
-    retrain of :func:`leave_one_out`, or the trained model in "pbrf" mode), in the same units
-    as the LOO values. What a seed changes: the mini-batch order (when ``config.batch_size`` is
-    smaller than the data), and in "scratch" mode a fresh initialisation from the model's spec.
-    Full-batch optimisers are deterministic: with ``perturb="auto"`` the start is then moved by a
-    seeded Gaussian perturbation of ``1e-3`` times each tensor's RMS (``perturb`` sets the size
-    and applies it in every case; 0 turns it off, and the values are then exactly 0).
+    Returns ``(n_test, n_seeds)``: test loss after each retrain minus the reference, in the units
+    of the LOO values. The reference is the control retrain of :func:`leave_one_out` (the model's
+    own start and seed); in "pbrf" mode, and in "scratch" mode for a model whose initialisation
+    is unknown (``iw.wrap``), the trained model itself.
+
+    ``mode="scratch"`` (the default) measures **real retraining randomness**: each seed draws a
+    new initialisation (from the model's spec, else every submodule's ``reset_parameters()``;
+    ``new_init=False`` keeps the model's own) and, with mini-batches, a new batch order; the
+    schedule is ``config`` (default: the model's own). ``mode="warm_start"`` or ``"pbrf"``
+    retrain from the trained parameters: with a full-batch schedule that is deterministic, so
+    with ``perturb="auto"`` the start is moved by a seeded Gaussian perturbation of ``1e-3``
+    times each tensor's RMS (``perturb`` sets the size and applies it in every case; 0 turns it
+    off). Such a floor says how reproducible the optimiser is from this start, not how much real
+    training runs differ: its result has ``kind="perturbation"`` and a finding says so.
+
     How the sweep runs (``dtype``, ``batch_width``, ``executor``, ``store``, ``progress``, ...)
     is set by ``options`` or by the fields of :class:`SweepOptions` as keywords, as in
     :func:`leave_one_out`. ``return_result=True`` gives a :class:`NoiseResult` with the noise
     floor ``std``. ``progress=True`` shows a tqdm bar.
     """
-    if overrides.get("progress") is True:
-        from .eta import progress_bar
-
-        with progress_bar("noise floor") as bar:
-            return retraining_noise(model, train, test, config=config, n_seeds=n_seeds, mode=mode,
-                                    params=params, perturb=perturb, return_result=return_result,
-                                    options=options, **{**overrides, "progress": bar})
     t0 = time.perf_counter()
     opts = sweep_options(options, overrides, caller="retraining_noise")
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
+    if not isinstance(new_init, bool):
+        raise TypeError(f"new_init must be True or False, got {new_init!r}")
     if not opts.subtract_control:
         raise ValueError("retraining_noise always compares with the control retrain: "
                          "leave subtract_control at True (it applies to leave_one_out)")
-    problem = prepare(model, train, test, config=config, mode=mode, params=params,
-                      dtype=opts.dtype, subtract_control=True, pbrf_damping=opts.pbrf_damping,
-                      allow_different_objective=opts.allow_different_objective)
-    size, how = _randomness(problem, perturb)
-    seeds = [problem.config.seed + s for s in range(1, n_seeds + 1)]
-    jobs = [Job(f"seed={s};perturb={size:g};{how}", seed=s, perturb=size) for s in seeds]
-    control = [Job(CONTROL)] if problem.subtract_control else []
-    outcome = run_jobs(problem, control + jobs, opts)
-    ref, _ = reference_losses(problem, outcome.records)
-    rec = outcome.records
-    losses = torch.stack([rec[j.key].losses for j in jobs], dim=1)
-    grad_norms = torch.tensor([rec[j.key].grad_norm for j in jobs], dtype=torch.float64)
-    objectives = torch.tensor([rec[j.key].objective for j in jobs], dtype=torch.float64)
-    control_obj = rec[CONTROL].objective if problem.subtract_control else None
-    health = check_retrains(problem, objectives, grad_norms, control_obj, source="noise floor")
-    values = (losses - ref[:, None]).masked_fill(health.diverged[None, :], float("nan"))
-    values = values.to(problem.dtype)
+    problem = noise_problem(model, train, test, config=config, mode=mode, params=params,
+                            options=opts, new_init=new_init)
+    size, how, kind = _randomness(problem, perturb, new_init)
+    jobs = noise_jobs(problem, n_seeds, perturb, new_init)
+    run = run_sweep(problem, jobs, opts, source="noise floor", desc="noise floor", t0=t0)
+    values = run.values.to(problem.dtype)
     std = noise_floor(values)
-    findings = health.findings + _source_findings(problem, how, std)
+    findings = run.findings + _source_findings(problem, how, kind, std)
     TrustReport(findings).warn(stacklevel=2)
     if not return_result:
         return values
     return NoiseResult(
-        values=values, std=std, seeds=seeds, mode=problem.mode, perturb=size,
+        values=values, std=std, seeds=[j.seed for j in jobs], mode=problem.mode, perturb=size,
         how=how, steps=problem.steps, params=problem.params_label,
-        dtype=dtype_name(problem.dtype),
-        grad_norms=grad_norms.float(), n_retrains_computed=outcome.n_computed,
+        dtype=dtype_name(problem.dtype), grad_norms=run.grad_norms.float(),
+        n_retrains_computed=run.n_computed, n_retrains_loaded=run.n_loaded,
         seconds=time.perf_counter() - t0, objective=problem.objective, findings=findings,
+        kind=kind, reference="control retrain" if jobs[0].reference else "trained model",
     )
 
 
-def _source_findings(problem: Problem, how: str, floor: torch.Tensor) -> tuple[Finding, ...]:
+def _source_findings(problem: Problem, how: str, kind: str,
+                     floor: torch.Tensor) -> tuple[Finding, ...]:
     """A note when the seeds randomise nothing but the perturbed start: a full-batch warm start
     (or a last-layer or PBRF retrain) is deterministic, so the floor says how far retraining
     from a nudged start lands, not how much real retraining runs differ."""
-    if problem.mode == "scratch" or "mini-batch" in how:
+    if kind != "perturbation":
         return ()
     typical = float(floor[torch.isfinite(floor)].median()) if bool(
         torch.isfinite(floor).any()) else math.nan
     return (Finding(
         "info", "noise floor", "noise-perturbation-only",
-        f"the noise floor (median {typical:.2g} over the test points) comes from a perturbed "
-        f"start only ({how}): {problem.mode} retraining with full batches is otherwise "
-        "deterministic",
-        "it measures how far retraining from a nudged start lands, not the seed-to-seed spread "
-        "of real training runs (initialisation, mini-batch order); effects above it are "
-        "reproducible, not necessarily larger than what another training run would change",
-        "for the spread of real retraining, compute the floor with mode='scratch' or a "
-        "mini-batch config (the explorer's 'from scratch' ground truth)",
+        f"this floor (median {typical:.2g} over the test points) comes from a perturbed start "
+        f"only ({how}): {problem.mode} retraining with full batches is otherwise deterministic",
+        "it measures how reproducible the optimiser is from this start, not the seed-to-seed "
+        "spread of real training runs (initialisation, mini-batch order), so it is never used "
+        "for 'within noise'",
+        "for real retraining noise use retraining_noise(..., mode='scratch') (the default), "
+        "which every ground truth's noise floor uses",
         action=None),)
 
 
-def _randomness(problem: Problem, perturb: float | str) -> tuple[float, str]:
-    """The perturbation size and a description of what the seeds randomise."""
+def randomness(problem: Problem, perturb: float | str = "auto",
+               new_init: bool = True) -> tuple[float, str]:
+    """The perturbation size and a description of what a seed randomises in ``problem``."""
+    size, how, _ = _randomness(problem, perturb, new_init)
+    return size, how
+
+
+def _randomness(problem: Problem, perturb: float | str,
+                new_init: bool = True) -> tuple[float, str, str]:
+    """The perturbation size, a description of what the seeds randomise, and the kind of noise
+    ("retraining" or "perturbation")."""
     sources = []
     if problem.config.batch_size is not None and problem.config.batch_size < problem.n:
         sources.append("mini-batch order")
-    if problem.mode == "scratch" and problem.spec is not None:
-        sources.append("initialisation (rebuilt from the model spec)")
+    if problem.mode == "scratch" and new_init:
+        sources.append("initialisation (rebuilt from the model spec)" if problem.spec is not None
+                       else "initialisation (reset_parameters with the seed)")
     if perturb == "auto":
         size = 0.0 if sources else DEFAULT_PERTURB
-    elif isinstance(perturb, int | float) and perturb >= 0:
+    elif isinstance(perturb, int | float) and not isinstance(perturb, bool) and perturb >= 0 \
+            and math.isfinite(perturb):
         size = float(perturb)
     else:
-        raise ValueError(f"perturb must be 'auto' or a number >= 0, got {perturb!r}")
+        raise ValueError(f"perturb must be 'auto' or a finite number >= 0, got {perturb!r}")
+    kind = "retraining" if sources else "perturbation"
     if size:
         sources.append(f"start perturbed by {size:g} x RMS per tensor")
     how = " + ".join(sources) if sources else (
         "nothing: full-batch retraining is deterministic, so every seed repeats the control")
-    return size, how
+    return size, how, kind

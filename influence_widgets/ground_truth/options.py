@@ -49,9 +49,9 @@ class SweepOptions:
     store: LOOStore | str | Path | None = field(default="auto", metadata={"help": (
         "where finished chunks are saved so an interrupted sweep resumes: 'auto' "
         "(<cache_dir()>/loo.sqlite), a file path, a LOOStore, or None (nothing saved).")})
-    progress: Progress | None = field(default=None, metadata={"help": (
+    progress: Progress | bool | None = field(default=None, metadata={"help": (
         "progress(done, total, info), called after every chunk (and during training when the "
-        "chunks run in this process).")})
+        "chunks run in this process); True shows a tqdm bar.")})
     should_stop: Callable[[], bool] | None = field(default=None, metadata={"help": (
         "called between steps and chunks; returning True stops the sweep with an "
         "InterruptedError (finished chunks stay in the store).")})
@@ -85,10 +85,12 @@ class SweepOptions:
         if not (self.store is None or isinstance(self.store, LOOStore | str | Path)):
             raise TypeError("store must be 'auto', None, a file path or a LOOStore, "
                             f"got {type(self.store).__name__}")
-        for name in ("progress", "should_stop"):
-            value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise TypeError(f"{name} must be a function or None, got {type(value).__name__}")
+        if not (self.progress is None or self.progress is True or callable(self.progress)):
+            raise TypeError("progress must be a function, True (a tqdm bar) or None, got "
+                            f"{self.progress!r}")
+        if self.should_stop is not None and not callable(self.should_stop):
+            raise TypeError(f"should_stop must be a function or None, got "
+                            f"{type(self.should_stop).__name__}")
         object.__setattr__(self, "pbrf_damping", check_pbrf_damping(self.pbrf_damping))
 
     def replace(self, **changes: Any) -> SweepOptions:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._cache import hash_settings, hash_tensors
+from .._cache import hash_settings, hash_tensors, module_fingerprint
 from .._devices import dtype_name, resolve_device, resolve_dtype
 from ..datasets.base import as_tensors
 from ..models.losses import cast_targets
@@ -18,7 +18,7 @@ from ..models.training import TrainConfig, TrainedModel, state_of
 from .pbrf import check_pbrf_damping
 from .retrain import MODES, Job, RetrainTask, losses_of_copies, module_state
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the model's code and plain attributes are in the key
 AUTO_FLOAT64_MAX_PARAMS = {"cpu": 5_000_000, "cuda": 1_000_000}
 
 
@@ -45,6 +45,7 @@ class Problem:
     subtract_control: bool
     init: dict[str, torch.Tensor] | None = None
     objective: RetrainObjective | None = None  # where the retraining objective came from
+    init_known: bool = True  # False: a plain module, or weights wrapped without their start
 
     @property
     def n(self) -> int:
@@ -57,12 +58,17 @@ class Problem:
         return self._setting
 
     def _make_setting(self) -> tuple[str, dict[str, Any]]:
+        """Everything that decides a retrain's numbers: the trained state (parameters and
+        buffers), the start, the model's code and plain attributes (an edited ``forward`` or
+        ``self.scale`` is another setting), the data, the objective and schedule, mode,
+        parameters, dtype and device."""
         desc = {
             "version": KEY_VERSION,
             "model": hash_tensors(*[self.trained[k] for k in sorted(self.trained)]),
             "init": (hash_tensors(*[self.init[k] for k in sorted(self.init)])
                      if self.mode == "scratch" and self.init is not None else None),
             "architecture": self.spec.to_dict() if self.spec is not None else repr(self.module),
+            "code": module_fingerprint(self.module),
             "train": hash_tensors(self.X, self.y),
             "test": hash_tensors(self.X_test, self.y_test),
             "config": self.config.to_dict(),
@@ -90,9 +96,8 @@ class Problem:
             return t.cpu() if portable else t
 
         spec_init = None
-        if (len(jobs) == 1 and jobs[0].seed is not None and self.mode == "scratch"
-                and self.spec is not None):
-            spec_init = module_state(self.spec.build(seed=jobs[0].seed))
+        if jobs[0].seed is not None and jobs[0].reinit and self.mode == "scratch":
+            spec_init = self.fresh_init(jobs[0].seed)
         return RetrainTask(
             module=self._portable_module() if portable else self.module,
             copy_module=portable,
@@ -110,6 +115,16 @@ class Problem:
             spec_init=spec_init,
             keep_params=keep_params,
         )
+
+    def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
+        """A new initialisation under ``seed``: the spec rebuilt with that seed, else every
+        submodule's ``reset_parameters()`` (see
+        :func:`~influence_widgets.models.architectures.reinitialised`)."""
+        if self.spec is not None:
+            return module_state(self.spec.build(seed=seed))
+        from ..models.architectures import reinitialised
+
+        return reinitialised(self.module, seed)
 
     def _portable_module(self) -> nn.Module:
         if not hasattr(self, "_cpu_module"):
@@ -207,12 +222,16 @@ def retraining_objective(model_config: TrainConfig | None, config: TrainConfig,
 
 def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mode: str,
             params: ParamSelection, dtype: Any, subtract_control: bool,
-            pbrf_damping: float, allow_different_objective: bool = False) -> Problem:
-    """Check the arguments of a sweep and resolve them into a :class:`Problem`."""
+            pbrf_damping: float, allow_different_objective: bool = False,
+            needs_init: bool = True) -> Problem:
+    """Check the arguments of a sweep and resolve them into a :class:`Problem`.
+
+    ``needs_init=False``: every retrain of the sweep draws its own fresh initialisation (a
+    real noise floor), so mode "scratch" does not need the model's own start."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
     module, init, spec, model_config = resolve_model(model)
-    if mode == "scratch" and getattr(model, "extra", {}).get("init_known") is False:
+    if needs_init and mode == "scratch" and getattr(model, "extra", {}).get("init_known") is False:
         raise ValueError(
             f"mode='scratch' retrains from the model's initial parameters, but "
             f"{getattr(model, 'name', None) or 'this model'!r} was wrapped or registered from "
@@ -233,7 +252,10 @@ def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mo
     work = copy.deepcopy(module).to(device=device, dtype=dt)
     names = select_params(work, params)
     trained = state_of(work)
-    start = _start_state(mode, trained, init, names, work)
+    init_known = init is not None and getattr(model, "extra", {}).get("init_known", True) is not False
+    # without a known start (needs_init=False: every job draws its own), start as trained
+    start = (_start_state(mode, trained, init, names, work) if needs_init or init_known
+             else trained)
     X, y = _tensors(model, train, "train", device, dt, config.loss)
     X_test, y_test = _tensors(None, test, "test", device, dt, config.loss)
     if X.shape[0] < 2:
@@ -247,7 +269,7 @@ def prepare(model: Any, train: Any, test: Any, *, config: TrainConfig | None, mo
                    describe_params(params), config.n_steps(X.shape[0]), dt, device,
                    pbrf_damping, bool(subtract_control) and mode != "pbrf",
                    init=None if init is None else {k: v.to(device) for k, v in init.items()},
-                   objective=objective)
+                   objective=objective, init_known=init_known)
 
 
 def _start_state(mode: str, trained: dict[str, torch.Tensor], init: dict[str, torch.Tensor] | None,

@@ -1,10 +1,13 @@
 """Retraining chunks: the picklable :class:`RetrainTask` every executor runs, and how many copies
 go in a chunk.
 
-A *job* is one retrain: which training points it removes (none for the control), and for noise
-runs another seed or a small perturbation of the start. Jobs that share the start and the batch
-order are trained together by :func:`~influence_widgets.models.training.fit_copies` (one row of
-the weight matrix per job, 0 for each removed point); the others go one by one.
+A *job* is one retrain: which training points it removes (none for a control), which seed it
+runs under (a new initialisation and/or batch order; a small perturbation of the start for a
+perturbation floor), and which retrain it is compared with (its ``reference``: a control with
+nothing removed under the same seed, or ``None`` for the trained model itself). Jobs of one
+:attr:`Job.group` share the start and the batch order, so they are trained together by
+:func:`~influence_widgets.models.training.fit_copies` (one row of the weight matrix per job, 0 for
+each removed point).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,15 +31,30 @@ MODES = ("warm_start", "scratch", "pbrf")
 
 @dataclass(frozen=True)
 class Job:
-    """One retrain. ``key`` names it in the store; ``remove`` lists the removed training points."""
+    """One retrain. ``key`` names it in the store; ``remove`` lists the removed training points.
+
+    ``seed``: ``None`` runs under the config's seed from the shared start; a seed changes the
+    mini-batch order and, in "scratch" mode with ``reinit`` (the default), draws a new
+    initialisation. ``perturb``: relative size of a seeded random perturbation of the start (a
+    perturbation-only floor). ``reference``: the job whose test losses this one's are compared
+    with (a control, nothing removed, same seed and start), or ``None`` (the trained model).
+    """
 
     key: str
     remove: tuple[int, ...] = ()
-    seed: int | None = None  # None: the config's seed and the shared start
-    perturb: float = 0.0  # relative size of a random perturbation of the start (noise runs)
+    seed: int | None = None
+    perturb: float = 0.0
+    reinit: bool = True
+    reference: Job | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def group(self) -> tuple:
+        """Jobs of one group share the start and the batch order, so they stack in one chunk."""
+        return (self.seed, self.perturb, self.reinit if self.seed is not None else True)
 
     @property
     def stackable(self) -> bool:
+        """Whether this job runs from the shared start under the config's own seed."""
         return self.seed is None and self.perturb == 0.0
 
 
@@ -81,7 +99,7 @@ class RetrainTask:
     device: str
     dtype: str  # "float32" or "float64"
     jobs: tuple[Job, ...]
-    spec_init: dict[str, torch.Tensor] | None = None  # a fresh initialisation (scratch noise run)
+    spec_init: dict[str, torch.Tensor] | None = None  # a fresh initialisation (a seeded scratch run)
     keep_params: bool = False  # also return the retrained states
 
 
@@ -100,9 +118,10 @@ def run_chunk(task: RetrainTask, progress: Callable | None = None,
     X_test = task.X_test.to(device=device, dtype=dtype)
     y_test = cast_targets(task.y_test, config.loss, device, dtype)
     start = {k: _cast(v, device, dtype) for k, v in task.start.items()}
-    if len(jobs) > 1 and not all(j.stackable for j in jobs):
-        raise ValueError("only jobs that share the start and the batch order can share a chunk")
-    start = _start_of(jobs[0], start, names, task.spec_init) if len(jobs) == 1 else start
+    if len({j.group for j in jobs}) > 1:
+        raise ValueError("only jobs that share the start and the batch order (one Job.group) "
+                         "can share a chunk")
+    start = _start_of(jobs[0], start, names, task.spec_init)
     cfg = config if jobs[0].seed is None else config.replace(seed=jobs[0].seed)
     w = weight_matrix(jobs, X.shape[0]).to(device=device, dtype=dtype)
     objective = pbrf_objective(task.pbrf_damping) if task.mode == "pbrf" else None
@@ -125,7 +144,7 @@ def _cast(v: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Te
 
 def _start_of(job: Job, start: dict[str, torch.Tensor], names: list[str],
               spec_init: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """The start of a noise run: a fresh initialisation (given) or a seeded perturbation."""
+    """The start of a seeded run: a fresh initialisation (given) and/or a seeded perturbation."""
     if job.stackable:
         return start
     start = dict(start)

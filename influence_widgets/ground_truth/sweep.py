@@ -6,6 +6,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,21 +59,28 @@ def resolve_width(problem: Problem, options: SweepOptions, n_jobs: int) -> int:
 
 
 def chunk_jobs(jobs: list[Job], width: int) -> list[list[Job]]:
-    """Stackable jobs in chunks of ``width``; the others (other seeds, perturbed starts) alone."""
-    stack = [j for j in jobs if j.stackable]
-    chunks = [stack[i : i + width] for i in range(0, len(stack), width)]
-    return chunks + [[j] for j in jobs if not j.stackable]
+    """Jobs in chunks of at most ``width``, each chunk within one :attr:`Job.group` (the same
+    start and batch order); groups in the order they first appear."""
+    groups: dict[tuple, list[Job]] = {}
+    for j in jobs:
+        groups.setdefault(j.group, []).append(j)
+    return [g[i : i + width] for g in groups.values() for i in range(0, len(g), width)]
 
 
-def run_jobs(problem: Problem, jobs: list[Job], options: SweepOptions) -> SweepOutcome:
+def run_jobs(problem: Problem, jobs: list[Job], options: SweepOptions,
+             desc: str = "retraining") -> SweepOutcome:
     """Results of every job: loaded from ``options.store`` when there, else computed (in chunks
     of ``options.batch_width``, in this process or on ``options.executor``) and committed.
 
     Each finished chunk is committed before the next result is awaited, so an interrupted sweep
     (``should_stop``, an exception, a killed process) resumes where it stopped. When a chunk
     fails on the executor, the chunks not started are cancelled, those already running are
-    awaited and committed, and a :class:`SweepError` names the failed chunk.
+    awaited and committed, and a :class:`SweepError` names the failed chunk. ``progress=True``
+    in ``options`` shows a tqdm bar named ``desc``.
     """
+    if options.progress is True:
+        with progress_bar(desc) as bar:
+            return run_jobs(problem, jobs, options.replace(progress=bar), desc)
     store, progress, should_stop = open_store(options.store), options.progress, options.should_stop
     unique = list({j.key: j for j in jobs}.values())
     setting, desc = problem.setting()
@@ -211,3 +219,28 @@ def _error_of(fut: Future) -> BaseException | None:
     if fut.cancelled():  # by the executor (we cancel only after a failure)
         return CancelledError("the executor cancelled this chunk")
     return fut.exception()
+
+
+@contextmanager
+def progress_bar(desc: str) -> Iterator[Progress]:
+    """A sweep's ``progress(done, total, info)`` as a tqdm bar: retrains done, moved within a
+    chunk by its steps, with tqdm's elapsed and remaining time (from the rate so far)."""
+    from tqdm.auto import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int, info: dict[str, Any]) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="retrain")
+        bar.n = round(float(info.get("fraction", done / max(total, 1))) * total, 2)
+        if "steps" in info:
+            bar.set_postfix_str(f"chunk {info.get('chunk')}/{info.get('n_chunks')}, step "
+                                f"{info['step']}/{info['steps']}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

@@ -146,3 +146,38 @@ def check_input_shape(model: nn.Module, X: torch.Tensor, spec: ModelSpec | None 
             f"the model cannot take inputs of shape {tuple(X.shape[1:])} per row ({e}); "
             "check that the model and the dataset match"
         ) from e
+
+
+class ReinitError(ValueError):
+    """A module has parameters that no ``reset_parameters()`` covers: no fresh start can be drawn."""
+
+
+def reinitialised(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """A fresh, seeded initialisation of ``module``'s parameters (``module`` is not edited).
+
+    A copy of the module calls ``reset_parameters()`` on every submodule that has one (PyTorch's
+    own initialisers: ``nn.Linear``, ``nn.Conv2d``, norms, ...) under ``torch.manual_seed(seed)``
+    in a forked RNG, so the same seed gives the same parameters in any process. A parameter that
+    no ``reset_parameters()`` reaches raises :class:`ReinitError` naming it: its initialisation is
+    the module's own business, and a fresh start cannot be drawn for it.
+    """
+    import copy
+
+    work = copy.deepcopy(module).cpu()
+    covered: set[str] = set()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for prefix, m in work.named_modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
+                covered |= {f"{prefix}.{k}" if prefix else k
+                            for k, _ in m.named_parameters(recurse=False)}
+    missing = [k for k, _ in work.named_parameters() if k not in covered]
+    if missing:
+        raise ReinitError(
+            f"no reset_parameters() covers the parameter(s) {', '.join(missing[:5])}: a fresh "
+            "initialisation cannot be drawn for this model; give its submodules a "
+            "reset_parameters() method, or train it with iw.train(spec, ...) so its spec can be "
+            "rebuilt with another seed")
+    return {k: v.detach().clone() for k, v in work.named_parameters()}

@@ -71,6 +71,7 @@ def scatter_estimated_vs_actual(
     ylabel: str = Y_LABEL,
     points_label: str = "training points",
     overlay: Sequence[tuple[str, Any, Any]] = (),
+    yerr: Any = None,
 ) -> dict[str, Any]:
     """Scatter of estimated (x) against actual (y) influence, one point per training point.
 
@@ -88,7 +89,9 @@ def scatter_estimated_vs_actual(
     ``band``, ``highlight``, ``text`` (the statistics, as one string artist in the legend),
     ``legend``, ``ax``; and ``overlay``, one artist per ``(label, estimated, actual)`` of
     ``overlay``: other runs drawn on the same axes in grey (e.g. another solver or model) to
-    compare with.
+    compare with. ``yerr`` (one standard error per dot, e.g. of a ground truth averaged over
+    seeds) draws a vertical bar of +/- 1 SE through each dot (artist ``errorbars``; None
+    without).
     """
     est, act = _array(estimated), _array(actual)
     if est.shape != act.shape:
@@ -99,9 +102,20 @@ def scatter_estimated_vs_actual(
     ax = _new_axes(ax, (5.2, 5.2))
     half = float(noise) if noise is not None and np.isfinite(noise) else 0.0
     others = [(label, _array(e), _array(a)) for label, e, a in overlay]
+    err = None if yerr is None else _array(yerr)
+    if err is not None and err.shape != act.shape:
+        raise ValueError(f"yerr has {err.size} values but actual has {act.size}: one standard "
+                         "error per dot")
+    reach = act if err is None else np.concatenate([act - np.nan_to_num(err),
+                                                    act + np.nan_to_num(err)])
     lo, hi = _limits(np.concatenate([est, *(e for _, e, _ in others)]),
-                     np.concatenate([act, *(a for _, _, a in others)]), half)
+                     np.concatenate([reach, *(a for _, _, a in others)]), half)
     line, band = _reference(ax, lo, hi, None if noise is None else half)
+    errorbars = None
+    if err is not None:
+        errorbars = ax.errorbar(est, act, yerr=np.nan_to_num(err), fmt="none", ecolor="tab:blue",
+                                elinewidth=0.9, alpha=0.55, zorder=2.8, capsize=0,
+                                label="±1 SE over seeds")
     points = ax.scatter(
         est,
         act,
@@ -135,7 +149,7 @@ def scatter_estimated_vs_actual(
     ax.set_title(title or SIGN_NOTE, fontsize=9)
     leg, text = _outside_legend(ax, stats)
     return {"points": points, "line": line, "band": band, "highlight": ring, "text": text,
-            "legend": leg, "ax": ax, "overlay": drawn}
+            "legend": leg, "ax": ax, "overlay": drawn, "errorbars": errorbars}
 
 
 def _outside_legend(ax: Axes, stats: dict[str, Any] | None) -> tuple[Any, Any]:

@@ -1,18 +1,24 @@
-"""The explorer's input widgets; each solver's controls are built from its settings dataclass.
+"""The explorer's input widgets; each solver's and each ground truth's controls are built from
+its settings dataclass.
 
 The solver list and every solver's controls come from the solver registry
-(:data:`~influence_widgets.influence.SOLVERS`): a registered solver appears here with one control
-per field of its ``Settings`` (fields marked ``advanced`` stay Python-only), the field's help as
-the control's tooltip, and its validation as the error message.
+(:data:`~influence_widgets.influence.SOLVERS`), the ground-truth list and every truth's controls
+from the ground-truth registry (:data:`~influence_widgets.ground_truth.TRUTHS`): a registered
+entry appears here with one control per field of its ``Settings`` (fields marked ``advanced``
+stay Python-only), the field's help as the control's tooltip, and its validation as the error
+message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ipywidgets as W
 
-from ..influence.settings import FieldInfo, SolverSettings
+from .._settings import FieldInfo
+from ..ground_truth.truths import TRUTHS, TruthSettings, truth_class
+from ..influence.settings import SolverSettings
 from ..influence.solvers import SOLVERS, solver_class
 
 TEST_PICKS = [
@@ -20,13 +26,6 @@ TEST_PICKS = [
     ("median loss", "median"),
     ("random", "random"),
     ("by index", "index"),
-]
-GT_MODES = [
-    ("warm start", "warm_start"),
-    ("from scratch", "scratch"),
-    ("last layer (warm start)", "last_layer"),
-    ("PBRF", "pbrf"),
-    ("LDS (random half-subsets)", "lds"),
 ]
 SELECTIONS = [("top-k by |estimate|", "top"), ("random k", "random")]
 
@@ -42,6 +41,11 @@ def _wide() -> W.Layout:
 def solver_options() -> list[tuple[str, str]]:
     """``(label, name)`` of every registered solver, for the solver dropdown."""
     return [(cls.label or name, name) for name, cls in SOLVERS.items()]
+
+
+def truth_options() -> list[tuple[str, str]]:
+    """``(label, name)`` of every registered ground truth, for the ground-truth dropdown."""
+    return [(cls.label or name, name) for name, cls in TRUTHS.items()]
 
 
 def _setting_widget(info: FieldInfo) -> W.Widget:
@@ -70,39 +74,67 @@ def _parse_optional(info: FieldInfo, text: str) -> Any:
         return info.kind(text)
     except ValueError:
         raise ValueError(
-            f"solver setting {info.name!r} must be {'an integer' if info.kind is int else 'a number'}"
+            f"setting {info.name!r} must be {'an integer' if info.kind is int else 'a number'}"
             f" or blank ({info.blank or 'automatic'}), got {text!r}"
         ) from None
 
 
-class SolverControls:
-    """The damping (every solver) and one control per setting of each registered solver; only
-    the chosen solver's controls are shown."""
+class SettingsControls:
+    """One control per setting (not ``advanced``, not in ``skip``) of every entry of a registry
+    (name -> a class with a ``Settings`` dataclass); only the chosen entry's controls are shown."""
 
-    def __init__(self) -> None:
-        self.damping = W.FloatText(value=0.0, description="damping", tooltip=DAMPING_HELP,
-                                   style=STYLE, layout=_wide())
+    def __init__(self, registry: Mapping[str, type], skip: Iterable[str] = ()) -> None:
+        skip = set(skip)
         self.fields: dict[str, list[FieldInfo]] = {}
         self.widgets: dict[str, dict[str, W.Widget]] = {}
-        for name, cls in SOLVERS.items():
-            infos = [f for f in cls.Settings.fields() if not f.advanced]
+        for name, cls in registry.items():
+            infos = [f for f in cls.Settings.fields() if not f.advanced and f.name not in skip]
             self.fields[name] = infos
             self.widgets[name] = {f.name: _setting_widget(f) for f in infos}
-        self.box = W.VBox([self.damping, *(w for ws in self.widgets.values() for w in ws.values())])
+        self.box = W.VBox([w for ws in self.widgets.values() for w in ws.values()])
 
-    def show_for(self, solver: str) -> None:
-        """Show exactly the settings of ``solver``."""
+    def show_for(self, chosen: str) -> None:
+        """Show exactly the settings of ``chosen``."""
         for name, ws in self.widgets.items():
             for w in ws.values():
-                w.layout.display = None if name == solver else "none"
+                w.layout.display = None if name == chosen else "none"
+
+    def values(self, name: str) -> dict[str, Any]:
+        """The chosen values of ``name``'s settings (blank optional fields: None)."""
+        values = {}
+        for info in self.fields.get(name, []):
+            w = self.widgets[name][info.name]
+            values[info.name] = _parse_optional(info, w.value) if info.optional else w.value
+        return values
+
+
+class SolverControls(SettingsControls):
+    """The damping (every solver) and one control per setting of each registered solver."""
+
+    def __init__(self) -> None:
+        super().__init__(SOLVERS)
+        self.damping = W.FloatText(value=0.0, description="damping", tooltip=DAMPING_HELP,
+                                   style=STYLE, layout=_wide())
+        self.box = W.VBox([self.damping, *self.box.children])
 
     def settings(self, solver: str) -> SolverSettings:
         """The chosen values of ``solver``'s settings, validated by its settings class."""
-        values = {}
-        for info in self.fields[solver]:
-            w = self.widgets[solver][info.name]
-            values[info.name] = _parse_optional(info, w.value) if info.optional else w.value
-        return solver_class(solver).Settings.from_options(solver, **values)
+        return solver_class(solver).Settings.from_options(solver, **self.values(solver))
+
+
+class TruthControls(SettingsControls):
+    """One control per setting of each registered ground truth, except ``steps`` (the explorer's
+    own "LOO steps" control, shared by every truth that has it)."""
+
+    def __init__(self) -> None:
+        super().__init__(TRUTHS, skip=("steps",))
+
+    def settings(self, truth: str, **fixed: Any) -> TruthSettings:
+        """The chosen settings of ground truth ``truth`` (with ``fixed`` ones, e.g. ``steps``),
+        validated by its settings class."""
+        names = {f.name for f in truth_class(truth).Settings.fields()}
+        given = {**self.values(truth), **{k: v for k, v in fixed.items() if k in names}}
+        return truth_class(truth).Settings.from_options(truth, **given)
 
 
 def _toggle(options: list[tuple[str, str]], description: str) -> W.ToggleButtons:
@@ -136,7 +168,7 @@ class Controls:
         self.curvature = _toggle([("Hessian", "hessian"), ("GGN", "ggn")], "curvature")
         self.params = _toggle([("all", "all"), ("last layer", "last_layer")], "parameters")
         self.gt_mode = W.Dropdown(
-            options=GT_MODES,
+            options=truth_options(),
             value="warm_start",
             description="ground truth",
             style=STYLE,
@@ -150,6 +182,8 @@ class Controls:
             style=STYLE,
             layout=_wide(),
         )
+        self.truth_settings = TruthControls()
+        self.truth_settings.show_for("warm_start")
         self.selection = W.Dropdown(
             options=SELECTIONS, value="top", description="evaluate", style=STYLE, layout=_wide()
         )
@@ -199,6 +233,7 @@ class Controls:
                 section("Ground truth"),
                 self.gt_mode,
                 self.gt_steps,
+                self.truth_settings.box,
                 self.selection,
                 self.k,
                 self.device,

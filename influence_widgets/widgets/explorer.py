@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from traitlets import Bool, Int, TraitError, Unicode, link, observe, validate
 
 from .._findings import TrustReport
+from ..ground_truth.truths import TRUTHS, truth_class
 from ..influence.solvers import SOLVERS, HessianTooLargeError, SolverError
 from ..models.training import TrainedModel
 from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
@@ -530,12 +531,23 @@ class InfluenceExplorer(W.VBox):
     def _on_solver(self, change: dict[str, Any]) -> None:
         self.controls.settings.show_for(change["new"])
 
+    @validate("gt_mode")
+    def _valid_gt_mode(self, proposal: dict[str, Any]) -> str:
+        name = proposal["value"]
+        if name not in TRUTHS:
+            raise TraitError(f"unknown ground truth {name!r}; valid names: {', '.join(TRUTHS)} "
+                             "(a new one is added with iw.ground_truth.register_truth)")
+        return name
+
     @observe("gt_mode")
     def _on_gt_mode(self, change: dict[str, Any]) -> None:
-        lds = change["new"] == "lds"
-        self.controls.gt_steps.layout.display = "none" if change["new"] in ("scratch", "lds") else None
-        self.controls.selection.layout.display = "none" if lds else None  # subsets are random
-        self.controls.k.description = "k (subsets)" if lds else "k (points)"
+        cls = truth_class(change["new"])
+        steps = "steps" in {f.name for f in cls.Settings.fields()}
+        self.controls.gt_steps.layout.display = None if steps else "none"
+        # the truth draws its own units (random subsets): no choice of training points
+        self.controls.selection.layout.display = "none" if cls.draws_units else None
+        self.controls.k.description = f"k ({cls.dot}s)" if cls.draws_units else "k (points)"
+        self.controls.truth_settings.show_for(change["new"])
 
     @observe("busy")
     def _on_busy(self, change: dict[str, Any]) -> None:
@@ -564,6 +576,7 @@ class InfluenceExplorer(W.VBox):
             params=self.params,
             gt_mode=self.gt_mode,
             gt_steps=self.gt_steps,
+            gt_settings=self.controls.truth_settings.settings(self.gt_mode, steps=self.gt_steps),
             k=self.k,
             selection=self.selection,
             device=self.device,
@@ -834,7 +847,7 @@ class InfluenceExplorer(W.VBox):
         req = out.request
         fig = self.last_figure
         fig.clear()
-        lds = req.is_lds
+        subsets = req.draws_units
         self._artists = scatter_estimated_vs_actual(
             out.estimated.numpy(),
             out.actual.numpy(),
@@ -843,17 +856,19 @@ class InfluenceExplorer(W.VBox):
             stats=out.stats,
             title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
             overlay=self._overlay_series(out),
-            **(panels.LDS_LABELS if lds else {}),
+            yerr=out.actual_se,
+            **panels.unit_labels(req),
         )
         self._show_scatter()
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
-            gt_note=describe_gt(req, out.loo.objective, out.loo.dtype),
+            gt_note=describe_gt(req, out.loo.objective, out.loo.dtype,
+                                self.session.model(req.model)),
             noise=out.noise_std,
             retrains=out.retrains,
             seconds=out.seconds,
-            lds=lds,
+            lds=subsets,
             vs_exact=out.vs_exact,
             noise_source=self.session.noise_source(req),
         )
@@ -971,8 +986,9 @@ class InfluenceExplorer(W.VBox):
         out = self.outcome
         pos = None if out is None else self._dot_at(event)
         if pos is None:
-            text = ("Click a dot to select its training point." if out is None or not
-                    out.request.is_lds else "Click a dot to select its subset.")
+            what = "training point" if out is None else (
+                out.request.truth.dot if out.request.draws_units else "training point")
+            text = f"Click a dot to select its {what}."
             self.hover_html.value = f"<span style='color:#666'>{text}</span>"
             return
         self.hover_html.value = panels.dot_html(out, pos) + (
@@ -988,12 +1004,13 @@ class InfluenceExplorer(W.VBox):
         }
 
     def _render_extremes(self, out: Outcome) -> None:
-        if out.request.is_lds:
+        if out.request.draws_units:
             self.extremes_out.outputs = ()
             self.extremes_html.value = panels.note_html(
-                "With the LDS ground truth each dot is a random subset, not a training point, so "
-                "there is no actual effect per training point to show here: choose a LOO ground "
-                "truth for the most helpful and harmful points.")
+                f"With the {out.request.truth.short or out.request.gt_mode} ground truth each dot "
+                f"is a {out.request.truth.dot}, not a training point, so there is no actual effect "
+                "per training point to show here: choose a LOO ground truth for the most helpful "
+                "and harmful points.")
             return
         tm = self.session.model(out.request.model)
         view = self._data_view()
@@ -1044,7 +1061,8 @@ class InfluenceExplorer(W.VBox):
     def _render_point_choices(self, out: Outcome) -> None:
         order = np.argsort(-np.abs(out.estimated.numpy()))
         options = [("(none)", -1)] + [(panels.dot_label(out, int(p)), int(p)) for p in order]
-        self.controls.point.description = "subset" if out.request.is_lds else "training point"
+        self.controls.point.description = (out.request.truth.dot if out.request.draws_units
+                                           else "training point")
         self.controls.point.options = options
         self.controls.point.value = -1
 
@@ -1058,7 +1076,7 @@ class InfluenceExplorer(W.VBox):
             self.point_html.value, self.point_out.outputs = "", ()
             return
         tm = self.session.model(out.request.model)
-        if out.request.is_lds:
+        if out.request.draws_units:
             self.point_html.value = panels.subset_html(out, pos, tm.data.class_names,
                                                        tm.y_train)
             self.point_out.outputs = ()

@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from ..plots.scatter import thumbnail, trace_plot
@@ -101,11 +102,16 @@ EXPLAIN = {
     "lds": "LDS (linear datamodeling score): the Spearman correlation over random subsets of "
     "the summed estimates of the points each removes with the actual change after retraining",
 }
-LDS_LABELS = {
-    "xlabel": "predicted: sum of the estimates of the removed points",
-    "ylabel": "actual change (retrained on the subset)",
-    "points_label": "random subsets (half the data each)",
-}
+def unit_labels(req: Any) -> dict[str, str]:
+    """Axis and legend labels for the dots of ``req``'s ground truth: training points, or the
+    units a truth draws itself (random subsets), whose estimate is the sum over what they
+    remove."""
+    truth = req.truth
+    if not truth.draws_units:
+        return {}
+    return {"xlabel": "predicted: sum of the estimates of the removed points",
+            "ylabel": f"actual change (retrained on the {truth.dot})",
+            "points_label": truth.dots()}
 
 
 def _hint(label: str, key: str) -> str:
@@ -192,9 +198,10 @@ def run_label(out: Any) -> str:
 def dot_label(out: Any, pos: int) -> str:
     """One dot in a line: its training point (or subset), estimate and actual change."""
     est, act = float(out.estimated[pos]), float(out.actual[pos])
-    if out.request.is_lds:
-        return f"subset {pos}: predicted {est:+.3e}, actual {act:+.3e}"
-    return f"#{int(out.indices[pos])}: est {est:+.3e}, actual {act:+.3e}"
+    se = "" if out.actual_se is None else f" ± {float(out.actual_se[pos]):.1e}"
+    if out.request.draws_units:
+        return f"{out.request.truth.dot} {pos}: predicted {est:+.3e}, actual {act:+.3e}{se}"
+    return f"#{int(out.indices[pos])}: est {est:+.3e}, actual {act:+.3e}{se}"
 
 
 def dot_html(out: Any, pos: int) -> str:
@@ -204,17 +211,17 @@ def dot_html(out: Any, pos: int) -> str:
 
 def subset_html(out: Any, pos: int, class_names: Sequence[str] | None, y: Any) -> str:
     """One LDS subset: how much it removes, by class, and its predicted and actual change."""
-    keep = out.loo.subsets[pos]
-    removed = (~keep).nonzero().flatten()
-    labels = np.asarray(y.cpu() if hasattr(y, "cpu") else y)[removed.numpy()]
+    removed = torch.as_tensor(out.loo.units[pos], dtype=torch.long)
+    labels_all = np.asarray(y.cpu() if hasattr(y, "cpu") else y)
+    labels = labels_all[removed.numpy()]
     counts = ", ".join(
         f"{html.escape(_label(class_names, int(c)))}: {int((labels == c).sum())}"
         for c in np.unique(labels)
     )
     return (
-        f"<b>subset {pos}</b><br>removes {removed.numel()} of {keep.numel()} training points "
-        f"({counts})<br>predicted {float(out.estimated[pos]):+.3e} (sum of their estimates)"
-        f"<br>actual {float(out.actual[pos]):+.3e} (retrained from scratch on the rest)"
+        f"<b>{out.request.truth.dot} {pos}</b><br>removes {removed.numel()} of {len(labels_all)} "
+        f"training points ({counts})<br>predicted {float(out.estimated[pos]):+.3e} (sum of their "
+        f"estimates)<br>actual {float(out.actual[pos]):+.3e} (retrained on the rest)"
     )
 
 
@@ -451,10 +458,21 @@ def solver_label(req: Any) -> str:
     return f"{req.solver} ({changed})" if changed else req.solver
 
 
+def truth_label(req: Any) -> str:
+    """The ground truth's short name with the settings that differ from its defaults:
+    ``LOO (steps 150)``."""
+    truth = req.truth
+    opts = truth.settings.options()
+    defaults = type(truth.settings)().options()
+    changed = ", ".join(f"{k} {v}" for k, v in opts.items() if defaults.get(k) != v)
+    name = truth.short or truth.name
+    return f"{name} ({changed})" if changed else name
+
+
 def describe_request(req: Any) -> str:
     """The settings of a compute in one line (for the stale marker)."""
     solver = solver_label(req)
-    gt = req.gt_mode if req.gt_mode in ("scratch", "lds") else f"{req.gt_mode} {req.gt_steps} steps"
+    gt = truth_label(req) + (f" {req.gt_steps} steps" if req.uses_steps else "")
     return (
         f"{req.model} · test #{req.test_index} · {solver} · damping {req.damping:g} · "
         f"{req.curvature} · params {req.params} · {gt} · {req.selection} {req.k}"
@@ -472,13 +490,18 @@ def plot_title(req: Any, dtype: str, k: int) -> str:
 
 
 def gt_title(req: Any, dtype: str, k: int) -> str:
-    """The ground truth in a few words, for the scatter's title: mode, steps, dtype, points."""
-    what = {"warm_start": "LOO warm start", "scratch": "LOO from scratch",
-            "last_layer": "LOO last layer", "pbrf": "PBRF"}.get(req.gt_mode, req.gt_mode)
-    if req.gt_mode == "lds":
-        return f"LDS: {k} random half-subsets, from scratch · {dtype}"
-    steps = "" if req.gt_mode == "scratch" else f" {req.gt_steps} steps"
-    return f"{what}{steps} · {dtype} · k = {k} ({req.selection})"
+    """The ground truth in a few words, for the scatter's title: the truth with its settings
+    that differ from its defaults, dtype, what the dots are."""
+    truth = req.truth
+    steps = f" {req.gt_steps} steps" if req.uses_steps else ""
+    name = truth.label if not truth.draws_units else truth.short or truth.name
+    opts, defaults = truth.settings.options(), type(truth.settings)().options()
+    changed = ", ".join(f"{k_} {v}" for k_, v in opts.items()
+                        if defaults.get(k_) != v and k_ != "steps")
+    what = f"{name}{steps}" + (f" ({changed})" if changed else "")
+    dots = (f"{k} {truth.dots(k)}" if truth.draws_units
+            else f"k = {k} ({req.selection})")
+    return f"{what} · {dtype} · {dots}"
 
 
 CONFIRM_STYLE = (

@@ -10,12 +10,15 @@ Only what changed is recomputed:
   while the solver, damping, curvature or parameters change. Comparing solvers on the same points
   keeps their correlations comparable, and a new solver costs no retraining. Changing k, the
   selection or the test point picks a new set;
-* LOO results per (model, evaluated set, ground-truth settings), in memory and in the
-  ground-truth store on disk (a reopened notebook gets them back without retraining). Each
+* ground-truth results per (model, ground truth and its settings, evaluated units), in memory
+  and in the ground-truth store on disk (a reopened notebook gets them back without
+  retraining). The ground truth is a registered one (:data:`~influence_widgets.ground_truth.TRUTHS`):
+  the explorer reads what a dot is, its schedule, its settings and its noise from it. Each
   retrain is evaluated on the whole test split, so another test point reuses every retrain of a
-  training point it shares with an earlier evaluated set;
-* the retraining noise floor per (model, ground-truth settings), for all test points at once,
-  also in the store.
+  unit it shares with an earlier evaluated set (random subsets are the same for every test
+  point of a seed);
+* the truth's noise floor (real retraining randomness) per (model, noise schedule), for all
+  test points at once, also in the store.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ import torch
 from torch import nn
 
 from .._findings import Finding, TrustReport, suggest_damping
+from ..ground_truth.truths import (
+    GroundTruth,
+    TruthSettings,
+    WarmStartSettings,
+    make_truth,
+    truth_class,
+)
 from ..influence import InfluenceEngine, InfluenceResult
 from ..influence.settings import SolverSettings, check_damping
 from ..influence.solvers import make_settings, power_iteration
@@ -40,22 +50,12 @@ from ..models.training import TrainConfig, TrainedModel
 if TYPE_CHECKING:
     from ..ground_truth import LOOResult, NoiseResult
     from ..ground_truth.eta import EstimateETA, StepTiming, SweepETA
-    from ..ground_truth.lds import LDSResult
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 ShouldStop = Callable[[], bool]
 
-GT_MODES = {  # widget name -> (leave_one_out mode, retrained parameters)
-    "warm_start": ("warm_start", "all"),
-    "scratch": ("scratch", "all"),
-    "last_layer": ("warm_start", "last_layer"),
-    "pbrf": ("pbrf", "all"),
-    "lds": ("scratch", "all"),  # random half-subsets retrained from scratch (TRAK's protocol)
-}
-LDS_FRACTION = 0.5  # the share of the training set each LDS subset keeps
 DEFAULT_MODEL = "iris-mlp-d1-w5-wd"
-LOO_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3}
-DEFAULT_GT_STEPS = 500
+DEFAULT_GT_STEPS = WarmStartSettings().steps  # the warm-start truths' default steps
 DEFAULT_K = 40
 NOISE_SEEDS = 3  # 3 seeds + the control: a rough floor that keeps a cold click within ~3 s
 # Parameters x training points under which computing uses one thread. Measured on the shared
@@ -81,20 +81,27 @@ class Request:
     damping: float = 0.0
     curvature: str = "hessian"
     params: str = "all"
-    gt_mode: str = "warm_start"
-    gt_steps: int = DEFAULT_GT_STEPS
+    gt_mode: str = "warm_start"  # a registered ground truth (iw.ground_truth.TRUTHS)
+    gt_steps: int = DEFAULT_GT_STEPS  # its "steps" setting, for truths that have one
     k: int = 40
     selection: str = "top"
     seed: int = 0
     device: str = "cpu"
+    gt_settings: TruthSettings | None = None  # the truth's other settings (None: its defaults)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", make_settings(self.solver, self.settings))
         object.__setattr__(self, "damping", check_damping(self.damping))
-        if self.gt_mode not in GT_MODES:
-            raise ValueError(
-                f"unknown ground-truth mode {self.gt_mode!r}; use one of {list(GT_MODES)}"
-            )
+        try:
+            cls = truth_class(self.gt_mode)
+        except ValueError:
+            from ..ground_truth import TRUTHS
+
+            raise ValueError(f"unknown ground truth {self.gt_mode!r}; use one of {list(TRUTHS)} "
+                             "(a new one is added with iw.ground_truth.register_truth)") from None
+        steps = {"steps": self.gt_steps} if "steps" in _field_names(cls) else {}
+        object.__setattr__(self, "gt_settings", make_truth(self.gt_mode, self.gt_settings,
+                                                           **steps).settings)
         if self.selection not in ("top", "random"):
             raise ValueError(f"selection must be 'top' or 'random', got {self.selection!r}")
         if self.k < 3:
@@ -108,22 +115,28 @@ class Request:
 
 
     @property
+    def truth(self) -> GroundTruth:
+        """The ground truth with its settings (``gt_steps`` included where it has steps)."""
+        return make_truth(self.gt_mode, self.gt_settings)
+
+    @property
     def gt_key(self) -> tuple:
-        steps = None if self.gt_mode in ("scratch", "lds") else self.gt_steps
-        return (self.gt_mode, steps, self.device)
+        return (self.gt_mode, self.gt_settings, self.device)
 
     @property
-    def noise_key(self) -> tuple:
-        """The ground truth whose retraining noise applies: LDS retrains from scratch, so its
-        noise floor is the from-scratch one."""
-        if self.gt_mode == "lds":
-            return ("scratch", None, self.device)
-        return self.gt_key
+    def draws_units(self) -> bool:
+        """Whether the dots are units the truth draws (random subsets) rather than training
+        points."""
+        return truth_class(self.gt_mode).draws_units
 
     @property
-    def is_lds(self) -> bool:
-        """Whether the dots are random subsets (LDS) rather than training points (LOO)."""
-        return self.gt_mode == "lds"
+    def uses_steps(self) -> bool:
+        """Whether the ground truth has a ``steps`` setting (``gt_steps`` applies)."""
+        return "steps" in _field_names(truth_class(self.gt_mode))
+
+
+def _field_names(cls: type[GroundTruth]) -> set[str]:
+    return {f.name for f in cls.Settings.fields()}
 
 
 @dataclass
@@ -145,22 +158,26 @@ class Outcome:
     report: TrustReport = field(default_factory=TrustReport)  # every finding, parts and comparison
     notes: tuple[Finding, ...] = ()  # what the compute itself decided (a damping it picked)
     vs_exact: dict[str, Any] | None = None  # an iterative solver against the exact solve
+    actual_se: torch.Tensor | None = None  # per dot, for a truth that averages seeds
 
     def to_frame(self, data: Any = None) -> Any:
         """The comparison as a ``pandas.DataFrame``: one row per dot (training point, or subset
-        for the LDS) with its label (with ``data``, a dataset), estimate and actual change,
-        whether the actual change is within the noise floor, and the settings that produced it
-        in every row (so a CSV of it stands alone)."""
+        for the LDS) with its label (with ``data``, a dataset), estimate and actual change (and
+        its standard error, for a seed-averaged truth), whether the actual change is within the
+        noise floor, and the settings that produced it in every row (so a CSV of it stands
+        alone)."""
         import pandas as pd
 
         req = self.request
-        lds = req.is_lds
+        subsets = req.draws_units
         frame = pd.DataFrame({
-            "subset" if lds else "index": self.indices.numpy().astype(int),
+            "subset" if subsets else "index": self.indices.numpy().astype(int),
             "estimate": self.estimated.numpy(),
             "actual": self.actual.numpy(),
         })
-        if not lds and data is not None:
+        if self.actual_se is not None:
+            frame["actual_se"] = self.actual_se.numpy()
+        if not subsets and data is not None:
             y = data.y_train[self.indices].numpy().astype(int)
             names = list(getattr(data, "class_names", None) or [])
             frame.insert(1, "label", [names[v] if 0 <= v < len(names) else str(v) for v in y])
@@ -179,9 +196,10 @@ class Outcome:
         if isinstance(req.settings, SolverSettings):
             out.update({f"{req.solver}.{k}": v for k, v in req.settings.options().items()})
         out.update(damping=req.damping, curvature=req.curvature, params=req.params,
-                   ground_truth=req.gt_mode,
-                   gt_steps=None if req.gt_mode in ("scratch", "lds") else req.gt_steps,
-                   k=req.k, selection="random subsets" if req.is_lds else req.selection,
+                   ground_truth=req.gt_mode, gt_steps=req.gt_steps if req.uses_steps else None)
+        out.update({f"{req.gt_mode}.{k}": v for k, v in req.gt_settings.options().items()
+                    if k != "steps"})
+        out.update(k=req.k, selection="random subsets" if req.draws_units else req.selection,
                    seed=req.seed, device=req.device, dtype=self.loo.dtype,
                    noise_floor=self.noise_std)
         return out
@@ -243,31 +261,30 @@ def _secs(x: float) -> str:
     return f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
 
 
-def gt_config(tm: TrainedModel, gt_mode: str, steps: int, device: str) -> TrainConfig:
-    """The retraining schedule: the model's own for "scratch"; full-batch Adam (lr 1e-3) for
-    ``steps`` steps from the trained parameters otherwise. The objective (loss, weight decay) is
-    always the model's: left unset here, ``leave_one_out`` takes it from the model."""
-    base = tm.config.replace(device=device, loss=None, weight_decay=None)
-    if gt_mode in ("scratch", "lds"):
-        return base
-    return base.replace(steps=steps, epochs=None, batch_size=None, polish_steps=0, **LOO_OPTIMIZER)
+def gt_config(tm: TrainedModel, truth: Request | GroundTruth | str, steps: int | None = None,
+              device: str = "cpu") -> TrainConfig:
+    """The retraining schedule of a ground truth for ``tm`` (a :class:`Request`, a truth, or a
+    truth's name with ``steps``): the truth's own schedule (e.g. full-batch Adam, lr 1e-3, for
+    ``steps`` steps from the trained parameters for a warm start; the model's own for "scratch")
+    on ``device``. The objective (loss, weight decay) is always the model's: left unset here,
+    the retrains take it from the model."""
+    if isinstance(truth, Request):
+        truth, device = truth.truth, truth.device
+    elif not isinstance(truth, GroundTruth):
+        cls = truth_class(truth)
+        truth = make_truth(truth, **({"steps": steps} if steps is not None
+                                     and "steps" in _field_names(cls) else {}))
+    return truth.schedule(tm.config).replace(device=device)
 
 
-def describe_gt(req: Request, objective: Any = None, dtype: str | None = None) -> str:
-    """One line naming the ground truth (the dtype it retrained in, and the objective, a
+def describe_gt(req: Request, objective: Any = None, dtype: str | None = None,
+                tm: TrainedModel | None = None) -> str:
+    """One line naming the ground truth and its schedule (with ``tm``, the model's own where the
+    truth uses it), the dtype it retrained in, and the objective (a
     :class:`~influence_widgets.ground_truth.RetrainObjective`), for the results panel."""
-    if req.gt_mode == "scratch":
-        line = "LOO from scratch (the model's own training config, same seed)"
-    elif req.is_lds:
-        line = (f"LDS: {req.k} random subsets keeping {LDS_FRACTION:.0%} of the training set, "
-                "each retrained from scratch (the model's own training config, same seed)")
-    else:
-        what = {
-            "warm_start": "LOO warm start",
-            "last_layer": "LOO warm start, last layer only",
-            "pbrf": "PBRF (proximal Bregman response)",
-        }[req.gt_mode]
-        line = f"{what}: full-batch Adam, lr {LOO_OPTIMIZER['lr']:g}, {req.gt_steps} steps"
+    truth = req.truth
+    config = truth.schedule(tm.config if tm is not None else TrainConfig())
+    line = truth.describe(config, None if tm is None else int(tm.X_train.shape[0]))
     if dtype is not None:
         line += f", {dtype}"
     if objective is not None:
@@ -318,11 +335,11 @@ def retrain_options(tm: TrainedModel, req: Request) -> dict[str, Any]:
     width: int | str = "auto"
     if req.device == "cpu" and _has_conv(tm):
         dtype = tm.config.dtype
-        names = select_params(tm.model, GT_MODES[req.gt_mode][1])
+        names = select_params(tm.model, req.truth.params)
         conv = {f"{m}.{p}" for m, mod in tm.model.named_modules()
                 if isinstance(mod, nn.modules.conv._ConvNd) for p, _ in mod.named_parameters()}
         if conv & set(names):
-            cfg = gt_config(tm, req.gt_mode, req.gt_steps, req.device)
+            cfg = gt_config(tm, req)
             auto = choose_width(tm.model, tm.X_train, 1 << 20, names, cfg, torch.device("cpu"))
             width = min(CPU_CONV_WIDTH, auto)
     return {"dtype": dtype, "batch_width": width}
@@ -353,8 +370,7 @@ class ExplorerSession:
         self._estimates: dict[tuple, InfluenceResult] = {}
         self._index_sets: dict[tuple, tuple[torch.Tensor, str]] = {}
         self._loo: dict[tuple, LOOResult] = {}
-        self._noise: dict[tuple, NoiseResult] = {}
-        self._lds: dict[tuple, LDSResult] = {}
+        self._noise: dict[tuple, NoiseResult | None] = {}
         self._power: dict[tuple, float] = {}
         self._predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._fitted: set[tuple] = set()  # (engine key, solver, settings) fitted once
@@ -506,111 +522,90 @@ class ExplorerSession:
             self._index_sets[key] = hit
         return hit
 
+    def units(self, req: Request, scores_row: torch.Tensor
+              ) -> tuple[list[tuple[int, ...]], torch.Tensor, str]:
+        """The units the dots stand for (the removed points of each), their labels for the
+        dots (training indices, or subset numbers) and a note: the evaluated training points, or
+        the units a truth that draws its own (random subsets) draws with ``req.seed``."""
+        if req.draws_units:
+            n = scores_row.numel()
+            units = req.truth.draw_units(n, req.k, req.seed)
+            note = (f"{len(units)} {req.truth.dots(len(units))} (seed {req.seed}), each removing "
+                    f"{len(units[0])} of {n} training points")
+            return units, torch.arange(len(units)), note
+        idx, note = self.indices(req, scores_row)
+        return [(int(i),) for i in idx], idx, note
+
     # ------------------------------------------------------------------ ground truth
-    def _gt_args(self, req: Request) -> dict[str, Any]:
-        tm = self.model(req.model)
-        mode, params = GT_MODES[req.gt_mode]
-        return {
-            "config": gt_config(tm, req.gt_mode, req.gt_steps, req.device),
-            "mode": mode,
-            "params": params,
-            **retrain_options(tm, req),
-        }
+    def _options(self, req: Request, progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None) -> Any:
+        from ..ground_truth import SweepOptions
+
+        opts = retrain_options(self.model(req.model), req)
+        return SweepOptions(progress=progress, should_stop=should_stop, **opts)
 
     def actual(
         self,
         req: Request,
-        indices: torch.Tensor,
+        units: list[tuple[int, ...]] | torch.Tensor,
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
-    ) -> Any:
-        """LOO result for the evaluated set, on every test point (memory, then the on-disk store,
-        then retraining). Records cover the whole test split, so other test points reuse them."""
-        from ..ground_truth import leave_one_out
-
-        key = (req.model, tuple(indices.tolist()), req.gt_key)
+    ) -> LOOResult:
+        """The ground truth of ``units`` (removed points per dot; a tensor of training indices is
+        one point each) on every test point: memory, then the on-disk store, then retraining.
+        Records cover the whole test split, so other test points reuse them."""
+        if isinstance(units, torch.Tensor):
+            units = [(int(i),) for i in units.reshape(-1).tolist()]
+        key = (req.model, req.gt_key, tuple(units))
         res = self._loo.get(key)
         if res is None:
             tm = self.model(req.model)
-            res = leave_one_out(
-                tm,
-                tm.train,
-                tm.data.test,
-                indices,
-                progress=progress,
-                should_stop=should_stop,
-                return_result=True,
-                **self._gt_args(req),
-            )
+            res = req.truth.measure(tm, tm.train, tm.data.test, units, config=gt_config(tm, req),
+                                    options=self._options(req, progress, should_stop),
+                                    estimate=self._estimate_of(req))
             self.retrain_count += int(res.n_retrains_computed)
             self._loo[key] = res
         return res
 
-    def lds_key(self, req: Request) -> tuple:
-        return (req.model, req.test_index, req.k, req.seed, req.gt_key)
+    def _estimate_of(self, req: Request) -> InfluenceResult | None:
+        """The estimate of ``req`` over every test point (what a truth that does not retrain,
+        the exact solve, compares with), when it is affordable to compute."""
+        truth = req.truth
+        if truth.retrains:
+            return None
+        tm = self.model(req.model)
+        exact = replace(req, solver="exact", settings=None)
+        return self.engine(exact).scores(tm.data.test, solver="exact", damping=req.damping)
 
-    def subsets(
-        self,
-        req: Request,
-        scores_row: torch.Tensor,
-        progress: Progress | None = None,
-        should_stop: ShouldStop | None = None,
-    ) -> tuple[LDSResult, torch.Tensor, torch.Tensor]:
-        """The LDS ground truth of the test point: ``k`` random subsets keeping
-        :data:`LDS_FRACTION` of the training set, each retrained from scratch (memory, then the
-        on-disk store, then retraining; once per model, test point, k and seed: another solver
-        costs no retraining). Returns the result and, per subset, the prediction of
-        ``scores_row`` (the sum of its estimates over the points the subset removes) and the
-        actual change in the test point's loss."""
-        from ..ground_truth import lds
+    def noise_key(self, req: Request) -> tuple:
+        """What decides the noise floor of ``req``'s truth: its noise schedule for this model."""
+        tm = self.model(req.model)
+        truth = req.truth
+        return (req.model, repr(truth.noise_schedule(tm.config)), truth.noise_new_init,
+                req.device)
 
-        key = self.lds_key(req)
-        res = self._lds.get(key)
-        if res is None:
+    def noise_result(self, req: Request, progress: Progress | None = None,
+                     should_stop: ShouldStop | None = None) -> NoiseResult | None:
+        """The truth's noise floor on every test point (real retraining randomness: the model
+        retrained from scratch with nothing removed under :data:`NOISE_SEEDS` new seeds), once
+        per model and noise schedule; None for a truth that does not retrain."""
+        key = self.noise_key(req)
+        if key not in self._noise:
             tm = self.model(req.model)
-            t = req.test_index
-            X, y = tm.data.test
-            res = lds(
-                tm,
-                tm.train,
-                (X[t : t + 1], y[t : t + 1]),
-                scores_row.reshape(1, -1),
-                fraction=LDS_FRACTION,
-                n_subsets=req.k,
-                seed=req.seed,
-                progress=progress,
-                should_stop=should_stop,
-                **self._gt_args(req),
-            )
-            self.retrain_count += int(res.n_retrains_computed)
-            self._lds[key] = res
-        removed = (~res.subsets).to(torch.float64)
-        predicted = removed @ scores_row.to(torch.float64).reshape(-1)
-        return res, predicted, res.actual[0].detach().double().cpu()
+            res = req.truth.noise_floor(tm, tm.train, tm.data.test, n_seeds=NOISE_SEEDS,
+                                        options=self._options(req, progress, should_stop))
+            if res is not None:
+                self.retrain_count += int(res.n_retrains_computed)
+            self._noise[key] = res
+        return self._noise[key]
 
     def noise(
         self, req: Request, progress: Progress | None = None, should_stop: ShouldStop | None = None
     ) -> float | None:
-        """The retraining noise floor of the test point: std over seeds of the change in its loss
-        with nothing removed (all test points at once, once per model and ground-truth setting)."""
-        key = (req.model, req.noise_key)
-        res = self._noise.get(key)
+        """The noise floor of the test point (see :meth:`noise_result`); None without one."""
+        res = self.noise_result(req, progress, should_stop)
         if res is None:
-            from ..ground_truth import retraining_noise
-
-            tm = self.model(req.model)
-            res = retraining_noise(
-                tm,
-                tm.train,
-                tm.data.test,
-                n_seeds=NOISE_SEEDS,
-                progress=progress,
-                should_stop=should_stop,
-                return_result=True,
-                **self._gt_args(req),
-            )
-            self.retrain_count += int(res.n_retrains_computed)
-            self._noise[key] = res
+            return None
         std = float(res.std[req.test_index])
         return std if math.isfinite(std) else None
 
@@ -650,17 +645,19 @@ class ExplorerSession:
     def _retrain_eta(
         self, req: Request, clock: Callable[[], float]
     ) -> tuple[SweepETA | None, SweepETA | None, bool]:
-        from ..ground_truth import SweepOptions, random_k
-        from ..ground_truth.eta import loo_jobs, noise_jobs, sweep_eta
-        from ..ground_truth.problem import prepare
+        from ..ground_truth import random_k
+        from ..ground_truth.eta import noise_jobs, sweep_eta, truth_jobs
+        from ..ground_truth.noise import noise_problem
         from ..ground_truth.retrain import Job
 
         tm = self.model(req.model)
+        truth = req.truth
+        if not truth.retrains:
+            return None, None, True
         n = int(tm.X_train.shape[0])
         k = min(req.k, n)
-        if req.is_lds:  # k subsets: as many retrains, each of the same length as one LOO's
-            known, idx = True, list(range(k))
-            loo_cached = self.lds_key(req) in self._lds
+        if req.draws_units:  # drawn now: known, and their keys are those the sweep stores
+            known, units = True, truth.draw_units(n, req.k, req.seed)
         else:
             hit = self._index_sets.get((req.model, req.test_index, req.k, req.selection,
                                         req.seed))
@@ -668,24 +665,28 @@ class ExplorerSession:
             idx = (hit[0].tolist() if hit is not None
                    else random_k(n, k, req.seed) if req.selection == "random"
                    else list(range(k)))
-            loo_cached = known and (req.model, tuple(idx), req.gt_key) in self._loo
+            units = [(int(i),) for i in idx]
+        loo_cached = known and (req.model, req.gt_key, tuple(units)) in self._loo
         if loo_cached and self.noise_known(req):
             return None, None, known
-        args = self._gt_args(req)
-        opts = SweepOptions(dtype=args["dtype"], batch_width=args["batch_width"])
-        problem = prepare(tm, tm.train, tm.data.test, config=args["config"], mode=args["mode"],
-                          params=args["params"], dtype=opts.dtype, subtract_control=True,
-                          pbrf_damping=opts.pbrf_damping)
+        opts = self._options(req)
         retrain = None
         if not loo_cached:
-            jobs = loo_jobs(problem, idx)
-            if not known or req.is_lds:  # not chosen yet (or subsets): not in the store
-                jobs = [j if not j.remove else Job(f"?{j.key}", j.remove) for j in jobs]
+            problem = truth.prepare(tm, tm.train, tm.data.test, config=gt_config(tm, req),
+                                    params=None, options=truth.sweep_options(opts))
+            jobs = truth_jobs(truth, problem, units)
+            if not known:  # not chosen yet: counted as new, whatever the store holds
+                jobs = [j if not j.remove else Job(f"?{j.key}", j.remove, j.seed, j.perturb,
+                                                   j.reinit) for j in jobs]
             retrain = sweep_eta(problem, jobs, opts, timings=self._timings, clock=clock)
         noise = None
-        if not self.noise_known(req):  # its control is the LOO sweep's (computed first)
-            noise = sweep_eta(problem, noise_jobs(problem, NOISE_SEEDS, control=False), opts,
-                              timings=self._timings, clock=clock)
+        if not self.noise_known(req):
+            schedule = truth.noise_schedule(tm.config).replace(device=req.device)
+            problem = noise_problem(tm, tm.train, tm.data.test, config=schedule, mode="scratch",
+                                    params="all", options=opts, new_init=truth.noise_new_init)
+            noise = sweep_eta(problem, noise_jobs(problem, NOISE_SEEDS,
+                                                  new_init=truth.noise_new_init),
+                              opts, timings=self._timings, clock=clock)
         return retrain, noise, known
 
     def choose_points(self, req: Request, progress: Progress | None = None) -> None:
@@ -704,12 +705,14 @@ class ExplorerSession:
         (last layer: one more probe)."""
         req, out = eta.request, []
         parts = eta.parts
-        if req.gt_mode in ("warm_start", "last_layer") and req.params == "all":
-            alt = replace(req, params="last_layer", gt_mode="last_layer")
+        cheaper = req.truth.cheaper
+        if cheaper is not None and req.params == "all":
+            cls = truth_class(cheaper)
+            alt = replace(req, params=cls.params, gt_mode=cheaper, gt_settings=None)
             seconds = self.eta(alt, clock).seconds
             if seconds <= limit:
-                out.append(("last layer only", {"params": "last_layer",
-                                                "gt_mode": "last_layer"}, seconds))
+                out.append((f"{cls.short or cls.label} (estimate and ground truth)",
+                            {"params": cls.params, "gt_mode": cheaper}, seconds))
         retrain, noise = eta.retrain, eta.noise
         if retrain is not None and retrain.n_computed:
             fixed = parts["estimate"] + parts["noise"]
@@ -718,9 +721,8 @@ class ExplorerSession:
             fits = [(k, seconds) for k, seconds in fits if seconds <= limit]
             if fits:
                 k, seconds = fits[0]
-                what = "subsets" if req.is_lds else "points"
-                out.append((f"k = {k} {what}", {"k": k}, seconds))
-        if retrain is not None and req.gt_mode not in ("scratch", "lds"):
+                out.append((f"k = {k} {req.truth.dots(k)}", {"k": k}, seconds))
+        if retrain is not None and req.uses_steps:
             for steps in _fewer(req.gt_steps):
                 seconds = parts["estimate"] + retrain.seconds_for(steps=steps) + (
                     0.0 if noise is None else noise.seconds_for(steps=steps))
@@ -732,12 +734,12 @@ class ExplorerSession:
     # ------------------------------------------------------------------ all together
     def noise_source(self, req: Request) -> str | None:
         """What the noise floor of ``req`` randomised, over how many seeds (None if unknown)."""
-        res = self._noise.get((req.model, req.noise_key))
-        return None if res is None else f"{len(res.seeds)} seeds; {res.how}"
+        res = self._noise.get(self.noise_key(req))
+        return None if res is None else res.describe()
 
     def noise_known(self, req: Request) -> bool:
         """Whether the noise floor of ``req``'s model and ground truth is already in memory."""
-        return (req.model, req.noise_key) in self._noise
+        return self.noise_key(req) in self._noise
 
     def run(
         self,
@@ -756,20 +758,15 @@ class ExplorerSession:
             before = self.retrain_count
             req, est, notes = self.estimate_or_pick(req, stage("estimating"))
             row = est.values[0].detach().double().cpu()
-            if req.is_lds:
-                t1 = time.perf_counter()
-                loo, estimated, actual = self.subsets(req, row, stage("retraining"), should_stop)
-                idx = torch.arange(estimated.numel())
-                note = (f"{req.k} random subsets (seed {req.seed}), each removing "
-                        f"{1 - LDS_FRACTION:.0%} of the training set")
-                t2 = time.perf_counter()
-            else:
-                idx, note = self.indices(req, row)
-                t1 = time.perf_counter()
-                loo = self.actual(req, idx, stage("retraining"), should_stop)
-                actual = torch.as_tensor(loo.values)[req.test_index].detach().double().cpu()
-                t2 = time.perf_counter()
-                estimated = row[idx]
+            units, idx, note = self.units(req, row)
+            t1 = time.perf_counter()
+            loo = self.actual(req, units, stage("retraining"), should_stop)
+            actual = torch.as_tensor(loo.values)[req.test_index].detach().double().cpu()
+            se = None if loo.se is None else loo.se[req.test_index].detach().double().cpu()
+            t2 = time.perf_counter()
+            from ..ground_truth import group_estimate
+
+            estimated = group_estimate(row, [list(u) for u in units]).double()
             vs_exact = self.against_exact(req, est)
             out = Outcome(
                 req,
@@ -791,6 +788,7 @@ class ExplorerSession:
                 },
                 notes=notes,
                 vs_exact=vs_exact,
+                actual_se=se,
             )
             out = replace(out, report=self.trust(out))
         if with_noise or self.noise_known(req):
@@ -835,7 +833,7 @@ class ExplorerSession:
         from ..evaluate import trust_report
 
         req = out.request
-        noise = self._noise.get((req.model, req.noise_key)) if out.noise_std is not None else None
+        noise = self._noise.get(self.noise_key(req)) if out.noise_std is not None else None
         return trust_report(
             model=self.model(req.model),
             estimate=out.estimate,

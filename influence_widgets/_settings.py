@@ -1,0 +1,152 @@
+"""Settings as frozen dataclasses, every field with its help and its bounds: the one form that
+solver settings (:mod:`.influence.settings`) and ground-truth settings
+(:mod:`.ground_truth.truths`) share.
+
+A field is declared with :func:`setting` (Kronfluence's ``field(metadata={"help": ...})`` style);
+:class:`Settings` validates every field from that metadata in ``__post_init__`` (types, bounds,
+choices, ``None`` where the type allows it), so a bad value is an error that says what to pass,
+wherever the settings come from (Python, the CLI or a widget). The widgets build one control per
+field from the same metadata. This module is private and top-level (like ``_findings``), so every
+layer may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+def setting(default: Any, help: str, *, minimum: float | None = None, above: float | None = None,
+            choices: tuple[Any, ...] | None = None, advanced: bool = False,
+            blank: str | None = None) -> Any:
+    """A settings field: ``help`` is shown beside its control; ``minimum`` (inclusive) and
+    ``above`` (exclusive) bound a number; ``choices`` lists the allowed values; ``advanced``
+    fields are left out of the widget's controls (still settable in Python); ``blank`` says
+    what ``None`` means for an optional field (e.g. "automatic")."""
+    meta = {"help": help, "minimum": minimum, "above": above, "choices": choices,
+            "advanced": advanced, "blank": blank}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What a front end needs to draw a control for one settings field."""
+
+    name: str
+    kind: type  # int, float, bool or str
+    optional: bool  # None allowed (a blank control)
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+    advanced: bool
+    blank: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Base class of every settings dataclass (no fields of its own).
+
+    ``KIND`` names what the settings belong to in messages ("solver", "ground truth");
+    ``UNKNOWN_NOTE`` is added to the message for an unknown option. ``ALIASES`` maps an old
+    option name to its current one; :meth:`from_options` accepts the old name with a
+    ``FutureWarning``.
+    """
+
+    KIND: ClassVar[str] = "settings"
+    UNKNOWN_NOTE: ClassVar[str] = ""
+    ALIASES: ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        for f, info in zip(dataclasses.fields(self), self.fields()):
+            _check_value(type(self).__name__, info, getattr(self, f.name), f.metadata)
+
+    @classmethod
+    def fields(cls) -> list[FieldInfo]:
+        """One :class:`FieldInfo` per field, in declaration order (resolved once per class)."""
+        cached = cls.__dict__.get("_field_infos")
+        if cached is None:
+            cached = cls._resolve_fields()
+            cls._field_infos = cached  # on this class only: a subclass resolves its own
+        return list(cached)
+
+    @classmethod
+    def _resolve_fields(cls) -> tuple[FieldInfo, ...]:
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            kind, optional = _base_type(hints[f.name])
+            m = f.metadata
+            out.append(FieldInfo(f.name, kind, optional, f.default, m.get("help", ""),
+                                 m.get("choices"), bool(m.get("advanced")), m.get("blank")))
+        return tuple(out)
+
+    @classmethod
+    def from_options(cls, owner: str = "", **options: Any) -> Settings:
+        """Settings from keyword options; an unknown name is a ``TypeError`` listing the valid ones.
+        ``owner`` is the name of what they belong to (a solver's or a ground truth's name)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        given = {}
+        for key, value in options.items():
+            new = cls.ALIASES.get(key)
+            if new is not None:
+                warnings.warn(f"solver option {key!r} is now called {new!r}; the old name will be "
+                              "removed in a later release", FutureWarning, stacklevel=3)
+                key = new
+            if key not in names:
+                who = f"{cls.KIND} {owner!r}" if owner else cls.__name__
+                valid = ", ".join(names) if names else "none"
+                raise TypeError(f"{who} has no option {key!r}; its options are: {valid}"
+                                f"{cls.UNKNOWN_NOTE}")
+            given[key] = value
+        return cls(**given)
+
+    def options(self) -> dict[str, Any]:
+        """The settings as keyword options (what :meth:`from_options` takes back)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def describe(cls) -> list[str]:
+        """One line per field: name, default and help (for ``list`` and docstrings)."""
+        return [f"{f.name} = {f.default!r}: {f.help}" for f in cls.fields()]
+
+
+def _base_type(hint: Any) -> tuple[type, bool]:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    kinds = [a for a in args if a is not type(None)] if args else [hint]
+    kind = kinds[0]
+    if kind not in (int, float, bool, str):
+        raise TypeError(f"settings fields must be int, float, bool or str (optionally None), got {hint}")
+    return kind, optional
+
+
+def _check_value(owner: str, info: FieldInfo, value: Any, meta: Any) -> None:
+    where = f"{owner}.{info.name}"
+    if value is None:
+        if info.optional:
+            return
+        raise ValueError(f"{where} cannot be None; {info.help}")
+    kind = info.kind
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        what = {bool: "True or False", int: "an integer", float: "a finite number", str: "a string"}[kind]
+        none = " or None" if info.optional else ""
+        raise ValueError(f"{where} must be {what}{none}, got {value!r} ({info.help})")
+    if info.choices is not None and value not in info.choices:
+        raise ValueError(f"{where} must be one of {', '.join(map(repr, info.choices))}, got {value!r}")
+    lo, above = meta.get("minimum"), meta.get("above")
+    if lo is not None and value < lo:
+        raise ValueError(f"{where} must be >= {lo:g}, got {value!r} ({info.help})")
+    if above is not None and value <= above:
+        raise ValueError(f"{where} must be > {above:g}, got {value!r} ({info.help})")
