@@ -234,7 +234,9 @@ def test_training_summary_with_weight_decay_is_clean(iris):
     assert tm.diagnostics["findings"] == []
     stalled = _train(iris, weight_decay=5e-3, width=5, optimizer="adam", lr=0.01)
     stalled_codes = [f["code"] for f in stalled.diagnostics["findings"]]
-    assert stalled_codes == ["not-stationary"], stalled.diagnostics
+    # stopped short of a minimum: not stationary (and its Hessian may still be indefinite there)
+    assert stalled_codes[0] == "not-stationary", stalled.diagnostics
+    assert set(stalled_codes) <= {"not-stationary", "indefinite-at-trained"}
 
 
 def test_old_diagnostics_without_findings_get_the_stationarity_check(separable):

@@ -194,7 +194,7 @@ def test_unknown_name_lists_close_matches():
 def test_preset_table():
     names = zoo.names()
     iris = [n for n in names if n.startswith("iris-")]
-    assert len(iris) == 11 * 2 + 2 * 4
+    assert len(iris) == 11 * 2 + 3 + 4  # tanh with/without wd; ReLU d1-4; SELU d1-8
     assert {
         "iris-mlp-d8-w5-wd",
         "iris-mlp-d1-w50",
@@ -272,3 +272,44 @@ def test_register_a_user_module_and_a_trained_model():
     assert "my-net" not in zoo.names()
     with pytest.raises(ValueError, match="unknown zoo model"):
         zoo.load("my-net")
+
+
+def test_every_iris_preset_is_meant_healthy_or_a_labelled_teaching_example():
+    """Issue 20: a preset is healthy, or a teaching example whose problem is said in words."""
+    for name in zoo.names():
+        p = zoo.get_preset(name)
+        if not name.startswith("iris-"):
+            continue
+        no_wd = not name.endswith("-wd")
+        kinked = "-relu" in name or "-selu" in name
+        assert bool(p.teaching) == (no_wd or kinked), name
+        if no_wd:
+            assert "degenerate" in p.teaching
+        elif kinked:
+            assert "stationary" in p.teaching
+    # depth 8 tanh with weight decay collapses from seed 0: the preset trains from seed 1
+    assert zoo.get_preset("iris-mlp-d8-w5-wd").config.seed == 1
+    assert "iris-mlp-d8-w5-relu-wd" not in zoo.names()  # collapsed from every seed tried
+    table = zoo.describe()
+    assert {"teaching", "health"} <= set(table.columns)
+    row = table.set_index("name").loc["iris-mlp-d1-w5-wd"]
+    assert row.teaching == "" and row.health.startswith("not known yet")
+
+
+def test_a_trained_preset_lists_its_measured_health():
+    tm = zoo.load(NAME)
+    line = zoo.describe().set_index("name").loc[NAME, "health"]
+    # NAME is a teaching example (no weight decay): its listing says what is wrong with it
+    assert line == tm.health.line() and line.startswith("degenerate")
+
+
+@pytest.mark.slow  # trains every Iris and digits preset: several minutes on 2 cores
+def test_no_preset_is_collapsed_and_unlabelled_ones_are_healthy():
+    for name in zoo.names():
+        p = zoo.get_preset(name)
+        if p.dataset not in ("iris", "digits"):
+            continue
+        h = zoo.load(name).health
+        assert not h.collapsed, (name, h.line())
+        if not p.teaching:
+            assert h.healthy, (name, h.line())

@@ -28,7 +28,8 @@ def compare(
     ``pearson_ci``/``spearman_ci`` (``n_boot`` resamples, level ``ci``), ``topk_overlap`` (the
     fraction of the ``k`` largest |values| shared), ``sign_agreement``, ``n``, and with ``noise``
     (a noise-floor std, scalar or one per point) ``frac_within_noise``: the fraction of |actual|
-    below it. Constant inputs give NaN correlations and an explanation in ``note``.
+    below it. Constant inputs give NaN correlations, top-k overlap and sign agreement (a constant
+    side agrees with any ranking by construction) and an explanation in ``note``.
 
     NaN marks a value that must not be used (a diverged retrain is NaN in a ``LOOResult``): by
     default it is an error; ``drop_nan=True`` leaves those pairs out, and ``n_excluded`` and
@@ -70,9 +71,12 @@ def compare(
         out["pearson"] = float(stats.pearsonr(est, act)[0])
         out["spearman"] = float(stats.spearmanr(est, act)[0])
         out["pearson_ci"], out["spearman_ci"] = bootstrap_ci(est, act, n_boot, seed, ci)
-    out["topk_overlap"] = topk_overlap(est, act, k)
     out["k"] = min(k, n)
-    out["sign_agreement"] = float(np.mean(np.sign(est) == np.sign(act)))
+    if constant:  # one point for every dot: a ranking or a sign pattern agrees by construction
+        out["topk_overlap"] = out["sign_agreement"] = float("nan")
+    else:
+        out["topk_overlap"] = topk_overlap(est, act, k)
+        out["sign_agreement"] = float(np.mean(np.sign(est) == np.sign(act)))
     if noise is not None:
         out["frac_within_noise"] = frac_within_noise(act, noise)
     if excluded:

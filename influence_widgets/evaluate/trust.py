@@ -31,11 +31,18 @@ def _findings_of(part: Any) -> tuple[Finding, ...]:
 
 
 def model_findings(model: Any) -> tuple[Finding, ...]:
-    """A TrainedModel's findings (``diagnostics["findings"]``); for a model summarised before
-    findings existed (an older zoo cache), the stationarity check from its diagnostics."""
+    """A TrainedModel's findings: those of its health (collapsed, degenerate, not stationary,
+    indefinite; :mod:`influence_widgets.models.health`), else ``diagnostics["findings"]``, else
+    (a model summarised before findings existed) the stationarity check from its diagnostics."""
     diag = getattr(model, "diagnostics", None)
     if not isinstance(diag, Mapping):
         return ()
+    health = getattr(type(model), "health", None)
+    if health is not None:
+        try:
+            return TrustReport(model.health.findings).findings
+        except Exception:  # noqa: BLE001 - a model whose health cannot be computed
+            pass
     if "findings" in diag:
         return TrustReport(tuple(diag["findings"] or ())).findings
     if "objective" in diag and "grad_norm" in diag:
@@ -71,8 +78,8 @@ def one_point_pearson(estimated: Any, actual: Any) -> tuple[int, float, float] |
 
 
 def comparison_findings(stats: Mapping[str, Any], *, estimated: Any = None, actual: Any = None,
-                        indices: Any = None, noise_std: float | None = None
-                        ) -> tuple[Finding, ...]:
+                        indices: Any = None, noise_std: float | None = None,
+                        collapsed: bool = False) -> tuple[Finding, ...]:
     """What the comparison of an estimate with its ground truth says about itself.
 
     ``stats`` is :func:`~influence_widgets.evaluate.compare`'s dict; ``estimated``/``actual``
@@ -85,6 +92,9 @@ def comparison_findings(stats: Mapping[str, Any], *, estimated: Any = None, actu
     * "one-point-pearson": leaving one point out moves Pearson by more than 0.3: warning.
     * "undefined-correlation": a constant side (compare's ``note``): warning.
     * "ci-includes-zero": the Spearman interval includes 0: a note.
+
+    ``collapsed``: the model predicts one output for every input (its health): an undefined
+    correlation is then named for that cause, not for the test point.
     """
     out: list[Finding] = []
     n = stats.get("n")
@@ -116,7 +126,11 @@ def comparison_findings(stats: Mapping[str, Any], *, estimated: Any = None, actu
     if stats.get("note") and not math.isfinite(float(stats.get("pearson", float("nan")))):
         out.append(Finding(
             "warning", "comparison", "undefined-correlation", str(stats["note"]),
-            "no correlation can be computed: the scatter has no spread on one axis",
+            "no correlation can be computed: the scatter has no spread on one axis" + (
+                ", because the model collapsed to a constant predictor (every retrain and every "
+                "estimate moves one shared output)" if collapsed else ""),
+            "retrain the model (see its health: another seed, less weight decay, a shallower "
+            "net); another test point does not help" if collapsed else
             "pick another test point or more points; check the estimate is not all zeros"))
     if estimated is not None and actual is not None:
         hit = one_point_pearson(estimated, actual)
@@ -176,7 +190,9 @@ def trust_report(*, model: Any = None, estimate: Any = None, loo: Any = None, no
     parts: list[Any] = [model_findings(model) if model is not None else (),
                         _findings_of(estimate), _findings_of(loo), _findings_of(noise)]
     if comparison is not None:
+        collapsed = any(f.code == "collapsed" for f in parts[0])
         parts.append(comparison_findings(comparison, estimated=estimated, actual=actual,
-                                         indices=indices, noise_std=_noise_std(noise, test_index)))
+                                         indices=indices, noise_std=_noise_std(noise, test_index),
+                                         collapsed=collapsed))
     parts.append(tuple(extra))
     return TrustReport().merge(*parts)

@@ -38,16 +38,24 @@ def _options(spec: ModelSpec, defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 def small_cnn(spec: ModelSpec) -> nn.Module:
-    """Two conv3x3 + activation + max-pool blocks (``channels``, then twice that), then a linear."""
-    o = _options(spec, {"channels": 16, "activation": "relu"})
+    """Two conv3x3 + activation + pool blocks (``channels``, then twice that), then a linear.
+
+    ``pool``: "max" (default) or "avg"; with a smooth ``activation`` (tanh) and average pooling
+    the net is smooth, so training can reach a stationary point (ReLU and max-pooling put
+    minima on kinks)."""
+    o = _options(spec, {"channels": 16, "activation": "relu", "pool": "max"})
     c_in, h, w = _image_shape(spec, 4)
     ch = int(o["channels"])
     if ch < 1:
         raise ValueError(f"channels must be >= 1, got {ch}")
     act = str(o["activation"])
+    pools = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+    if o["pool"] not in pools:
+        raise ValueError(f"pool must be 'max' or 'avg', got {o['pool']!r}")
+    pool = pools[o["pool"]]
     return nn.Sequential(
-        nn.Conv2d(c_in, ch, 3, padding=1), activation(act), nn.MaxPool2d(2),
-        nn.Conv2d(ch, 2 * ch, 3, padding=1), activation(act), nn.MaxPool2d(2),
+        nn.Conv2d(c_in, ch, 3, padding=1), activation(act), pool(2),
+        nn.Conv2d(ch, 2 * ch, 3, padding=1), activation(act), pool(2),
         nn.Flatten(),
         nn.Linear(2 * ch * (h // 4) * (w // 4), spec.n_classes),
     )

@@ -190,14 +190,28 @@ class TrainedModel:
 
     @property
     def converged(self) -> bool:
+        """Whether training reached ``config.grad_tol`` (the trainer's own tolerance; see
+        :attr:`health` for whether the model is fit to be explained)."""
         return bool(self.diagnostics["converged"])
+
+    @property
+    def health(self) -> Any:
+        """The model's :class:`~influence_widgets.models.health.Health` (collapsed, degenerate,
+        not stationary, indefinite), assessed once and kept in ``diagnostics["health"]``."""
+        from .health import of
+
+        return of(self)
+
+    def _status(self) -> str:
+        h = self.diagnostics.get("health")
+        return (h.get("problems") or ["healthy"])[0] if isinstance(h, dict) else "unknown"
 
     def __repr__(self) -> str:
         d = self.diagnostics
         return (
             f"TrainedModel({self.name or (self.spec.describe() if self.spec else type(self.model).__name__)}, "
             f"objective={d['objective']:.6g}, grad_norm={d['grad_norm']:.2e}, "
-            f"converged={d['converged']}, steps={d['steps']})"
+            f"converged={d['converged']}, steps={d['steps']}, health={self._status()})"
         )
 
 
@@ -484,24 +498,32 @@ def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelecti
               chunk_size: int = 1024) -> dict[str, Any]:
     """The diagnostics a :class:`TrainedModel` keeps, from one copy's ``fit_copies`` output.
 
-    ``findings`` (a list of :class:`~influence_widgets._findings.Finding` dicts, JSON-ready
-    for the zoo's cache) says whether the model is far from a stationary point or in the
-    separable regime without weight decay. Given the trained ``model`` and its training data
-    ``X``, ``y`` (a cross-entropy model), one forward pass (``chunk_size`` rows at a time) adds
-    ``train_accuracy`` and ``logit_margin`` (mean true-class logit minus the largest other),
-    which sharpen the separability check; without them they are None.
+    Given the trained ``model`` and its training data ``X``, ``y``, the model's health is
+    assessed once (:func:`~influence_widgets.models.health.assess`: collapsed, degenerate, not
+    stationary, indefinite) and kept as ``health`` (a dict, JSON-ready for the zoo's cache);
+    ``findings`` (:class:`~influence_widgets._findings.Finding` dicts) are its findings. A
+    classifier also gets ``train_accuracy`` and ``logit_margin`` (mean true-class logit minus the
+    largest other). Without the model and data only the stationarity rule applies.
     """
-    from .._findings import degenerate_findings, logit_stats, stationarity_findings
+    from .._findings import logit_stats, stationarity_findings
+    from .health import assess
 
     gn = float(diag["grad_norm"][0])
     objective = float(diag["objective"][0])
-    acc = margin = None
-    if model is not None and X is not None and y is not None and config.loss == "cross_entropy":
-        with torch.no_grad(), eval_mode(model):
-            out = torch.cat([model(X[s : s + chunk_size]) for s in range(0, X.shape[0], chunk_size)])
-        acc, margin = logit_stats(out, y)
-    findings = stationarity_findings(objective, gn, config.grad_tol) + degenerate_findings(
-        objective, acc, None, 0.0, margin, weight_decay=config.weight_decay, loss=config.loss)
+    acc = margin = health = None
+    label = params if isinstance(params, str) else "subset"
+    if model is not None and X is not None and y is not None:
+        if config.loss == "cross_entropy":
+            with torch.no_grad(), eval_mode(model):
+                out = torch.cat([model(X[s : s + chunk_size])
+                                 for s in range(0, X.shape[0], chunk_size)])
+            acc, margin = logit_stats(out, y)
+        health = assess(model, X, y, loss=config.loss, weight_decay=float(config.weight_decay),
+                        objective=objective, grad_norm=gn, grad_tol=config.grad_tol,
+                        params=label)
+        findings = health.findings
+    else:
+        findings = stationarity_findings(objective, gn, config.grad_tol)
     return {
         "objective": objective,
         "grad_norm": gn,
@@ -515,6 +537,7 @@ def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelecti
         "train_accuracy": acc,
         "logit_margin": margin,
         "findings": [f.to_dict() for f in findings],
+        "health": None if health is None else health.to_dict(),
     }
 
 
