@@ -8,12 +8,11 @@ import math
 
 import pytest
 import torch
+from conftest import clustered
 from torch import nn
 
 import influence_widgets as iw
 from influence_widgets.models.health import Health, assess, hessian_extremes
-
-from conftest import clustered
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import clustered
 from torch import nn
 
 import influence_widgets as iw
 from influence_widgets._settings import setting
-from influence_widgets.ground_truth import TRUTHS, GroundTruth, TruthSettings, register_truth
-from influence_widgets.ground_truth import unregister_truth
+from influence_widgets.ground_truth import (
+    TRUTHS,
+    GroundTruth,
+    TruthSettings,
+    register_truth,
+    unregister_truth,
+)
 from influence_widgets.ground_truth.truths import make_truth, mean_and_se
-
-from conftest import clustered
 
 
 def _adam(**changes) -> iw.TrainConfig:
