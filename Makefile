@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab lab-headless workshop workshop-headless reproduce test test-slow test-gpu test-all bench lint clean-venv
+.PHONY: lab lab-headless workshop workshop-headless reproduce reproduce-quick test test-slow test-gpu test-all bench lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,13 @@ workshop-headless: $(STAMP)
 ## Headless reproduction of the depth study (table, figures and summary under reproduce_out/).
 reproduce: $(STAMP)
 	$(BIN)/python -m influence_widgets reproduce depth --preset quick --out reproduce_out/depth
+
+# Every study on its quick preset (preset and check seeds) into docs/results/<study>, then the
+# README's results table from them: what the notebooks show first and the README reports.
+STUDIES := depth width weight_decay architecture test_point solver validation group noise ground_truth
+reproduce-quick: $(STAMP)
+	for s in $(STUDIES); do $(BIN)/python -m influence_widgets reproduce $$s --preset quick --out docs/results/$$s || exit 1; done
+	$(BIN)/python -m influence_widgets results-table $(addprefix docs/results/,$(STUDIES)) --out docs/results/RESULTS_TABLE.md
 
 ## The test command (CI runs exactly this): unit tests, notebooks in quick mode, the browser test.
 test: $(STAMP)

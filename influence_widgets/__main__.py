@@ -40,13 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="name the studies, datasets, models and solvers")
     r = sub.add_parser("reproduce", help="run a study: table (CSV), figures (PNG), summary (MD)")
     r.add_argument("study", help="a study name (see `list`)")
-    r.add_argument("--preset", default="quick", help="quick (minutes on a CPU), paper (the full "
-                   "grid, meant for a GPU) or tiny (seconds, for tests); default quick")
+    r.add_argument("--preset", default="quick", help="quick (the reported verdicts: minutes on a "
+                   "CPU), ci (a slim grid), paper (the full grid, meant for a GPU) or tiny "
+                   "(seconds, for tests); default quick")
     r.add_argument("--out", type=Path, default=None, help="output folder (default "
                    "reproduce_out/STUDY)")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     r.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds "
                    "(0..N-1, N >= 1) instead of the preset's")
+    r.add_argument("--check-seeds", type=_positive_int, default=None, help="number of check "
+                   "seeds (100..100+N-1) instead of the preset's: every claim is also judged on "
+                   "them")
     r.add_argument("--root", type=Path, default=None, help="image folder (root/<class>/*.png) "
                    "for the group study (default: a tiny synthetic folder)")
     r.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: "
@@ -102,13 +106,15 @@ def _zoo_lines() -> list[str]:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> Path:
-    """Run the study and write ``STUDY.csv``, the figures and ``summary.md`` under ``--out``."""
+    """Run the study and write ``STUDY.csv``, its figures (``STUDY_*.png``) and
+    ``STUDY_summary.md`` under ``--out``: every file named for its study, so two studies can
+    share a folder without one overwriting the other."""
     import torch
 
     from .experiments import get_study, markdown_summary
     from .experiments.presets import resolve
 
-    overrides = {"seeds": args.seeds}
+    overrides = {"seeds": args.seeds, "check_seeds": args.check_seeds}
     if args.root is not None:
         overrides["root"] = str(args.root)
     try:
@@ -142,10 +148,11 @@ def cmd_reproduce(args: argparse.Namespace) -> Path:
     figures = [] if args.no_figures else _write_figures(study.name, table, out)
     text = markdown_summary(study.name, table, preset=args.preset, seconds=seconds,
                             options=options, figures=figures)
-    _write_text(out / "summary.md", text)
+    _write_text(out / f"{study.name}_summary.md", text)
     if not args.quiet:
         print(text)
-        print(f"Wrote {out / (study.name + '.csv')}, summary.md and {len(figures)} figure(s) "
+        print(f"Wrote {out / (study.name + '.csv')}, {study.name}_summary.md and "
+              f"{len(figures)} figure(s) "
               f"to {out}/")
     return out
 
@@ -192,7 +199,7 @@ def _check_writable(out: Path, study: str) -> None:
     except OSError as e:
         raise CLIError(f"cannot write to --out {out} ({e.strerror or e}); pass --out with a "
                        "folder you can write to") from None
-    for name in (f"{study}.csv", f"{study}.partial.csv", "summary.md"):
+    for name in (f"{study}.csv", f"{study}.partial.csv", f"{study}_summary.md"):
         if (out / name).exists() and not (out / name).is_file():
             raise CLIError(f"{out / name} is in the way (not a file); move it or pass another "
                            "--out")

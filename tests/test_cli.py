@@ -26,8 +26,10 @@ def test_reproduce_tiny_writes_table_figures_and_summary(tmp_path, capsys):
     assert len(table) == 2 and {"depth", "spearman", "weight_decay"} <= set(table.columns)
     assert (out / "depth_trend.png").stat().st_size > 1000
     assert (out / "depth_scatter.png").exists()
-    summary = (out / "summary.md").read_text()
-    assert "ref_spearman" in summary and "0.66" in summary and "depth_trend.png" in summary
+    summary = (out / f"{out.name}_summary.md").read_text()
+    # the published figures in a table of their own (their protocol is not ours)
+    assert "Published figures" in summary and "0.66" in summary and "depth_trend.png" in summary
+    assert "ref_spearman" not in summary and "Claims (models as units" in summary
     assert capsys.readouterr().out == ""  # --quiet
 
 
@@ -45,7 +47,7 @@ def test_unknown_names_exit_nonzero_with_one_line(capsys):
     assert err.count("\n") == 0 and "unknown study 'depht'" in err and "depth, width" in err
     assert main(["reproduce", "depth", "--preset", "huge"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "unknown preset 'huge'" in err and "tiny, quick, paper" in err
+    assert "unknown preset 'huge'" in err and "tiny, ci, quick, paper" in err
 
 
 def test_missing_image_folder_is_a_clear_error(tmp_path, capsys):
@@ -62,5 +64,16 @@ def test_reproduce_ground_truth_tiny(tmp_path):
     table = pd.read_csv(out / "ground_truth.csv")
     assert set(table.truth) == {"warm_start", "lds", "pbrf"} and {"model", "curvature"} <= set(table)
     assert (out / "ground_truth_spread.png").stat().st_size > 1000
-    summary = (out / "summary.md").read_text()
+    summary = (out / f"{out.name}_summary.md").read_text()
     assert "| model | truth | solver |" in summary and "dattri" in summary
+
+
+def test_two_studies_in_one_folder_never_overwrite_each_other(tmp_path):
+    """Issue 22 (data loss): every output file is named for its study."""
+    out = tmp_path / "shared"
+    for study in ("depth", "width"):
+        assert main(["reproduce", study, "--preset", "tiny", "--out", str(out), "--quiet",
+                     "--no-figures"]) == 0
+    depth, width = (out / "depth_summary.md").read_text(), (out / "width_summary.md").read_text()
+    assert depth.startswith("# depth study") and width.startswith("# width study")
+    assert (out / "depth.csv").exists() and (out / "width.csv").exists()

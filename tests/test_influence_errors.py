@@ -160,3 +160,20 @@ def test_cuda_asked_for_without_cuda(problem):
     model, train, test = problem
     with pytest.raises(RuntimeError, match=r"CUDA is not available.*device='cpu'"):
         iw.influence(model, train, test, device="cuda")
+
+
+def test_exact_solver_on_a_singular_hessian_gives_the_pseudo_inverse_not_an_error():
+    """Issue 22: a degenerate model (here: H exactly singular, no damping) made the Cholesky
+    path's LU fallback raise a raw division-by-zero error; it now answers like the eigh path."""
+    from influence_widgets.influence.solvers import ExactSettings, ExactSolver
+
+    class Flat:  # a 3-parameter objective with H = diag(2, 1, 0)
+        p, dtype, device = 3, torch.float64, torch.device("cpu")
+
+        def hessian(self, progress=None):
+            return torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64))
+
+    s = ExactSolver(ExactSettings(method="cholesky")).fit(Flat())
+    x = s.solve(torch.tensor([[2.0, 1.0, 5.0]], dtype=torch.float64), damping=0.0)
+    torch.testing.assert_close(x.X, torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64))
+    assert "singular" in x.diagnostics["factorization"]

@@ -96,7 +96,8 @@ def test_no_box_over_few_points_failed_rows_marked_and_legend_outside(table):
                      converged=[True, False] * (len(few) // 2))
     ax = _ax()
     out = plots.correlation_spread(few, "depth", hue="weight_decay", ax=ax)
-    assert out["boxes"] == [] and out["errorbars"] and out["failed"] is not None
+    # no box and no error bar over fewer than 5 points (issue 20): the points alone
+    assert out["boxes"] == [] and out["errorbars"] == [] and out["failed"] is not None
     labels = " ".join(t.get_text() for t in ax.get_xticklabels())
     assert "1 failed" in labels and "not stationary" in labels
     legend = ax.get_legend()

@@ -45,7 +45,12 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 #: median standard error of the actual effects of a seed-averaged truth (NaN with one seed);
 #: ``group_size``: points removed per unit (one row per group size in the group study);
 #: ``rel_error``: ||estimate - exact|| / ||exact|| over all training points (NaN when the exact
-#: solve was not computed); ``seconds``: the whole evaluation of the model.
+#: solve was not computed); ``seconds``: the whole evaluation of the model. ``health``: the
+#: model's health status ("healthy", "collapsed", "degenerate", "not stationary", "indefinite";
+#: :mod:`influence_widgets.models.health`), ``stationary``/``collapsed`` its two flags the claims
+#: filter on, ``minimum``: an identifier of the minimum the model reached (its objective and test
+#: losses to 5 significant digits: seeds that land in the same minimum share it), ``seed_set``:
+#: "preset" or "check" (the disjoint seed sets every claim is judged on).
 COLUMNS = (
     "study", "dataset", "arch", "depth", "width", "activation", "weight_decay", "seed",
     "test_index", "test_point", "test_loss", "solver", "damping", "params", "curvature", "truth",
@@ -53,8 +58,9 @@ COLUMNS = (
     "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi",
     "topk_overlap", "sign_agreement", "frac_within_noise", "noise_std", "noise_source",
     "effect_to_noise", "spread_to_noise", "actual_se", "rel_error", "top_eigenvalue",
-    "min_eigenvalue", "train_acc", "test_acc", "objective", "grad_norm", "converged", "n_train",
-    "n_params", "train_seconds", "est_seconds", "loo_seconds", "seconds", "error",
+    "min_eigenvalue", "train_acc", "test_acc", "objective", "grad_norm", "converged", "health",
+    "stationary", "collapsed", "minimum", "seed_set", "n_train", "n_params", "train_seconds",
+    "est_seconds", "loo_seconds", "seconds", "error",
 )
 #: Wall-clock columns: the only ones that differ between two runs with the same seeds.
 TIMING_COLUMNS = ("train_seconds", "est_seconds", "loo_seconds", "seconds")
@@ -147,6 +153,9 @@ class EvalCase:
     solvers: tuple[str, ...] = ("exact",)
     solver_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     damping: float = 0.0
+    #: several estimation dampings (rows for each; a truth that fixes its target's damping, as
+    #: the PBRF does, keeps its own); empty: ``damping`` alone
+    dampings: tuple[float, ...] = ()
     params: tuple[str, ...] = ("all",)
     test_points: tuple[str | int, ...] = ("highest",)
     n_test: int = 1
@@ -288,6 +297,15 @@ TargetKey = tuple
 
 def _target_key(truth: GroundTruth) -> TargetKey:
     return tuple(sorted(truth.estimate_settings().items()))
+
+
+def _row_targets(ev: EvalCase, truth: GroundTruth) -> list[TargetKey]:
+    """The estimates ``truth`` is compared with: its target, at each of ``ev.dampings`` unless
+    the target fixes its own damping."""
+    base = truth.estimate_settings()
+    if not ev.dampings or "damping" in base:
+        return [tuple(sorted(base.items()))]
+    return [tuple(sorted({**base, "damping": float(d)}.items())) for d in ev.dampings]
 
 
 def _estimates(tm: TrainedModel, data: Data, ev: EvalCase, tidx: list[int],
@@ -460,7 +478,8 @@ def _run(case: Case, progress: Progress | None) -> _Run:
     needs_exact = {t.retrained() for t, g in zip(ev.truths, truths) if not g.retrains}
     if sum(p.numel() for p in tm.model.parameters()) <= ev.exact_max_params:
         needs_exact |= set(ev.params)  # the reference of rel_error
-    est = _estimates(tm, data, ev, tidx, needs_exact, [_target_key(g) for g in truths])
+    est = _estimates(tm, data, ev, tidx, needs_exact,
+                     [t for g in truths for t in _row_targets(ev, g)])
     first = next((est[key + ((),)]["values"] for key in _wanted(ev)
                   if est[key + ((),)]["values"] is not None),
                  torch.zeros(len(tidx), data.X_train.shape[0], dtype=torch.float64))
@@ -479,9 +498,20 @@ def _run(case: Case, progress: Progress | None) -> _Run:
     return _Run(tm, data, picked, tidx, est, units, measured, info)
 
 
+def minimum_id(objective: float, test_losses: torch.Tensor, digits: int = 5) -> str:
+    """An identifier of the minimum a model reached: its objective and test losses rounded to
+    ``digits`` significant digits (seeds that converge to the same minimum agree far beyond
+    that; different minima differ in their losses long before)."""
+    from .._cache import hash_settings
+
+    losses = [float(f"{float(v):.{digits}g}") for v in torch.as_tensor(test_losses).reshape(-1)]
+    return hash_settings([float(f"{objective:.{digits}g}"), losses], length=12)
+
+
 def _base_row(case: Case, run: _Run, study: str) -> dict[str, Any]:
     """The columns shared by every row of one case."""
     mc, ev, tm = case.model, case.eval, run.tm
+    health = tm.health
     return {
         "study": study, "dataset": mc.dataset, "arch": mc.arch, "depth": mc.depth,
         "width": mc.width, "activation": mc.activation, "weight_decay": mc.weight_decay,
@@ -490,7 +520,10 @@ def _base_row(case: Case, run: _Run, study: str) -> dict[str, Any]:
         "top_eigenvalue": run.est["spectrum"]["top"], "min_eigenvalue": run.est["spectrum"]["min"],
         "train_acc": run.info["train_acc"], "test_acc": run.info["test_acc"],
         "objective": tm.diagnostics["objective"], "grad_norm": tm.grad_norm,
-        "converged": tm.converged, "n_train": int(run.data.X_train.shape[0]),
+        "converged": tm.converged, "health": health.status, "stationary": health.stationary,
+        "collapsed": health.collapsed,
+        "minimum": minimum_id(tm.diagnostics["objective"], run.info["test_losses"]),
+        "seed_set": "preset", "n_train": int(run.data.X_train.shape[0]),
         "n_params": sum(p.numel() for p in tm.model.parameters()),
         "train_seconds": run.info["train_seconds"], "loo_seconds": run.info["loo_seconds"],
         **case.labels,
@@ -498,9 +531,10 @@ def _base_row(case: Case, run: _Run, study: str) -> dict[str, Any]:
 
 
 def _compare_row(ev: EvalCase, run: _Run, r: int, m: _Measured, cols: list[int], solver: str,
-                 params: str, units: list[tuple[int, ...]]) -> tuple[dict[str, Any], dict | None]:
-    """One estimate against one ground truth on one test point: the metrics and the arrays."""
-    target = _target_key(m.gt)
+                 params: str, units: list[tuple[int, ...]], target: TargetKey
+                 ) -> tuple[dict[str, Any], dict | None]:
+    """One estimate (of ``target``) against one ground truth on one test point: the metrics and
+    the arrays."""
     e = run.est[solver, params, target]
     exact = run.est.get(("exact", params, target), {}).get("values")
     row = {"solver": solver, "params": params, "curvature": e["curvature"],
@@ -547,11 +581,12 @@ def evaluate_case(case: Case, *, study: str = "custom", progress: Progress | Non
             for size in sizes:
                 units = [u for u in mine if size is None or len(u) == size]
                 group = float(np.mean([len(u) for u in units])) if size is None else float(size)
-                for solver, params in _wanted(ev):
-                    row, pair = _compare_row(ev, run, r, m, [col[u] for u in units], solver,
-                                             params, units)
-                    rows.append({**point, "group_size": group, **row})
-                    pairs.append(pair)
+                for target in _row_targets(ev, m.gt):
+                    for solver, params in _wanted(ev):
+                        row, pair = _compare_row(ev, run, r, m, [col[u] for u in units], solver,
+                                                 params, units, target)
+                        rows.append({**point, "group_size": group, **row})
+                        pairs.append(pair)
     total = time.perf_counter() - t0
     for row in rows:
         row["seconds"] = total
@@ -617,7 +652,8 @@ def to_table(rows: list[dict[str, Any]], pairs: dict[int, dict] | None = None) -
     extra = [c for r in rows for c in r if c not in COLUMNS]
     columns = list(COLUMNS) + list(dict.fromkeys(extra))
     df = pd.DataFrame(rows, columns=columns)
-    df["converged"] = df["converged"].astype(bool)
+    for flag in ("converged", "stationary", "collapsed"):
+        df[flag] = df[flag].astype(bool)
     df.attrs["pairs"] = pairs or {}
     return df
 

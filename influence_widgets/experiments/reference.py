@@ -86,3 +86,33 @@ _NOTES: dict[str, list[str]] = {
 def reference_notes(study: str) -> list[str]:
     """What docs/findings.md reports for ``study`` (empty for unknown names)."""
     return list(_NOTES.get(study, []))
+
+
+#: How this project's studies measure, to state beside a published figure (the protocols differ).
+OUR_PROTOCOL = {
+    "depth": "ours: Iris width 5, tanh (stationary) and SELU (reported apart: not stationary), "
+             "weight decay 0.005 and 0 trained alike, exact Hessian of ALL layers, warm-start LOO "
+             "of all layers on the k largest |estimates|, highest-loss test point, models as "
+             "units on two seed sets",
+    "ground_truth": "ours: Iris and 8x8-digits models (hundreds of points, not MNIST), exact "
+                    "Hessian, 24 LOO points, 24 LDS subsets",
+}
+
+
+def reference_table(study: str) -> pd.DataFrame:
+    """The published figures for ``study`` in a table of their own, with the source and the
+    protocol behind them (which differs from ours: :data:`OUR_PROTOCOL`). Never drawn on our
+    axes or put in our columns. Empty for a study without published figures."""
+    if study in ("depth", "width"):
+        t = REFERENCE_DEPTH.rename(columns={"spearman": "published Spearman",
+                                            "top_eigenvalue": "published top eigenvalue"})
+        t["source and protocol"] = (
+            "Epifano et al. 2023: SELU, weight decay 0.005, exact LAST-LAYER Hessian, 25 "
+            "highest-TRAINING-loss points, warm-start LOO of all layers, 50 seeds; without "
+            "weight decay 0.02-0.19 at every depth")
+        return t
+    if study == "ground_truth":
+        t = DATTRI_REFERENCE.rename(columns={"loo": "published LOO", "lds": "published LDS"})
+        t["source and protocol"] = DATTRI_SOURCE + ": MNIST (60,000 points)"
+        return t
+    return pd.DataFrame()

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .reference import (
-    NO_WEIGHT_DECAY_RANGE,
-    REFERENCE_DEPTH,
-    REFERENCE_WEIGHT_DECAY,
-    reference_notes,
-)
+from .reference import OUR_PROTOCOL, reference_notes, reference_table
 
 #: Metrics averaged in summaries (those with no finite value in a table are left out).
 METRICS = ("spearman", "pearson", "rel_error", "frac_within_noise", "effect_to_noise",
@@ -30,7 +26,8 @@ def summarize(table: pd.DataFrame, study: str | None = None,
     correlations also the sd over rows and the standard error of the mean (``*_se`` = sd /
     sqrt(n): a difference between two groups is a finding only beyond about twice the combined
     standard error); ``converged`` is the fraction of rows whose model reached its gradient
-    tolerance; ``n`` rows per group and, for the depth study, the reference."""
+    tolerance; ``n`` rows per group. The published figures are never put in these columns (their
+    protocol differs): see :func:`~.reference.reference_table`."""
     if table.empty:
         return pd.DataFrame()
     if by is None:
@@ -48,19 +45,7 @@ def summarize(table: pd.DataFrame, study: str | None = None,
             out.insert(out.columns.get_loc(m) + 1, f"{m}_sd", sd)
             out.insert(out.columns.get_loc(m) + 2, f"{m}_se", sd / np.sqrt(grouped[m].count()))
     out["n"] = n
-    out = out.reset_index()
-    if "depth" in by and (study or table["study"].iloc[0]) == "depth":
-        out = _with_reference(out)
-    return out
-
-
-def _with_reference(summary: pd.DataFrame) -> pd.DataFrame:
-    ref = REFERENCE_DEPTH.rename(columns={"spearman": "ref_spearman",
-                                          "top_eigenvalue": "ref_top_eigenvalue"})
-    out = summary.merge(ref, on="depth", how="left")
-    no_ref = ~np.isclose(out["weight_decay"].astype(float), REFERENCE_WEIGHT_DECAY)
-    out.loc[no_ref, ["ref_spearman", "ref_top_eigenvalue"]] = math.nan
-    return out
+    return out.reset_index()
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
@@ -94,12 +79,19 @@ def markdown_summary(study: str, table: pd.DataFrame, *, preset: str, seconds: f
         lines += ["", "## Can these numbers be trusted?", ""] + [f"- {t}" for t in trust]
     summary = summarize(table, study)
     if not summary.empty:
-        lines += ["", "## Our numbers" + (" beside the reference" if "ref_spearman" in summary
-                                          else ""), "", markdown_table(summary)]
-    if study == "depth":
-        lo, hi = NO_WEIGHT_DECAY_RANGE
-        lines += ["", f"Reference columns apply to weight decay {REFERENCE_WEIGHT_DECAY} only; "
-                  f"without weight decay the reference reports mean Spearman {lo}-{hi}."]
+        lines += ["", "## Our numbers", "", markdown_table(summary)]
+    from .claims import claims_frame, study_claims
+
+    claims = study_claims(study, table)
+    if claims:
+        lines += ["", "## Claims (models as units; preset and check seeds)", "",
+                  markdown_table(claims_frame(claims))]
+    ref = reference_table(study)
+    if not ref.empty:
+        lines += ["", "## Published figures (their protocol, not ours)", "",
+                  markdown_table(ref)]
+        if study in OUR_PROTOCOL:
+            lines += ["", OUR_PROTOCOL[study] + "."]
     lines += ["", "## Reference (literal, from the papers; docs/findings.md)", ""] + [f"- {n}" for n in reference_notes(study)]
     if options:
         lines += ["", "## Settings", ""] + [f"- `{k}`: {v}" for k, v in options.items()]
@@ -160,3 +152,43 @@ def trust_notes(table: pd.DataFrame) -> list[str]:
             notes.append(f"{what}: {indefinite} of {n} models have an indefinite Hessian at the "
                          "damping used: estimates there are unreliable")
     return notes
+
+
+def health_table(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
+    """How many models of each condition are healthy, collapsed, degenerate, not stationary or
+    indefinite (one model counted once, however many rows it has), and the share at a
+    stationary point: what the claims can rest on (only stationary, non-collapsed models carry
+    a finding). ``by``: the condition columns (default: the model columns but the seed)."""
+    from .claims import model_key
+
+    if table.empty or "health" not in table:
+        return pd.DataFrame()
+    key = model_key(table)
+    models = table.drop_duplicates(key + (["seed_set"] if "seed_set" in table else []))
+    cond = [c for c in (by or key) if c in models and c not in ("seed", "study")]
+    counts = (models.groupby(cond + ["health"], dropna=False).size()
+              .unstack("health", fill_value=0) if cond else
+              models["health"].value_counts().to_frame().T)
+    counts = counts.reindex(columns=[c for c in ("healthy", "indefinite", "not stationary",
+                                                 "degenerate", "collapsed") if c in counts])
+    if cond:
+        counts["stationary share"] = models.groupby(cond, dropna=False)["stationary"].mean()
+        counts["models"] = models.groupby(cond, dropna=False).size()
+    return counts.reset_index() if cond else counts
+
+
+def stored_results(study: str, folder: str | Path) -> tuple[pd.DataFrame, list[Path]] | None:
+    """The table and figures a ``reproduce`` run wrote for ``study`` under ``folder`` (e.g. the
+    repository's ``docs/results/<study>``), or None when there is none: notebooks show these
+    first, before anything is computed."""
+    folder = Path(folder)
+    csv = folder / f"{study}.csv"
+    if not csv.is_file():
+        return None
+    table = pd.read_csv(csv, keep_default_na=True)
+    for flag in ("converged", "stationary", "collapsed"):
+        if flag in table:
+            table[flag] = table[flag].astype(bool)
+    if "error" in table:
+        table["error"] = table["error"].fillna("")
+    return table, sorted(folder.glob(f"{study}_*.png"))

@@ -198,9 +198,20 @@ class ExactSolver(Solver):
             hit = (("cholesky", L), {"factorization": "cholesky"})
         else:
             del L
-            lo = _smallest_eigenvalue(self.H)
-            hit = (("lu", *torch.linalg.lu_factor(A)),
-                   {"factorization": "lu", "min_eigenvalue": min(lo, -damping), "n_negative": None})
+            lu, pivots, singular = torch.linalg.lu_factor_ex(A)
+            if int(singular) == 0:
+                lo = _smallest_eigenvalue(self.H)
+                hit = (("lu", lu, pivots), {"factorization": "lu",
+                                            "min_eigenvalue": min(lo, -damping),
+                                            "n_negative": None})
+            else:  # exactly singular (a degenerate model, no damping): the eigh path's
+                # pseudo-inverse, as for small models, instead of a division by zero
+                del lu, pivots
+                evals, evecs = torch.linalg.eigh(self.H)
+                hit = (("eigh", evals, evecs),
+                       {"factorization": "eigh (H + damping I is singular: pseudo-inverse)",
+                        "min_eigenvalue": float(evals[0]),
+                        "n_negative": int((evals < 0).sum())})
         del A
         if len(self._factors) >= 2:  # each factor is p x p: keep the last two dampings
             self._factors.pop(next(iter(self._factors)))
@@ -214,6 +225,8 @@ class ExactSolver(Solver):
         info.update(what)
         if f[0] == "cholesky":
             return torch.cholesky_solve(V.T, f[1]).T
+        if f[0] == "eigh":
+            return _eigen_inverse(f[1], f[2], damping, V)
         return torch.linalg.lu_solve(f[1], f[2], V.T).T
 
 

@@ -85,9 +85,14 @@ def vgg(spec: ModelSpec) -> nn.Module:
     """VGG-style: ``depth`` conv3x3 layers, max-pool after every second while the image is > 1px.
 
     Channels start at ``width`` and double after each pool (at most ``8 * width``); global
-    average pooling then feeds the linear classifier.
+    average pooling then feeds the linear classifier. ``pool``: "max" (default) or "avg" (with
+    a smooth activation the net is smooth, so training can reach a stationary point).
     """
-    o = _options(spec, {"depth": 4, "width": 16, "activation": "relu", "batch_norm": False})
+    o = _options(spec, {"depth": 4, "width": 16, "activation": "relu", "batch_norm": False,
+                        "pool": "max"})
+    pools = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+    if o["pool"] not in pools:
+        raise ValueError(f"pool must be 'max' or 'avg', got {o['pool']!r}")
     c_in, h, w = _image_shape(spec, 1)
     depth, width, bn = int(o["depth"]), int(o["width"]), bool(o["batch_norm"])
     if depth < 1 or width < 1:
@@ -101,7 +106,7 @@ def vgg(spec: ModelSpec) -> nn.Module:
         layers.append(activation(str(o["activation"])))
         c_in = ch
         if i % 2 == 1 and min(h, w) > 1:
-            layers.append(nn.MaxPool2d(2))
+            layers.append(pools[o["pool"]](2))
             h, w = h // 2, w // 2
             ch = min(2 * ch, 8 * width)
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, spec.n_classes)]

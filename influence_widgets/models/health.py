@@ -59,8 +59,10 @@ INDEFINITE_REL = 1e-4
 #: Lanczos steps for the extreme eigenvalues of the Hessian.
 LANCZOS_STEPS = 30
 #: Parameters x training points above which :func:`assess` skips the spectrum unless asked
-#: (``spectrum=True``): about a second of Hessian-vector products on a CPU.
+#: (``spectrum=True``): about a second of Hessian-vector products on a CPU; and parameters above
+#: which it is skipped whatever the data (a ResNet-18's 11M: seconds per product).
 SPECTRUM_WORK = 5e8
+SPECTRUM_MAX_PARAMS = 200_000
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,9 @@ def assess(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss: str = "c
 
     ``objective``/``grad_norm``: the final training objective and its gradient norm, when the
     trainer measured them (else measured here). ``spectrum``: whether to find the Hessian's
-    extreme eigenvalues (``"auto"``: when parameters x training points <= :data:`SPECTRUM_WORK`).
+    extreme eigenvalues (``"auto"``: up to :data:`SPECTRUM_MAX_PARAMS` parameters and
+    parameters x training points <= :data:`SPECTRUM_WORK`; without it "indefinite" cannot be
+    seen, and the health says nothing about it).
     """
     out = _outputs(model, X)
     n_params = sum(p.numel() for p in model.parameters())
@@ -228,7 +232,8 @@ def assess(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss: str = "c
                       if p.numel()), default=0.0)
     limit = max(grad_tol, STATIONARY_REL * abs(objective))
     top = lo = None
-    want = spectrum is True or (spectrum == "auto" and n_params * X.shape[0] <= SPECTRUM_WORK)
+    want = spectrum is True or (spectrum == "auto" and n_params <= SPECTRUM_MAX_PARAMS
+                                and n_params * X.shape[0] <= SPECTRUM_WORK)
     finite = math.isfinite(objective) and math.isfinite(grad_norm) and bool(
         torch.isfinite(out).all())
     if want and n_params > 0 and finite:

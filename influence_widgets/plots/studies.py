@@ -31,6 +31,18 @@ LABELS = {
     "test_point": "test point",
 }
 REFERENCE_LABEL = "reference (Epifano et al.)"
+#: Error bars (or bands) are drawn only over at least this many rows of a category: over two or
+#: three points a standard error is itself too uncertain to draw.
+MIN_ERRORBAR = 5
+
+
+def solver_colour(name: str) -> str:
+    """One colour per solver, the same in every panel and figure (its place in the registry)."""
+    from ..influence.solvers import SOLVERS
+
+    names = list(SOLVERS)
+    return f"C{names.index(name) % 10}" if name in names else "0.4"
+
 #: The noise band of the study scatters: the rule ``frac_within_noise`` counts.
 NOISE_BAND_LABEL = "|actual| < retraining noise floor (counted in frac_within_noise)"
 
@@ -80,6 +92,9 @@ def correlation_vs(table: pd.DataFrame, x: str = "depth", *, y: str = "spearman"
     ax = _axes(ax)
     data, hue_col = _categorical(table, hue)
     before = _counts(ax)
+    counts = data.groupby([c for c in (x, hue_col) if c is not None])[y].count()
+    if len(counts) and counts.min() < MIN_ERRORBAR:
+        errorbar = None  # too few rows for a band to mean anything
     sns.lineplot(data=data, x=x, y=y, hue=hue_col, marker="o", errorbar=errorbar, ax=ax,
                  err_kws={"alpha": 0.2})
     drawn = _new_artists(ax, *before)
@@ -165,7 +180,7 @@ def correlation_spread(table: pd.DataFrame, x: str | Sequence[str] = "test_point
                   size=4, alpha=0.8, legend=hue_col is not None)
     points = _new_artists(ax, *mid)["collections"]
     errorbars = []
-    if not boxes:
+    if not boxes and len(counts) and counts.min() >= MIN_ERRORBAR:
         before_err = _counts(ax)
         sns.pointplot(data=data, x=x_col, y=y, hue=hue_col, ax=ax, errorbar="se",
                       dodge=0.4 if hue_col is not None else False, linestyle="none",
@@ -231,13 +246,15 @@ def solver_error(table: pd.DataFrame, x: str = "depth", *, y: str = "rel_error",
     data = table[values > 0] if logy else table[values.notna()]
     lines, bars = [], []
     floor = float(pd.to_numeric(data[y]).min()) if len(data) else 0.0
-    for i, (name, g) in enumerate(data.groupby(hue, sort=False)):
+    for name, g in data.groupby(hue, sort=False):
         st = g.groupby(x)[y].agg(["mean", "sem", "count"]).reset_index()
         sem = st["sem"].fillna(0.0).to_numpy()
+        sem = np.where(st["count"].to_numpy() >= MIN_ERRORBAR, sem, 0.0)  # no bar over few
         mean = st["mean"].to_numpy()
         lower = np.minimum(sem, mean - floor) if logy else sem
+        colour = solver_colour(str(name)) if hue == "solver" else None
         bar = ax.errorbar(st[x], mean, yerr=[np.maximum(lower, 0.0), sem], marker="o",
-                          capsize=3, label=str(name), color=f"C{i}")
+                          capsize=3, label=str(name), color=colour)
         lines.append(bar.lines[0])
         bars.append(bar)
     if logy and len(data):
@@ -289,7 +306,8 @@ def scatter_grid(table: pd.DataFrame, *, axes: Sequence[Axes] | np.ndarray | Non
         noise = pair.get("noise")
         noise = noise if noise is not None and np.isfinite(noise) else None
         st = _stats(row)
-        flag = "" if row.get("converged", True) in (True, 1) else "; model NOT stationary"
+        flag = ("; model COLLAPSED" if row.get("collapsed") in (True, 1) else
+                "; model NOT stationary" if row.get("stationary", True) in (False, 0) else "")
         title = (f"{_panel_title(row, label)}\nSpearman {st['spearman']:.2f} "
                  f"[{st['spearman_ci'][0]:.2f}, {st['spearman_ci'][1]:.2f}], n = {st['n']}{flag}")
         out = scatter_estimated_vs_actual(pair["estimated"], pair["actual"], ax=ax, title=title)
@@ -322,13 +340,16 @@ def _figure(ncols: int = 1, width: float = 4.8, height: float = 3.4) -> tuple[Fi
     return fig, list(fig.subplots(1, ncols, squeeze=False).ravel())
 
 
-def _trend_figure(table: pd.DataFrame, x: str, reference: pd.DataFrame | None) -> Figure:
+def _trend_figure(table: pd.DataFrame, x: str) -> Figure:
+    """Spearman by ``x``, one panel per activation (the published figures are not drawn on our
+    axes: their protocol differs; see ``experiments.reference_table``)."""
     acts = list(dict.fromkeys(table["activation"].dropna())) or [None]
     fig, axes = _figure(len(acts) + 1)
     for ax, act in zip(axes, acts):
         sub = table if act is None else table[table["activation"] == act]
-        ref = reference if act == "selu" else None
-        correlation_vs(sub, x, ax=ax, reference=ref, title=f"Spearman by {x} ({act})")
+        moving = "" if "stationary" not in sub or sub["stationary"].all() else (
+            ", NOT stationary" if not sub["stationary"].any() else ", partly stationary")
+        correlation_vs(sub, x, ax=ax, title=f"Spearman by {x} ({act}{moving})")
     correlation_vs_eigenvalue(table, hue=x, style=("activation", "weight_decay"), ax=axes[-1],
                               title="Spearman vs curvature (marker: activation / wd)")
     return fig
@@ -342,19 +363,15 @@ def study_figures(study: str, table: pd.DataFrame) -> dict[str, Figure]:
     table.attrs = {}  # the arrays stay with ``full`` (for the scatter grid) only
     figs: dict[str, Figure] = {}
     if study in ("depth", "width"):
-        from ..experiments.reference import REFERENCE_DEPTH
-
-        figs[f"{study}_trend"] = _trend_figure(table, study,
-                                               REFERENCE_DEPTH if study == "depth" else None)
+        figs[f"{study}_trend"] = _trend_figure(table, study)
     elif study == "solver":
         fig, (a, b) = _figure(2)
         solver_error(table, ax=a, title="error against the exact solve")
         solver_error(table, y="est_seconds", ax=b, title="time per estimate")
         figs["solver_error"] = fig
-        return figs
     elif study == "validation":
         fig, (ax,) = _figure(1, width=7.0)
-        correlation_spread(table, x=("loo_mode", "loo_params"), hue="params", ax=ax,
+        correlation_spread(table, x=("truth", "loo_params"), hue="params", ax=ax,
                            title="estimate params (hue) vs ground truth (x)")
         figs["validation_spread"] = fig
     elif study == "group":
@@ -368,6 +385,22 @@ def study_figures(study: str, table: pd.DataFrame) -> dict[str, Figure]:
         correlation_spread(table, x="group_size", ax=axes[2],
                            title="summed estimate vs actual, per size")
         figs["group_noise"] = fig
+    elif study == "noise":
+        models = list(dict.fromkeys(table["model"]))
+        fig, axes = _figure(len(models), width=4.6)
+        table = table.assign(group_size=table["group_size"].astype(int))
+        for ax, model in zip(axes, models):
+            correlation_spread(table[table["model"] == model], x="group_size",
+                               y="effect_to_noise", hue="truth", ax=ax,
+                               title=f"{model}: median |effect| / real retraining noise")
+            ax.axhline(1.0, color="tab:orange", ls="--", lw=1)
+            ax.set_yscale("log")
+        figs["noise_effects"] = fig
+    elif study == "weight_decay":
+        fig, (ax,) = _figure(1, width=7.0)
+        correlation_spread(table, x=("schedule", "damping"), hue="weight_decay", ax=ax,
+                           title="Spearman by schedule and estimation damping (hue: weight decay)")
+        figs["weight_decay_spread"] = fig
     elif study == "ground_truth":
         models = list(dict.fromkeys(table["model"]))
         fig, axes = _figure(len(models), width=5.6)
@@ -376,27 +409,45 @@ def study_figures(study: str, table: pd.DataFrame) -> dict[str, Figure]:
                                title=f"{model}: each solver against each ground truth")
         figs["ground_truth_spread"] = fig
     else:
-        x = {"test_point": ("activation", "test_point"),
-             "weight_decay": ("arch", "solver")}.get(study, "arch")
-        hue = {"test_point": "depth", "weight_decay": "weight_decay",
-               "architecture": "solver"}.get(study)
+        x = {"test_point": ("activation", "test_point")}.get(study, "arch")
+        hue = {"test_point": "depth", "architecture": "solver"}.get(study)
         fig, (ax,) = _figure(1, width=6.0)
         correlation_spread(table, x=x, hue=hue, ax=ax)
         figs[f"{study}_spread"] = fig
-    first_seed = full[full["seed"] == full["seed"].min()] if "seed" in full else full
-    grid = scatter_grid(first_seed, label=_GRID_LABELS.get(study, ("arch", "depth")))
+    one, seed = _random_seed(full, study)
+    grid = scatter_grid(one, label=_GRID_LABELS.get(study, ("arch", "depth")))
     if grid:
-        figs[f"{study}_scatter"] = grid[0]["ax"].figure
+        fig = grid[0]["ax"].figure
+        if seed is not None:
+            fig.suptitle(f"seed {seed} (drawn at random from {full['seed'].nunique()} seeds; "
+                         "every seed is in the table)", fontsize=9)
+        figs[f"{study}_scatter"] = fig
     return figs
+
+
+def _random_seed(table: pd.DataFrame, study: str) -> tuple[pd.DataFrame, Any]:
+    """The rows of one seed drawn at random (seeded by the study's name, so the same table gives
+    the same figure), never always the lowest seed."""
+    if "seed" not in table or table.empty:
+        return table, None
+    pairs = table.attrs.get("pairs", {})
+    drawable = table[[pairs.get(i) is not None for i in table.index]] if pairs else table
+    seeds = sorted((drawable if len(drawable) else table)["seed"].unique())
+    rng = np.random.default_rng(sum(map(ord, study)))
+    seed = seeds[int(rng.integers(len(seeds)))]
+    rows = table[table["seed"] == seed]
+    rows.attrs = table.attrs
+    return rows, seed
 
 
 _GRID_LABELS = {
     "depth": ("depth", "weight_decay", "seed"),
     "width": ("width", "weight_decay", "seed"),
-    "weight_decay": ("arch", "solver", "weight_decay"),
+    "weight_decay": ("schedule", "weight_decay", "damping"),
+    "noise": ("model", "truth", "group_size"),
     "architecture": ("arch", "solver"),
     "test_point": ("depth", "test_point", "seed"),
-    "validation": ("depth", "params", "loo_mode", "loo_params"),
+    "validation": ("depth", "params", "truth", "loo_params"),
     "group": ("arch", "seed", "test_point", "group_size"),
     "ground_truth": ("model", "solver", "truth"),
 }
