@@ -50,3 +50,35 @@ def small_mlp(seed: int = 0, d: int = 3, width: int = 4, k: int = 3,
     """A one-hidden-layer MLP (tanh unless ``act``), seeded."""
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d, width), act or nn.Tanh(), nn.Linear(width, k)).to(dtype)
+
+
+@pytest.fixture
+def no_real_data(monkeypatch):
+    """Hide the data sets installed on this machine (``make data``, Debian's packages,
+    ``$INFLUENCE_WIDGETS_DATA``): the loaders then see only the private cache and ``root=``."""
+    from influence_widgets.datasets import idx, images
+
+    monkeypatch.delenv(idx.ENV_VAR, raising=False)
+    monkeypatch.setattr(images, "project_data_dir", lambda: None)
+    monkeypatch.setattr(images, "SYSTEM_FOLDERS", {k: {} for k in images.SYSTEM_FOLDERS})
+
+
+def _real_data(name: str):
+    from influence_widgets.datasets import images
+
+    folder = images.locate(name)
+    if folder is None:
+        pytest.skip(f"real {name} is not on this machine: run `make data` (CI does)")
+    return folder
+
+
+@pytest.fixture
+def real_mnist():
+    """The folder holding real MNIST (the test is skipped, saying why, when there is none)."""
+    return _real_data("mnist")
+
+
+@pytest.fixture
+def real_fashion_mnist():
+    """The folder holding real Fashion-MNIST (skipped, saying why, when there is none)."""
+    return _real_data("fashion_mnist")

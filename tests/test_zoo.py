@@ -221,7 +221,7 @@ def test_preset_table():
 
 
 @pytest.mark.parametrize("name", ["mnist-small-cnn", "cifar10-resnet18"])
-def test_missing_image_data_is_a_clear_error(name):
+def test_missing_image_data_is_a_clear_error(name, no_real_data):
     with pytest.raises(FileNotFoundError, match="not found"):
         zoo.load(name)
 
