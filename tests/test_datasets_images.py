@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import pickle
 import shutil
-import struct
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import N_TEST, N_TRAIN, write_mnist
 from PIL import Image
 from torchvision import datasets as tvd
 
@@ -23,42 +22,12 @@ from influence_widgets import datasets
 from influence_widgets.datasets import idx, images
 from influence_widgets.datasets.base import subset_indices
 
-N_TRAIN, N_TEST = 20, 10
 # class counts of the seeded subset load("mnist", train_size=1000, seed=0): the same in any process
 SUBSET_20_6_SEED11 = [0, 1, 5, 8, 12, 17]  # subset_indices(20, 6, 11)
 MNIST_1000_SEED0 = [85, 124, 98, 114, 98, 97, 93, 103, 89, 99]
 
 
 # --- writers for the real formats -------------------------------------------------------------
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file: big-endian magic (0x08 = uint8, number of dims), dims, then raw bytes."""
-    assert array.dtype == np.uint8
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.tobytes())
-
-
-def write_mnist(root: Path, folder: str = "MNIST/raw", seed: int = 0,
-                gz: bool = False) -> dict[str, np.ndarray]:
-    """The four IDX files of a tiny MNIST-style set in ``root/folder`` (gzipped if ``gz``)."""
-    rng = np.random.default_rng(seed)
-    raw = root / folder
-    raw.mkdir(parents=True)
-    arrays = {
-        "X_train": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        "y_train": (np.arange(N_TRAIN) * 7 % 10).astype(np.uint8),
-        "X_test": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        "y_test": rng.integers(0, 10, N_TEST, dtype=np.uint8),
-    }
-    for name, key in (("train-images-idx3-ubyte", "X_train"), ("train-labels-idx1-ubyte", "y_train"),
-                      ("t10k-images-idx3-ubyte", "X_test"), ("t10k-labels-idx1-ubyte", "y_test")):
-        write_idx(raw / name, arrays[key])
-        if gz:
-            path = raw / name
-            path.with_name(name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
-            path.unlink()
-    return arrays
 
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
