@@ -133,13 +133,13 @@ def missing(name: str, root: str | os.PathLike | None = None) -> str | None:
     if name == "cifar10":
         if _cifar_base(root) is not None:
             return None
-        return ("CIFAR-10 is not on this machine and no package registry has it: load it once "
-                "with download=True on a machine with internet")
+        return ("CIFAR-10 is not on this machine and no package registry has it: run "
+                "iw.datasets.load('cifar10', download=True) once on a machine with internet")
     s = _idx_set(name)
     if s.find(root) is not None:
         return None
     return (f"{s.title} is not on this machine: run `make data` in the project folder "
-            "(offline), or load it once with download=True (online)")
+            f"(offline), or iw.datasets.load({s.name!r}, download=True) once (online)")
 
 
 def _idx_set(name: str) -> _IdxSet:
