@@ -255,6 +255,7 @@ def test_missing_data_explains_and_available_names_leaves_out(no_real_data, tmp_
     assert "make data" in zoo.missing_data("fashion-mnist-small-mlp")
     assert "Fashion-MNIST" in zoo.missing_data("fashion-mnist-small-mlp")
     assert zoo.missing_data(NAME) is None and zoo.missing_data("digits-mlp") is None
+    assert zoo.health_line("mnist-small-mlp") == f"not known: {zoo.missing_data('mnist-small-mlp')}"
     available = zoo.available_names()
     assert NAME in available and "digits-cnn" in available
     assert not [n for n in available if "mnist" in n or "cifar" in n]
@@ -296,6 +297,7 @@ def test_real_image_presets_are_healthy(name, real_mnist, real_fashion_mnist):
     tm = zoo.load(name, cache=False)
     d = tm.diagnostics
     assert tm.converged and d["grad_norm"] < min(1e-5, 1e-3 * d["objective"]), d
+    assert tm.health.healthy and not zoo.get_preset(name).teaching, tm.health.line()
     assert not [f for f in d["findings"] if f["severity"] in ("warning", "error")], d["findings"]
     assert d["train_accuracy"] > 0.85  # chance is 0.1 (a collapsed model predicts one class)
     X, y = tm.data.test

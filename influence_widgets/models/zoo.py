@@ -333,10 +333,13 @@ def health_line(name: str) -> str:
     if name in _REGISTERED:
         return _REGISTERED[name].health.line()
     preset = get_preset(name)
+    why = missing_data(name)
+    if why is not None:
+        return f"not known: {why}"
     try:
         data = preset.load_data()
-    except (FileNotFoundError, OSError) as e:
-        return f"not known: its data are missing ({str(e).splitlines()[0][:120]})"
+    except (FileNotFoundError, OSError) as e:  # there, but unreadable: the loader says why
+        return f"not known: its data cannot be read ({str(e).splitlines()[0][:120]})"
     _, meta = cache_paths(name, preset.key(data))
     try:
         health = json.loads(meta.read_text(encoding="utf-8"))["diagnostics"]["health"]
