@@ -202,14 +202,15 @@ _REAL_LBFGS = {"optimizer": "lbfgs", "lr": 1.0, "dtype": "float64", "grad_tol": 
                "device": "cpu"}
 # fmt: off
 # name suffix, training images, arch, options, weight decay, most L-BFGS iterations, what it is,
-# training time: measured with one torch thread on a shared 2-core CPU, other jobs running (MLP:
-# 700 iterations on MNIST, 1,600 on Fashion-MNIST; CNN: 550 and 450)
+# training time: measured with one torch thread on a shared 2-core CPU, other jobs running
+# (load 4-6; MLP: 700 iterations on MNIST, 1,600 on Fashion-MNIST; CNN: 550 and 450). Two torch
+# threads on the same busy machine were several times slower (MNIST MLP: 417 s against 44 s).
 _REAL_MODELS: list[tuple[str, int, str, dict, float, int, str, str]] = [
     ("small-mlp", 1000, "mlp", {"depth": 1, "width": 32, "activation": "tanh"}, 1e-2, 2000,
-     "MLP 784-32-10 tanh (25,450 parameters)", "45-100 s"),
+     "MLP 784-32-10 tanh (25,450 parameters)", "30-100 s"),
     ("small-cnn", 300, "small_cnn", {"channels": 4, "activation": "tanh", "pool": "avg"}, 3e-2,
      1000, "small CNN: 4 then 8 conv3x3 channels, tanh, average pooling (4,266 parameters)",
-     "95-125 s"),
+     "50-125 s"),
 ]
 # fmt: on
 
