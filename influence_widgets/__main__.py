@@ -101,8 +101,18 @@ def _zoo_lines() -> list[str]:
         from .models import zoo
     except ImportError:
         return ["  (the model zoo is not available)"]
-    names = zoo.names()
-    return ["  " + ", ".join(names[i:i + 6]) for i in range(0, len(names), 6)]
+    names = zoo.available_names()
+    lines = ["  " + ", ".join(names[i:i + 6]) for i in range(0, len(names), 6)]
+    absent: dict[str, list[str]] = {}
+    for name in zoo.names():
+        if name not in names:
+            absent.setdefault(zoo.missing_data(name) or "", []).append(name)
+    if absent:
+        lines.append("  Not listed, their data are not on this machine:")
+        for why, models in absent.items():
+            lines += textwrap.wrap(f"{', '.join(models)}: {why}", 100, initial_indent="    ",
+                                   subsequent_indent="      ")
+    return lines
 
 
 def cmd_reproduce(args: argparse.Namespace) -> Path:

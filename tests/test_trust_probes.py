@@ -387,7 +387,7 @@ def test_image_folder_with_one_class_is_refused_at_load(tmp_path):
 # ----------------------------------------------------------------------------- 12. cache=False
 
 
-def test_zoo_without_cache_touches_no_cache_folder(tmp_path, monkeypatch):
+def test_zoo_without_cache_touches_no_cache_folder(tmp_path, monkeypatch, no_real_data):
     (tmp_path / "afile").write_text("x")
     monkeypatch.setenv("INFLUENCE_WIDGETS_CACHE", str(tmp_path / "afile" / "cache"))
     tm = zoo.load(NAME, cache=False)  # the cache folder could not even be created

@@ -9,6 +9,7 @@ import pickle
 import pandas as pd
 import pytest
 import torch
+from conftest import write_mnist
 from torch import nn
 
 from influence_widgets.models import zoo
@@ -204,6 +205,8 @@ def test_preset_table():
         "digits-cnn",
         "mnist-small-mlp",
         "mnist-small-cnn",
+        "fashion-mnist-small-mlp",
+        "fashion-mnist-small-cnn",
         "cifar10-small-cnn",
         "cifar10-vgg",
         "cifar10-resnet18",
@@ -221,9 +224,86 @@ def test_preset_table():
 
 
 @pytest.mark.parametrize("name", ["mnist-small-cnn", "cifar10-resnet18"])
-def test_missing_image_data_is_a_clear_error(name):
+def test_missing_image_data_is_a_clear_error(name, no_real_data):
     with pytest.raises(FileNotFoundError, match="not found"):
         zoo.load(name)
+
+
+REAL = ["mnist-small-mlp", "mnist-small-cnn", "fashion-mnist-small-mlp", "fashion-mnist-small-cnn"]
+
+
+def test_real_image_presets_are_small_float64_lbfgs_with_weight_decay():
+    """Quick clicks on a 2-core CPU: seeded subsets of at most 1,000 training images, smooth
+    models (tanh, average pooling) trained in float64 to a gradient norm under 1e-5."""
+    assert [n for n in zoo.names() if "mnist" in n] == REAL
+    for name in REAL:
+        p = zoo.get_preset(name)
+        assert p.dataset == ("fashion_mnist" if name.startswith("fashion") else "mnist")
+        assert p.dataset_kwargs["train_size"] <= 1000 and p.dataset_kwargs["test_size"] == 500
+        assert p.config.dtype == "float64" and p.config.optimizer == "lbfgs"
+        assert p.config.weight_decay > 0 and p.config.grad_tol == 1e-5
+        assert p.options["activation"] == "tanh" and p.options.get("pool", "avg") == "avg"
+        n = p.dataset_kwargs["train_size"]
+        assert f"{n:,} training / 500 test" in p.description and "2-core CPU" in p.description
+
+
+def test_missing_data_explains_and_available_names_leaves_out(no_real_data, tmp_path):
+    for name in ("mnist-small-mlp", "fashion-mnist-small-cnn", "cifar10-vgg"):
+        why = zoo.missing_data(name)
+        assert why and "\n" not in why and "download=True" in why
+    assert "MNIST is not on this machine" in zoo.missing_data("mnist-small-cnn")
+    assert "make data" in zoo.missing_data("fashion-mnist-small-mlp")
+    assert "Fashion-MNIST" in zoo.missing_data("fashion-mnist-small-mlp")
+    assert zoo.missing_data(NAME) is None and zoo.missing_data("digits-mlp") is None
+    assert zoo.health_line("mnist-small-mlp") == f"not known: {zoo.missing_data('mnist-small-mlp')}"
+    available = zoo.available_names()
+    assert NAME in available and "digits-cnn" in available
+    assert not [n for n in available if "mnist" in n or "cifar" in n]
+    assert available == [n for n in zoo.names() if zoo.missing_data(n) is None]
+    with pytest.raises(ValueError, match="unknown zoo model"):
+        zoo.missing_data("nope")
+
+    from influence_widgets.__main__ import _zoo_lines
+
+    text = "\n".join(_zoo_lines())
+    listed, _, explained = text.partition("Not listed")
+    assert NAME in listed and "mnist-small-mlp" not in listed
+    assert "mnist-small-mlp" in explained and "make data" in explained
+
+    write_mnist(tmp_path / "data", "MNIST/raw")  # MNIST arrives in the cache's data folder
+    assert zoo.missing_data("mnist-small-mlp") is None
+    assert {"mnist-small-mlp", "mnist-small-cnn"} <= set(zoo.available_names())
+    assert zoo.missing_data("fashion-mnist-small-mlp") is not None
+
+
+def test_real_image_preset_data_are_the_seeded_subset(real_mnist, real_fashion_mnist):
+    for name in REAL:
+        p = zoo.get_preset(name)
+        data = p.load_data()
+        n = p.dataset_kwargs["train_size"]
+        assert data.X_train.shape == (n, 1, 28, 28) and data.X_test.shape == (500, 1, 28, 28)
+        counts = torch.bincount(data.y_train, minlength=10)
+        assert (counts > n / 20).all()  # every class is there (a random, not stratified, subset)
+        assert data.info["seed"] == 0 and data.info["found_in"] != "root="
+    assert zoo.missing_data("mnist-small-mlp") is None
+    assert {*REAL} <= set(zoo.available_names())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REAL)
+def test_real_image_presets_are_healthy(name, real_mnist, real_fashion_mnist):
+    """Trained offline, each reaches a stationary point (gradient norm under grad_tol 1e-5,
+    against an objective of about 0.05) and classifies well above chance (10 %)."""
+    tm = zoo.load(name, cache=False)
+    d = tm.diagnostics
+    assert tm.converged and d["grad_norm"] < min(1e-5, 1e-3 * d["objective"]), d
+    assert tm.health.healthy and not zoo.get_preset(name).teaching, tm.health.line()
+    assert not [f for f in d["findings"] if f["severity"] in ("warning", "error")], d["findings"]
+    assert d["train_accuracy"] > 0.85  # chance is 0.1 (a collapsed model predicts one class)
+    X, y = tm.data.test
+    with torch.no_grad():
+        test_acc = float((tm.model(X.double()).argmax(1) == y).double().mean())
+    assert test_acc > (0.8 if name.startswith("mnist") else 0.7), test_acc
 
 
 def test_register_a_user_module_and_a_trained_model():

