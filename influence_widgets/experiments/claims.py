@@ -460,6 +460,9 @@ def _weight_decay(t: pd.DataFrame) -> list[Claim]:
 
 
 def _architecture(t: pd.DataFrame) -> list[Claim]:
+    if "dataset" in t and t["dataset"].nunique() > 1:
+        return [_in(c, ds) for ds, g in t.groupby("dataset", sort=False)
+                for c in _architecture(g.drop(columns="dataset"))]
     out: list[Claim | None] = []
     sizes = t.groupby("arch", sort=False)["n_params"].median().sort_values()
     archs = list(sizes.index)
@@ -566,7 +569,16 @@ def _validation(t: pd.DataFrame) -> list[Claim]:
     return _with(out)
 
 
+def _in(c: Claim, dataset: str) -> Claim:
+    """``c`` as a claim about ``dataset`` (its key and words name it)."""
+    return Claim(c.study, f"{dataset}:{c.key}", f"[{dataset}] {c.what}", c.rule, c.main,
+                 c.check, c.kind, c.note, c.excluded)
+
+
 def _group(t: pd.DataFrame) -> list[Claim]:
+    if "dataset" in t and t["dataset"].nunique() > 1:
+        return [_in(c, ds) for ds, g in t.groupby("dataset", sort=False)
+                for c in _group(g.drop(columns="dataset"))]
     out: list[Claim | None] = []
     sizes = sorted(t.group_size.unique())
     one, big = t[t.group_size == sizes[0]], t[t.group_size == sizes[-1]]

@@ -206,6 +206,14 @@ def _image_eval(o: dict[str, Any], solvers: tuple[str, ...],
                     exact_max_params=o.get("exact_max_params", 0))
 
 
+def _sizes(o: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The seeded subset sizes of ``dataset`` in a study (``dataset_sizes``, else the study's
+    ``train_size``/``test_size``)."""
+    train, test = o.get("dataset_sizes", {}).get(dataset, (o.get("train_size"),
+                                                           o.get("test_size")))
+    return {"train_size": train, "test_size": test}
+
+
 def _with_notes(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     df.attrs["notes"] = list(notes)
     return df
@@ -232,19 +240,19 @@ def weight_decay_study(preset: str = "quick", *, device: str | None = None,
     spectrum) in every row, the ``schedule`` column naming the cell. Failed estimates stay in
     the table.
 
-    Missing datasets are skipped with a note in ``table.attrs["notes"]``. Options: ``datasets``,
-    ``archs``, ``weight_decays``, ``schedules``, ``dampings``, ``solvers``, ``seeds``,
-    ``check_seeds``, ``k``, ``train_size``, ``test_size``, ``width``, ``lissa_steps``,
+    Missing datasets are skipped with a note in ``table.attrs["notes"]`` (real MNIST: ``make
+    data``). Options: ``datasets``, ``archs``, ``weight_decays``, ``schedules``, ``dampings``,
+    ``solvers``, ``seeds``, ``check_seeds``, ``k``, ``train_size``, ``test_size``,
+    ``dataset_sizes`` (``{dataset: (train, test)}``), ``width``, ``lissa_steps``,
     ``lissa_batch``, ``arch_options``, ``retrain``.
     """
     o = resolve("weight_decay", preset, options)
     notes: list[str] = []
-    sizes = {"train_size": o["train_size"], "test_size": o["test_size"]}
     ev = _image_eval(o, tuple(o["solvers"]), tuple(o["dampings"]))
-    cases = [Case(_image_model(ds, arch, {**o, "steps": 1}, wd, s, device, sizes,
+    cases = [Case(_image_model(ds, arch, {**o, "steps": 1}, wd, s, device, _sizes(o, ds),
                                train=schedule(name)), ev,
                   {"schedule": name, "seed_set": which})
-             for ds in o["datasets"] if _available(ds, sizes, notes)
+             for ds in o["datasets"] if _available(ds, _sizes(o, ds), notes)
              for arch in o["archs"] for name in o["schedules"] for wd in o["weight_decays"]
              for which, s in seed_sets(o)]
     return _with_notes(_run(cases, "weight_decay", progress), notes)
@@ -263,22 +271,26 @@ def architecture_study(preset: str = "quick", *, device: str | None = None,
     The same solvers for every architecture (CG and LiSSA, with damping) against warm-start LOO;
     a solver that fails (CG on negative curvature) is recorded in the ``error`` column, never
     dropped. ``rel_error``: each solver against the exact solve, computed for models of at most
-    ``exact_max_params`` parameters (NaN above). Options: ``dataset``, ``archs``,
-    ``weight_decay``, ``seeds``, ``check_seeds``, ``solvers``, ``lissa_steps``, ``lissa_batch``,
-    ``k``, ``train_size``, ``test_size``, ``steps``, ``polish_steps``, ``damping``,
-    ``exact_max_params``, ``arch_options``, ``retrain``.
+    ``exact_max_params`` parameters (NaN above). Options: ``datasets`` (each a separate arm:
+    the 8x8 digits as images, real MNIST after ``make data``, CIFAR-10 when its files are
+    there, else the digits stand-in), ``archs``, ``weight_decay``, ``seeds``, ``check_seeds``,
+    ``solvers``, ``lissa_steps``, ``lissa_batch``, ``k``, ``train_size``, ``test_size``,
+    ``dataset_sizes``, ``steps``, ``polish_steps``, ``damping``, ``exact_max_params``,
+    ``arch_options``, ``retrain``.
     """
     o = resolve("architecture", preset, options)
     notes: list[str] = []
-    sizes = {"train_size": o["train_size"], "test_size": o["test_size"]}
-    dataset = o["dataset"]
-    if not _available(dataset, sizes, notes):
-        dataset = "digits_images"
-        notes.append("using the offline stand-in: 8x8 digits as images")
+    datasets_: list[str] = []
+    for dataset in o["datasets"]:
+        if _available(dataset, _sizes(o, dataset), notes):
+            datasets_.append(dataset)
+        elif "digits_images" not in datasets_:
+            datasets_.append("digits_images")
+            notes.append("using the offline stand-in: 8x8 digits as images")
     ev = _image_eval(o, tuple(o["solvers"]))
-    cases = [Case(_image_model(dataset, arch, o, o["weight_decay"], s, device, sizes), ev,
-                  {"seed_set": which})
-             for arch in o["archs"] for which, s in seed_sets(o)]
+    cases = [Case(_image_model(dataset, arch, o, o["weight_decay"], s, device,
+                               _sizes(o, dataset)), ev, {"seed_set": which})
+             for dataset in datasets_ for arch in o["archs"] for which, s in seed_sets(o)]
     return _with_notes(_run(cases, "architecture", progress), notes)
 
 
@@ -296,26 +308,34 @@ def group_study(preset: str = "quick", *, device: str | None = None,
     compared with retraining without the group. ``mode="scratch"`` retrains from the same
     initialisation and batch order as the model was trained; the noise floor retrains with
     nothing removed under other seeds (a new initialisation and batch order): the randomness of
-    training itself. One row per seed x test point x group size. ``root=None`` writes a small
-    synthetic folder of coloured shapes. Options: ``root``, ``arch``, ``options``,
+    training itself. One row per seed x test point x group size. ``datasets``: "image_folder"
+    (``root``; ``root=None`` writes a small synthetic folder of coloured shapes) and/or real
+    "mnist" (``dataset_sizes``; after ``make data``). Options: ``datasets``,
+    ``dataset_sizes``, ``root``, ``arch``, ``options``,
     ``image_size``, ``per_class``, ``weight_decay``, ``seeds``, ``check_seeds``,
     ``group_sizes``, ``group_repeats``, ``steps``, ``batch_size`` (training mini-batch),
     ``polish_steps``, ``noise_seeds``, ``params``, ``mode``, ``test_points``, ``retrain``.
     """
     o = resolve("group", preset, options)
-    root = o["root"] or synthetic_image_folder(per_class=o["per_class"] or 10)
-    data_options = {"root": str(root), "image_size": o["image_size"],
-                    "max_per_class": o["per_class"]}
+    notes: list[str] = []
+    folders: list[tuple[str, dict[str, Any]]] = []
+    for dataset in o["datasets"]:
+        if dataset == "image_folder":
+            root = o["root"] or synthetic_image_folder(per_class=o["per_class"] or 10)
+            folders.append((dataset, {"root": str(root), "image_size": o["image_size"],
+                                      "max_per_class": o["per_class"]}))
+        elif _available(dataset, _sizes(o, dataset), notes):
+            folders.append((dataset, _sizes(o, dataset)))
     ev = EvalCase(params=(o["params"],), group_sizes=tuple(o["group_sizes"]),
                   group_repeats=o["group_repeats"], test_points=tuple(o["test_points"]),
                   truths=(_warm_start(o["retrain"], params=o["params"], mode=o["mode"]),),
                   noise_seeds=o["noise_seeds"])
     o = {**o, "arch_options": {o["arch"]: o["options"]}}
-    cases = [Case(_image_model("image_folder", o["arch"], o, o["weight_decay"], s, device,
+    cases = [Case(_image_model(dataset, o["arch"], o, o["weight_decay"], s, device,
                                data_options, batch_size=o["batch_size"]), ev,
                   {"seed_set": which})
-             for which, s in seed_sets(o)]
-    return _run(cases, "group", progress)
+             for dataset, data_options in folders for which, s in seed_sets(o)]
+    return _with_notes(_run(cases, "group", progress), notes)
 
 
 @dataclass(frozen=True)
