@@ -111,6 +111,84 @@ def test_lbfgs_does_not_stop_before_converging_on_deeper_nets(data):
     assert tm.grad_norm < 1e-5
 
 
+def test_lbfgs_copies_trained_together_match_copies_trained_alone(data):
+    """Stacked L-BFGS copies (each its own history, steps and stop) land where each copy
+    trained alone lands; every copy ends under grad_tol. (Alone, a copy runs without vmap, so
+    the paths differ in rounding: both stop within grad_tol / lambda_min ~ 2e-7 of the same
+    minimiser.)"""
+    X, y = data
+    config = TrainConfig.preset("exact", weight_decay=0.005, device="cpu", grad_tol=1e-9)
+    model = SPEC.build(seed=0).double()
+    start = state_of(model)
+    w = torch.ones(4, X.shape[0], dtype=torch.float64)
+    for c, i in enumerate((3, 40, 77)):
+        w[c + 1, i] = 0.0
+    stacked, diag = fit_copies(model, start, X, y, w, config)
+    assert float(diag["grad_norm"].max()) < 1e-9
+    for c in range(4):
+        alone, d1 = fit_copies(model, start, X, y, w[c : c + 1], config)
+        assert float(d1["grad_norm"][0]) < 1e-9
+        for k in alone:
+            torch.testing.assert_close(stacked[k][c], alone[k][0], rtol=0, atol=1e-7)
+        assert float(diag["objective"][c]) == pytest.approx(float(d1["objective"][0]), abs=1e-14)
+
+
+def test_lbfgs_stops_each_copy_on_its_own(data):
+    """A copy that starts at a stationary point stays there, bit for bit, while the copy
+    beside it (a point removed) trains to its own stationary point."""
+    X, y = data
+    config = TrainConfig.preset("exact", weight_decay=0.005, device="cpu", grad_tol=1e-8)
+    tm = train(SPEC, data, config)
+    assert tm.grad_norm < 1e-8
+    start = state_of(tm.model)
+    w = torch.ones(2, X.shape[0], dtype=torch.float64)
+    w[1, 9] = 0.0
+    got, diag = fit_copies(tm.model, start, X, y, w, config)
+    for k, v in got.items():
+        assert torch.equal(v[0], start[k]), k
+    assert float(diag["grad_norm"][1]) < 1e-8
+    assert (got["1.weight"][1] - start["1.weight"]).abs().max() > 1e-5
+    assert diag["steps"] > 0
+
+
+def test_lbfgs_compact_history_is_the_two_loop_recursion():
+    """The batched compact-form product H g equals the textbook two-loop recursion of each
+    copy's own pairs (copies keep different numbers of pairs, the oldest dropped past m)."""
+    from influence_widgets.models.training import _History
+
+    g = torch.Generator().manual_seed(0)
+    C, m, P = 3, 5, 7
+    A = torch.randn(P, P, generator=g, dtype=torch.float64)
+    A = A @ A.T + torch.eye(P, dtype=torch.float64)
+    hist = _History(C, m, P, torch.zeros(1, dtype=torch.float64))
+    pairs: list[list] = [[] for _ in range(C)]
+
+    def two_loop(S, Y, v):
+        q, alphas = v.clone(), []
+        for s, yv in reversed(list(zip(S, Y))):
+            rho = 1 / (s @ yv)
+            a = rho * (s @ q)
+            q -= a * yv
+            alphas.append((a, rho, s, yv))
+        r = q * ((S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]) if S else 1.0)
+        for a, rho, s, yv in reversed(alphas):
+            r += s * (a - rho * (yv @ r))
+        return r
+
+    for step in range(9):
+        s = torch.randn(C, P, generator=g, dtype=torch.float64)
+        keep = torch.tensor([True, step % 2 == 0, step > 5])
+        hist.push(s, s @ A, keep)
+        for c in range(C):
+            if keep[c]:
+                pairs[c] = (pairs[c] + [(s[c], (s @ A)[c])])[-m:]
+        v = torch.randn(C, P, generator=g, dtype=torch.float64)
+        got = hist.apply(v)
+        for c in range(C):
+            ref = two_loop([q[0] for q in pairs[c]], [q[1] for q in pairs[c]], v[c])
+            torch.testing.assert_close(got[c], ref, rtol=1e-10, atol=1e-12)
+
+
 def test_fit_copies_with_a_zero_weight_equals_training_without_the_point(data):
     X, y = data
     config = cfg(steps=200, weight_decay=0.01)

@@ -38,8 +38,9 @@ from .architectures import ModelSpec
 from .losses import cast_targets
 from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, summarize, train
 
-FORMAT = 3  # bump when the layout of the cached files changes (3: sha256 of the tensors in the
-# metadata; files of an older format have another key, so they are simply not found: stale)
+FORMAT = 4  # bump when the layout of the cached files changes (3: sha256 of the tensors in the
+# metadata; 4: L-BFGS trains stacked copies together, with its own line search, so the trained
+# models differ; files of an older format have another key, so they are simply not found: stale)
 
 __all__ = [
     "PRESETS",
