@@ -147,6 +147,15 @@ def test_exact_methods_agree_and_handle_indefinite_matrices():
     assert abs(chol.diagnostics["min_eigenvalue"] - eig.diagnostics["min_eigenvalue"]) < 1e-8
     assert rel_err(chol.inverse_hvp(V, 5.0), eig.inverse_hvp(V, 5.0)) < 1e-8
     assert chol.diagnostics["factorization"] == "cholesky"
+    # auto (small p): the spectrum at fit, a Cholesky factor where H + damping I is positive
+    # definite, the eigendecomposition (pseudo-inverse) where it is not
+    auto = make_solver("exact").fit(obj)
+    for key in ("top_eigenvalue", "min_eigenvalue", "n_negative"):
+        assert auto.diagnostics[key] == pytest.approx(eig.diagnostics[key], rel=1e-10, abs=1e-12)
+    assert rel_err(auto.inverse_hvp(V, 5.0), eig.inverse_hvp(V, 5.0)) < 1e-10
+    assert auto.diagnostics["factorization"] == "cholesky"
+    assert rel_err(auto.inverse_hvp(V, 0.2), eig.inverse_hvp(V, 0.2)) < 1e-10
+    assert auto.diagnostics["factorization"] == "eigh"
 
 
 def test_ggn_equals_hessian_for_linear_least_squares():
