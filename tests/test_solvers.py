@@ -134,6 +134,21 @@ def test_arnoldi_with_full_rank_equals_exact(pd_objective):
     assert rel_err(s.inverse_hvp(V, 1.0), _exact(pd_objective, V, 1.0)) < 1e-8
 
 
+def test_arnoldi_is_exact_once_its_rank_covers_the_data_term():
+    """Least squares on 3 rows of 5 features and 2 outputs: the data term's Hessian has rank 6
+    of 12 parameters. Rank 6 plus the weight decay outside their span is the exact inverse; the
+    span alone (the complement dropped) is not."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(3, 5, dtype=DT, generator=g), torch.randn(3, 2, dtype=DT, generator=g)
+    obj = Objective(nn.Linear(5, 2).to(DT), X, Y, loss="mse", weight_decay=0.1)
+    V = _rhs(obj, k=4)
+    s = ArnoldiSolver(ArnoldiSettings(rank=6)).fit(obj)
+    for damping in (0.0, 0.5):
+        assert rel_err(s.inverse_hvp(V, damping), _exact(obj, V, damping)) < 1e-10
+    span = s.evecs @ (s.evecs.T @ _exact(obj, V, 0.5).T)
+    assert rel_err(span.T, _exact(obj, V, 0.5)) > 0.1
+
+
 def test_exact_methods_agree_and_handle_indefinite_matrices():
     X, y = _data()
     obj = Objective(_mlp(), X, y)

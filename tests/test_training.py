@@ -133,6 +133,33 @@ def test_lbfgs_copies_trained_together_match_copies_trained_alone(data):
         assert float(diag["objective"][c]) == pytest.approx(float(d1["objective"][0]), abs=1e-14)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_half_subsets_train_on_their_own_rows_beside_a_full_control(data, optimizer):
+    """LDS-like weights (a control on every row, copies on half the rows): the subsets train on
+    their gathered rows, the control apart; each equals training on its rows alone."""
+    from influence_widgets.models.training import gather_rows
+
+    X, y = data
+    n = X.shape[0]
+    config = (TrainConfig.preset("exact", weight_decay=0.01, device="cpu", grad_tol=1e-10)
+              if optimizer == "lbfgs" else cfg(steps=80, weight_decay=0.01))
+    model = mlp_spec((4,), 3, depth=0).build(seed=0).double()  # logistic regression: convex
+    start = state_of(model)
+    g = torch.Generator().manual_seed(0)
+    w = torch.ones(4, n, dtype=torch.float64)
+    for c in (1, 2, 3):
+        w[c, torch.randperm(n, generator=g)[: n // 2]] = 0.0
+    assert gather_rows(w[1:]) and not gather_rows(w)
+    stacked, diag = fit_copies(model, start, X, y, w, config)
+    for c in range(4):
+        keep = w[c] != 0
+        alone, d1 = fit_copies(model, start, X[keep], y[keep], torch.ones(1, int(keep.sum())),
+                               config)
+        for k in alone:
+            torch.testing.assert_close(stacked[k][c], alone[k][0], rtol=0, atol=1e-9)
+        assert float(diag["objective"][c]) == pytest.approx(float(d1["objective"][0]), abs=1e-12)
+
+
 def test_lbfgs_stops_each_copy_on_its_own(data):
     """A copy that starts at a stationary point stays there, bit for bit, while the copy
     beside it (a point removed) trains to its own stationary point."""

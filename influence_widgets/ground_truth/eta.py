@@ -165,6 +165,9 @@ def probe_chunk(problem: Problem, jobs: Sequence[Job], *, steps: int = PROBE_STE
     n = problem.steps if lbfgs else max(1, min(steps, problem.steps))
     task = problem.task(jobs, portable=False)
     task = replace(task, steps=n, config=task.config.replace(polish_steps=0))
+    if not lbfgs:  # torch.optim's first optimizer in a process imports torch._dynamo (seconds,
+        # once): paid here, not counted as the chunk's set-up
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     stamps: list[tuple[int, float]] = []
     t0 = clock()
 

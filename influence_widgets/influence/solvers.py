@@ -620,15 +620,24 @@ def lanczos(objective: Objective, k: int, n_iter: int | None = None, seed: int =
 class ArnoldiSettings(SolverSettings):
     """Settings of the Arnoldi (Lanczos) low-rank solver."""
 
-    rank: int = setting(20, "top eigenpairs (by |eigenvalue|) kept; the inverse acts on their "
-                        "span only", minimum=1)
+    rank: int = setting(20, "eigenpairs kept: those whose data curvature (eigenvalue minus the "
+                        "weight decay) is largest in magnitude; outside their span the curvature "
+                        "is taken to be the weight decay alone (with neither weight decay nor "
+                        "damping, the inverse acts on their span only)", minimum=1)
     n_iter: int | None = setting(None, "Lanczos iterations (blank: max(2 rank, rank + 20))",
                                  minimum=1, advanced=True, blank="automatic")
     seed: int = setting(0, "seed of the Lanczos start vector", advanced=True)
 
 
 class ArnoldiSolver(Solver):
-    """Top-``rank`` eigenpairs by Lanczos/Arnoldi (Schioppa et al. 2022); inverse on that subspace."""
+    """Top-``rank`` eigenpairs by Lanczos/Arnoldi (Schioppa et al. 2022): a low-rank data term.
+
+    ``H = H_data + weight_decay I``; the kept eigenpairs are those of largest ``|eigenvalue -
+    weight_decay|`` (the data curvature), and outside their span ``H_data`` is taken to be 0, so
+    ``(H + damping I)^{-1} = U diag(1 / (lambda + damping)) U^T + (I - U U^T) / (weight_decay +
+    damping)``: exact once the rank covers the data term's range. Without weight decay and
+    damping the second term is left out (the inverse on the span alone).
+    """
 
     name = "arnoldi"
     label = "Arnoldi"
@@ -638,13 +647,19 @@ class ArnoldiSolver(Solver):
     def _fit(self, objective: Objective) -> None:
         st = self.settings
         evals, evecs = lanczos(objective, st.rank, st.n_iter, st.seed, self._progress)
-        keep = torch.argsort(evals.abs(), descending=True)[: st.rank]
+        self.floor = objective.weight_decay  # H outside the kept span
+        keep = torch.argsort((evals - self.floor).abs(), descending=True)[: st.rank]
         self.evals, self.evecs = evals[keep], evecs[:, keep]
         self.fit_diagnostics.update(rank=int(keep.numel()), top_eigenvalue=float(self.evals.max()),
                                     min_eigenvalue=float(self.evals.min()))
 
     def _solve(self, V: torch.Tensor, damping: float, info: dict[str, Any]) -> torch.Tensor:
-        return _eigen_inverse(self.evals, self.evecs, damping, V)
+        X = _eigen_inverse(self.evals, self.evecs, damping, V)
+        rest = self.floor + damping
+        if rest > torch.finfo(V.dtype).eps * max(1.0, float(self.evals.abs().max())):
+            X = X + (V - (V @ self.evecs) @ self.evecs.T) / rest  # the complement of the span
+        info.update(complement=rest if rest > 0 else None)
+        return X
 
 
 # ----------------------------------------------------------------------------- the registry

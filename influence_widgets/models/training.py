@@ -248,6 +248,16 @@ class Copies:
 
         return vmap(one, in_dims=(0, None))(self.trainable, X)
 
+    def outputs_rows(self, X: torch.Tensor) -> torch.Tensor:
+        """Model outputs of every copy on its own rows ``X (C, M, ...)``: ``(C, M, K)``."""
+        if self.n == 1:
+            return self.outputs(X[0])
+
+        def one(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.model, {**self.frozen, **p}, (x,))
+
+        return vmap(one, in_dims=(0, 0))(self.trainable, X)
+
     def sq_norms(self, anchor: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``||theta_c - anchor||^2`` per copy ``(C,)``; ``anchor`` is one unstacked copy (None: 0)."""
         return sum(((v if anchor is None else v - anchor[k]).reshape(self.n, -1) ** 2).sum(dim=1)
@@ -291,11 +301,20 @@ class TrainingObjective:
         self.copies, self.X, self.y, self.w = copies, X, y, weights
         config = config.resolved()  # an unset objective trains with the defaults
         self.loss, self.weight_decay = config.loss, config.weight_decay
+        self.kept = None  # full batch: each copy's own rows, when they are few (see gather_rows)
+        if gather_rows(weights):
+            idx = torch.argsort((weights == 0).to(torch.int8), dim=1, stable=True)
+            idx = idx[:, : int((weights[0] != 0).sum())]  # (C, M): each copy's kept rows, in order
+            self.kept = (X[idx], y[idx], torch.gather(weights, 1, idx))
 
     def __call__(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        X, y, w = (self.X, self.y, self.w) if rows is None else (
-            self.X[rows], self.y[rows], self.w[:, rows])
-        losses = per_sample_loss(self.copies.outputs(X), y, self.loss)  # (C, N)
+        if rows is None and self.kept is not None:
+            X, y, w = self.kept
+            losses = per_sample_loss(self.copies.outputs_rows(X), y, self.loss)  # (C, M)
+        else:
+            X, y, w = (self.X, self.y, self.w) if rows is None else (
+                self.X[rows], self.y[rows], self.w[:, rows])
+            losses = per_sample_loss(self.copies.outputs(X), y, self.loss)  # (C, N)
         wsum = w.sum(dim=1).clamp_min(torch.finfo(w.dtype).tiny)
         obj = (losses * w).sum(dim=1) / wsum
         if self.weight_decay:
@@ -304,6 +323,18 @@ class TrainingObjective:
 
     def grad_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
         return per_copy_grad_norms(self(), self.copies.trainable)
+
+
+GATHER_SHARE = 0.75  # a full-batch copy that keeps at most this share of the rows sees only them
+
+
+def gather_rows(weights: torch.Tensor) -> bool:
+    """Whether full-batch copies with these ``weights (C, N)`` train on their own kept rows
+    (gathered, ``C x M`` rows) rather than on all ``N`` rows with zeros: every copy keeps the
+    same number ``M`` of rows, at most ``GATHER_SHARE * N`` (group removals, LDS subsets). The
+    zeros then cost nothing; the objective is the same up to rounding."""
+    counts = (weights != 0).sum(dim=1)
+    return bool((counts == counts[0]).all()) and int(counts[0]) <= GATHER_SHARE * weights.shape[1]
 
 
 def fit_copies(
@@ -342,9 +373,16 @@ def fit_copies(
     obj = make(copies, X, y, w, config)
     if C > 1 and obj.training and _has_batchnorm(model):
         # batch-norm statistics are updated in place in training mode: one copy at a time
-        return _one_by_one(model, start, X, y, w, config, names=names, steps=n_steps,
-                           progress=progress, polish=polish, should_stop=should_stop,
-                           objective=objective)
+        return _in_groups(model, start, X, y, w, config, [[c] for c in range(C)], names=names,
+                          steps=n_steps, progress=progress, polish=polish,
+                          should_stop=should_stop, objective=objective)
+    groups = _row_groups(w) if make is TrainingObjective and _full_batch(config, X) else None
+    if groups is not None:
+        # copies that keep few rows (LDS subsets) beside some that keep many (the control):
+        # each kind trains on its own gathered rows
+        return _in_groups(model, start, X, y, w, config, groups, names=names, steps=n_steps,
+                          progress=progress, polish=polish, should_stop=should_stop,
+                          objective=objective)
     with module_mode(model, obj.training):
         if config.optimizer == "lbfgs":
             n_steps = _lbfgs(obj, config, n_steps, progress, should_stop)
@@ -359,15 +397,37 @@ def fit_copies(
                  "seconds": time.perf_counter() - t0, "nan_step": None}
 
 
-def _one_by_one(model: nn.Module, start: dict[str, torch.Tensor], X, y, w, config: TrainConfig, *,
-                names: list[str], steps: int, **kwargs: Any
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """:func:`fit_copies` for each copy in turn, the results stacked as if trained together."""
-    parts = [fit_copies(model, start, X, y, w[c : c + 1], config, trainable=names, steps=steps,
-                        **kwargs) for c in range(w.shape[0])]
-    stacked = {k: torch.cat([p[k] for p, _ in parts]) for k in names}
-    diag = {k: torch.cat([d[k] for _, d in parts]) for k in ("objective", "grad_norm")}
-    diag.update(steps=steps, seconds=sum(d["seconds"] for _, d in parts), nan_step=None)
+def _full_batch(config: TrainConfig, X: torch.Tensor) -> bool:
+    return config.optimizer == "lbfgs" or (config.batch_size or X.shape[0]) >= X.shape[0]
+
+
+def _row_groups(w: torch.Tensor) -> list[list[int]] | None:
+    """Copies grouped by how many rows they keep, when some group would gather its rows
+    (:func:`gather_rows`) and the copies do not all keep the same number; else None."""
+    counts = (w != 0).sum(dim=1).tolist()
+    if len(set(counts)) == 1:
+        return None
+    groups: dict[int, list[int]] = {}
+    for c, k in enumerate(counts):
+        groups.setdefault(k, []).append(c)
+    if not any(gather_rows(w[g]) for g in groups.values()):
+        return None
+    return list(groups.values())
+
+
+def _in_groups(model: nn.Module, start: dict[str, torch.Tensor], X, y, w, config: TrainConfig,
+               groups: list[list[int]], *, names: list[str], steps: int, **kwargs: Any
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`fit_copies` for each group of copies in turn, the results stacked in the copies'
+    order as if trained together (copies never interact: the same numbers up to rounding)."""
+    order = [c for g in groups for c in g]
+    parts = [fit_copies(model, start, X, y, w[g], config, trainable=names, steps=steps,
+                        **kwargs) for g in groups]
+    back = torch.argsort(torch.tensor(order))
+    stacked = {k: torch.cat([p[k] for p, _ in parts])[back] for k in names}
+    diag = {k: torch.cat([d[k] for _, d in parts])[back] for k in ("objective", "grad_norm")}
+    diag.update(steps=max(int(d["steps"]) for _, d in parts),
+                seconds=sum(d["seconds"] for _, d in parts), nan_step=None)
     return stacked, diag
 
 
