@@ -457,3 +457,17 @@ def test_no_module_metadata_or_private_engine_names_in_models_and_ground_truth()
             text = path.read_text(encoding="utf-8")
             for name in ("_iw_spec", "_max_workers", "_check_finite"):
                 assert name not in text, f"{path.name} uses {name}"
+
+
+def test_lbfgs_chunks_are_no_longer_capped_at_eight():
+    """L-BFGS copies train together, so a sweep stacks up to LBFGS_MAX_WIDTH of them (Iris:
+    every point of a LOO in one chunk); first-order optimisers keep their own limits."""
+    from influence_widgets.ground_truth.retrain import LBFGS_MAX_WIDTH, choose_width
+
+    X = iris().X_train.double()
+    model = SPEC.build(seed=0).double()
+    names = [k for k, _ in model.named_parameters()]
+    lbfgs = TrainConfig.preset("exact", device="cpu")
+    assert choose_width(model, X, 121, names, lbfgs, torch.device("cpu")) == 121
+    assert choose_width(model, X, 1000, names, lbfgs, torch.device("cpu")) == LBFGS_MAX_WIDTH
+    assert choose_width(model, X, 1000, names, cfg(), torch.device("cpu")) > LBFGS_MAX_WIDTH
