@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {machine()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)), device cpu; "
         f"load average {load0[0]:.1f} at start, {load1[0]:.1f} at end",
+        "- command: `python benchmarks/bench_influence.py" + (" --quick" if args.quick else "")
+        + (f" --out {args.out}" if args.out != RESULTS else "") + "`",
         f"- Iris: 120 train x 30 test, tanh MLPs width 5, weight decay {IRIS_WD}, damping 0; "
         f"digits: {dig.n:,} train x 30 test, weight decay {IRIS_WD}, damping {DIGITS_DAMPING} for every method "
         "(its Hessian has an eigenvalue of about -1e-5 at the trained parameters, so undamped inverses "
