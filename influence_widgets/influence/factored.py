@@ -380,7 +380,8 @@ class EKFACSettings(FisherSettings):
     """Settings of EK-FAC. Its default Fisher is the GGN: on the digits MLP (1,438 training x
     100 test points, damping 0.01) it ranks closest to the exact scores of the three (mean
     Spearman 0.605, sampled 0.587-0.602 over seeds, empirical 0.528) for 2.6x the fit time of
-    sampled (34 ms against 13 ms; pyDVL's EK-FAC takes 3.1 s)."""
+    sampled (34 ms against 13 ms; fit and all scores 0.18 s, pyDVL's EK-FAC 1.0 s: see
+    benchmarks/RESULTS.md)."""
 
     fisher: str = setting("ggn", "the Fisher fitted, and what it costs: ggn (default: the exact "
                           "expectation over the model's outputs, no sampling noise, the closest "
