@@ -5,20 +5,18 @@ Same models, data and settings for every method: all Iris training points (120) 
 weight_decay=0.005)``, evaluated in float32 and float64), and a digits MLP 64-128-10 (all digits
 training points, Adam + L-BFGS polish, float64; 30 test points). Methods: this engine's exact, CG, LiSSA
 (automatic scale) and Arnoldi solvers; a naive baseline (a Python loop of per-sample autograd
-gradients, a Hessian built row by row with double backward, ``torch.linalg.solve``); and dattri
-0.3.0's explicit, CG and LiSSA attributors when dattri imports. Also: one Hessian-vector product vs
+gradients, a Hessian built row by row with double backward, ``torch.linalg.solve``). The peers
+(pyDVL, dattri, Kronfluence) are compared at equal error in ``bench_equal_error.py`` and
+``bench_peers.py``, not here. Also: one Hessian-vector product vs
 one gradient on the digits MLP, and the cold start of engine + exact solve in a fresh process.
 
 Error is ``max |S - S_exact| / max |S_exact|`` over the whole score matrix, against this engine's
 exact answer in float64. Times are the best of several runs (7 under half a second, 3 under two
 seconds, else 1), each from scratch (a fresh engine or attributor); every method is run once on a
-small problem first, so one-time imports are paid before timing. dattri's attributors return
-``g_train^T (H + reg I)^{-1} g_test`` for the loss they are given; with the mean training loss that
-is ``n`` times this engine's score (same sign), which the benchmark checks and divides out. dattri's LiSSA damping ``d`` solves ``(H + d * scaling I)``,
-so ``d = (weight_decay + damping) / scaling`` gives the same matrix.
+small problem first, so one-time imports are paid before timing.
 
 Run ``python benchmarks/bench_influence.py`` (about 20 minutes on 2 CPU cores) or ``--quick``
-(about a minute: Iris depth 2 in float64, no digits solvers, no dattri LiSSA).
+(about a minute: Iris depth 2 in float64, no digits solvers).
 """
 
 from __future__ import annotations
@@ -173,50 +171,12 @@ def dattri_available() -> tuple[bool, str]:
     return True, f"dattri {version('dattri')}"
 
 
-def dattri(kind: str) -> Callable[[Problem], torch.Tensor]:
-    def run(pb: Problem) -> torch.Tensor:
-        from dattri.algorithm.influence_function import (
-            IFAttributorCG,
-            IFAttributorExplicit,
-            IFAttributorLiSSA,
-        )
-        from dattri.task import AttributionTask
-        from torch.func import functional_call
-        from torch.utils.data import DataLoader, TensorDataset
-
-        model = copy.deepcopy(pb.model)
-        dtype = pb.dtype
-
-        def loss_func(params, data):
-            x, y = data  # dattri's LiSSA hands the data over as float32: restore dtypes
-            return F.cross_entropy(functional_call(model, params, (x.to(dtype),)), y.long())
-
-        task = AttributionTask(loss_func=loss_func, model=model, checkpoints=model.state_dict())
-        reg = pb.weight_decay + pb.damping
-        if kind == "explicit":
-            att = IFAttributorExplicit(task, regularization=reg)
-        elif kind == "cg":
-            att = IFAttributorCG(task, regularization=reg)
-        else:
-            att = IFAttributorLiSSA(task, damping=reg / 50.0)  # default scaling 50
-        train = DataLoader(TensorDataset(*pb.train), batch_size=pb.n, shuffle=False)
-        test = DataLoader(TensorDataset(*pb.test), batch_size=len(pb.test[0]), shuffle=False)
-        att.cache(train)
-        with torch.no_grad():
-            scores = att.attribute(train, test)  # (n_train, n_test)
-        return scores.T.to(torch.float64) / pb.n
-    return run
-
-
 METHODS: dict[str, tuple[str, Callable[[Problem], torch.Tensor]]] = {
     "exact": ("this engine: exact (Hessian by HVPs, eigh/Cholesky)", ours("exact")),
     "cg": (f"this engine: block CG (tol {CG_TOL:g})", ours("cg", tol=CG_TOL, max_iter=2000)),
     "lissa": ("this engine: LiSSA (automatic scale)", None),  # steps set per problem
     "arnoldi": (f"this engine: Arnoldi (rank {ARNOLDI_RANK})", ours("arnoldi", rank=ARNOLDI_RANK)),
     "naive": ("naive: loop of autograd + linalg.solve", naive),
-    "dattri_explicit": ("dattri: explicit (best setting: one batch)", dattri("explicit")),
-    "dattri_cg": ("dattri: CG (defaults: 10 iterations)", dattri("cg")),
-    "dattri_lissa": ("dattri: LiSSA (defaults: batch 1, depth 5000, scaling 50)", dattri("lissa")),
 }
 
 
@@ -312,7 +272,7 @@ def hvp_vs_gradient(pb: Problem, reps: int = 10) -> dict[str, float]:
             ts.append(time.perf_counter() - t)
         return statistics.median(ts)
 
-    t_grad = med(obj.gradient, reps)
+    t_grad = med(lambda: obj.gradient(obj.theta), reps)  # at theta itself it reads the graph
     t_hvp = med(lambda: obj.hvp(v), reps)
     mode1 = obj.route(1)
     t_batch = med(lambda: obj.hvp(V), max(3, reps // 3)) / 30
@@ -321,7 +281,10 @@ def hvp_vs_gradient(pb: Problem, reps: int = 10) -> dict[str, float]:
 
 
 COLD_SCRIPT = """
-import time, torch, sys
+import time, sys
+t0 = time.perf_counter()
+import torch
+t_torch = time.perf_counter() - t0
 torch.set_num_threads({threads})
 t0 = time.perf_counter()
 import influence_widgets as iw
@@ -336,7 +299,7 @@ t = time.perf_counter()
 engine = iw.InfluenceEngine(model, data.train, weight_decay={wd})
 res = engine.scores(data.test, solver="exact")
 t_exact = time.perf_counter() - t
-print(t_import, t_exact, "torch._dynamo" in sys.modules, "sympy" in sys.modules)
+print(t_import, t_exact, "torch._dynamo" in sys.modules, "sympy" in sys.modules, t_torch)
 """
 
 
@@ -346,14 +309,15 @@ def cold_start(threads: int) -> dict[str, Any] | None:
         return None
     code = COLD_SCRIPT.format(threads=threads, path=str(paths[0]), wd=IRIS_WD)
     runs = []
-    for _ in range(3):
+    for _ in range(5):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             return {"error": out.stderr[-300:]}
-        a, b, dyn, sym = out.stdout.split()
-        runs.append((float(a), float(b), dyn == "True", sym == "True"))
+        a, b, dyn, sym, tt = out.stdout.split()
+        runs.append((float(a), float(b), dyn == "True", sym == "True", float(tt)))
     return {"import": statistics.median(r[0] for r in runs), "exact": statistics.median(r[1] for r in runs),
-            "dynamo": runs[0][2], "sympy": runs[0][3]}
+            "dynamo": runs[0][2], "sympy": runs[0][3], "torch": statistics.median(r[4] for r in runs),
+            "import_range": (min(r[0] for r in runs), max(r[0] for r in runs))}
 
 
 # ----------------------------------------------------------------------------- report
@@ -373,31 +337,14 @@ def ratio_lines(rows: list[Row]) -> list[str]:
     by = {}
     for r in rows:
         by.setdefault(r.problem, {})[r.key] = r
-    lines = ["| problem | exact vs dattri explicit | exact vs naive | CG vs dattri CG | LiSSA vs dattri LiSSA |",
-             "|---|---|---|---|---|"]
-
-    def ratio(a: Row | None, b: Row | None, need: float | None = None) -> str:
-        if a is None or b is None or a.seconds is None or b.seconds is None:
-            return "—"
-        txt = f"{b.seconds / a.seconds:.1f}x faster" if b.seconds >= a.seconds else f"{a.seconds / b.seconds:.1f}x slower"
-        if need is not None and a.error is not None:
-            txt += f" (error {a.error:.1e}, {'meets' if a.error <= need else 'misses'} {need:g})"
-        return txt
-
+    lines = ["| problem | exact vs naive |", "|---|---|"]
     for prob, m in by.items():
-        cg = ratio(m.get("cg"), m.get("dattri_cg"), 1e-6)
-        if "float32" in prob and m.get("exact") is not None and m["exact"].error is not None:
-            cg += f"; float32 floor: exact's own error is {m['exact'].error:.1e}"
-        lines.append(f"| {prob} | {ratio(m.get('exact'), m.get('dattri_explicit'))} | "
-                     f"{ratio(m.get('exact'), m.get('naive'))} | {cg} | "
-                     f"{ratio(m.get('lissa'), m.get('dattri_lissa'), 2e-2)} |")
-    lissa = [r for r in rows if r.key == "lissa" and r.seconds is not None and "d2 (float64)" in r.problem]
-    if lissa:
-        r = lissa[0]
-        lines += ["", f"Against the reference time of dattri's default LiSSA on Iris d2 (36 s, measured "
-                  f"earlier on this project's machine): this engine's LiSSA takes {fmt_t(r.seconds)}, "
-                  f"{36.0 / r.seconds:.1f}x faster, at error {r.error:.1e} (target: 10x, 2%)."]
-    return lines
+        a, b = m.get("exact"), m.get("naive")
+        if a is None or b is None or a.seconds is None or b.seconds is None:
+            continue
+        lines.append(f"| {prob} | {b.seconds / a.seconds:.1f}x faster |")
+    return lines + ["", "The peers (pyDVL, dattri, Kronfluence) are compared at equal error in "
+                    "their own sections (equal_error, peers)."]
 
 
 def report(rows: list[Row], header: list[str], extra: list[str]) -> str:
@@ -457,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {machine()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)), device cpu; "
         f"load average {load0[0]:.1f} at start, {load1[0]:.1f} at end",
-        f"- {why_not}" + ("" if have_dattri else ""),
+        "- command: `python benchmarks/bench_influence.py" + (" --quick" if args.quick else "")
+        + (f" --out {args.out}" if args.out != RESULTS else "") + "`",
         f"- Iris: 120 train x 30 test, tanh MLPs width 5, weight decay {IRIS_WD}, damping 0; "
         f"digits: {dig.n:,} train x 30 test, weight decay {IRIS_WD}, damping {DIGITS_DAMPING} for every method "
         "(its Hessian has an eigenvalue of about -1e-5 at the trained parameters, so undamped inverses "
@@ -478,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     if cold is None or "error" in cold:
         extra.append(f"- not measured ({cold})")
     else:
-        extra.append(f"- `import influence_widgets`: {fmt_t(cold['import'])}; engine construction + exact "
-                     f"scores (30 x 120): {fmt_t(cold['exact'])} (median of 3 processes); torch._dynamo "
-                     f"imported: {cold['dynamo']}, sympy imported: {cold['sympy']}")
+        lo, hi = cold["import_range"]
+        extra.append(f"- `import torch`: {fmt_t(cold['torch'])}; then `import influence_widgets`: "
+                     f"{fmt_t(cold['import'])} ({fmt_t(lo)}-{fmt_t(hi)}); engine construction + exact "
+                     f"scores (30 x 120): {fmt_t(cold['exact'])} (medians of 5 fresh processes); "
+                     f"torch._dynamo imported: {cold['dynamo']}, sympy imported: {cold['sympy']}")
     text = report(rows, header, extra)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

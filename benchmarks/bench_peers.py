@@ -1,12 +1,13 @@
-"""Peers benchmark: this engine's K-FAC and EK-FAC against Kronfluence and dattri, and LDS scoring
-against dattri's metric, on the models of the ground-truth study (notebook 08).
+"""Peers benchmark: this engine's K-FAC and EK-FAC against Kronfluence, dattri and pyDVL, and LDS
+scoring against dattri's metric, on the models of the ground-truth study (notebook 08).
 
     python benchmarks/bench_peers.py [--quick] [--threads N] [--repeats N]
 
 Models (``influence_widgets.experiments.studies.GROUND_TRUTH_MODELS``, quick-preset sizes, float64):
 ``iris_mlp`` (4-5-3 tanh MLP, weight decay 0.005, L-BFGS; 120 training and all 30 test points)
 and ``digits_mlp`` (64-32-10 tanh MLP, weight decay 0.01, 500 full-batch Adam steps; 300
-training and 100 test points). Every method scores every training point for every test point.
+training and 100 test points, and ``digits_mlp_full``: all 1,438 training points, where fixed
+overheads no longer decide). Every method scores every training point for every test point.
 
 Methods, each in its own fresh process (so peaks are separate):
 
@@ -15,7 +16,10 @@ Methods, each in its own fresh process (so peaks are separate):
   "ekfac", ``use_empirical_fisher=True``, every dtype float64, factors written to a temporary
   folder as Kronfluence always does);
 - dattri 0.3.0: ``IFAttributorEKFAC`` (its only factored attributor; all Linear layers, the true
-  labels, i.e. the empirical Fisher).
+  labels, i.e. the empirical Fisher);
+- pyDVL 0.10.0: ``EkfacInfluence(update_diagonal=True)`` with its own Fisher, on a float32 copy
+  (its factors are float32); against this engine's default EK-FAC (the GGN Fisher), both
+  compared with the exact scores (Spearman), as the matrices differ.
 
 Same conventions everywhere: the empirical Fisher (true labels: Kronfluence's default draws
 labels from the model, dattri has no such option, and two libraries' random draws would differ),
@@ -64,7 +68,11 @@ from _report import date_line, machine  # noqa: E402  (benchmarks/ is on sys.pat
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "peers.md"
-PROBLEMS = ("iris_mlp", "digits_mlp")
+PROBLEMS = ("iris_mlp", "digits_mlp", "digits_mlp_full")
+#: problem -> (study model, sizes): digits_mlp at the quick preset's 300 x 100, and at the full
+#: 1,438 training points (where fixed overheads no longer decide)
+SIZES = {"iris_mlp": ("iris_mlp", {}), "digits_mlp": ("digits_mlp", {}),
+         "digits_mlp_full": ("digits_mlp", {"train_size": None, "test_size": 100})}
 #: key -> (label, library, strategy)
 METHODS = {
     "ours_kfac": ("this engine: K-FAC", "influence_widgets", "kfac"),
@@ -72,6 +80,9 @@ METHODS = {
     "ours_ekfac": ("this engine: EK-FAC", "influence_widgets", "ekfac"),
     "kron_ekfac": ("Kronfluence: EK-FAC", "kronfluence", "ekfac"),
     "dattri_ekfac": ("dattri: EK-FAC (IFAttributorEKFAC)", "dattri", "ekfac"),
+    "ours_ekfac_default": ("this engine: EK-FAC, default (GGN Fisher)", "influence_widgets",
+                           "ekfac_default"),
+    "pydvl_ekfac": ("pyDVL: EK-FAC (EkfacInfluence, its own Fisher, float32)", "pydvl", "ekfac"),
 }
 INSTALL = "pip install -c constraints.txt -e '.[bench]'"
 
@@ -100,13 +111,16 @@ def make_problem(name: str, path: Path) -> dict[str, Any]:
     from influence_widgets.experiments import PRESETS, load_data, train_case
     from influence_widgets.experiments.studies import GROUND_TRUTH_MODELS, ground_truth_model_case
 
-    m = GROUND_TRUTH_MODELS[name]
-    mc = ground_truth_model_case(name, 0, PRESETS["ground_truth"]["quick"])
+    study, sizes = SIZES[name]
+    m = GROUND_TRUTH_MODELS[study]
+    mc = ground_truth_model_case(study, 0, {**PRESETS["ground_truth"]["quick"], **sizes})
     data = load_data(mc.dataset, **mc.data_options)
     tm = train_case(mc, data)
     f64 = torch.float64  # the model's dtype: the peers do not cast the data
+    n_test = sizes.get("test_size") or data.X_test.shape[0]
     pb = {"name": name, "model": tm.model.eval(), "train": (data.X_train.to(f64), data.y_train),
-          "test": (data.X_test.to(f64), data.y_test), "wd": m.weight_decay, "damping": m.damping,
+          "test": (data.X_test.to(f64)[:n_test], data.y_test[:n_test]), "wd": m.weight_decay,
+          "damping": m.damping,
           "n": int(data.X_train.shape[0]), "p": sum(q.numel() for q in tm.model.parameters())}
     torch.save(pb, path)
     return {**pb, "tm": tm}
@@ -119,8 +133,27 @@ def run_ours(pb: dict[str, Any], strategy: str, workdir: str):
     from influence_widgets.influence import InfluenceEngine
 
     engine = InfluenceEngine(pb["model"], pb["train"], weight_decay=pb["wd"])
+    if strategy == "ekfac_default":
+        return engine.scores(pb["test"], solver="ekfac", damping=pb["damping"]).values
     return engine.scores(pb["test"], solver=strategy, damping=pb["damping"],
                          fisher="empirical").values
+
+
+def run_pydvl(pb: dict[str, Any], strategy: str, workdir: str):
+    """pyDVL 0.10.0's EkfacInfluence (update_diagonal=True: EK-FAC), on a float32 copy: its
+    factors are allocated in float32 whatever the model's dtype (a float64 model fails in its
+    eigenvalue correction). Its Fisher is its own (the gradient of sum_k sqrt(p_k) log p_k per
+    row), so its scores are compared with the exact ones, not with ours."""
+    import torch
+    from pydvl.influence.torch import EkfacInfluence
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = copy.deepcopy(pb["model"]).float()
+    (X, y), (Xt, yt) = pb["train"], pb["test"]
+    inf = EkfacInfluence(model, update_diagonal=True,
+                         hessian_regularization=pb["wd"] + pb["damping"])
+    inf = inf.fit(DataLoader(TensorDataset(X.float(), y), batch_size=128))
+    return (inf.influences(Xt.float(), yt, X.float(), y) / X.shape[0]).to(torch.float64)
 
 
 def run_kronfluence(pb: dict[str, Any], strategy: str, workdir: str):
@@ -224,7 +257,8 @@ def run_dattri(pb: dict[str, Any], strategy: str, workdir: str):
     return _dattri_ekfac(pb["model"], pb["train"], pb["test"], pb["wd"] + pb["damping"])
 
 
-RUNNERS = {"influence_widgets": run_ours, "kronfluence": run_kronfluence, "dattri": run_dattri}
+RUNNERS = {"influence_widgets": run_ours, "kronfluence": run_kronfluence, "dattri": run_dattri,
+           "pydvl": run_pydvl}
 
 
 def _status(field: str) -> int:
@@ -300,6 +334,30 @@ def agreement(S, ours, n: int) -> dict[str, float]:
     rel = float((S / n - ours).norm() / ours.norm())
     pearson = float(torch.corrcoef(torch.stack([s, o]))[0, 1])
     return {"scale": scale, "rel_error": rel, "pearson": pearson}
+
+
+def exact_scores(pb: dict[str, Any]):
+    """This engine's exact scores (the Hessian, the model's damping): what every factored
+    method approximates."""
+    import influence_widgets as iw
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return iw.influence(pb["model"], pb["train"], pb["test"], weight_decay=pb["wd"],
+                            damping=pb["damping"])
+
+
+def spearman_vs(S, exact) -> float:
+    """Mean over test points of the Spearman correlation of a method's scores (whatever their
+    scale) with the exact ones, across training points."""
+    import numpy as np
+    import torch
+
+    from influence_widgets.ground_truth.lds import spearman_rows
+
+    rho = spearman_rows(torch.as_tensor(S, dtype=torch.float64), exact.to(torch.float64))[0]
+    rho = rho.numpy()
+    return float(np.nanmean(rho))
 
 
 def lds_of(S, res) -> tuple[float, float]:
@@ -405,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads in each process")
     ap.add_argument("--repeats", type=int, default=3, help="runs per method (time: the best)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--problems", default=None, help="comma-separated subset of " + ",".join(PROBLEMS))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--problem", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--save", default=None, help=argparse.SUPPRESS)
@@ -419,8 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         args.out = RESULTS.with_name("peers-quick.md") if args.quick else RESULTS
     started, load0 = dt.datetime.now().astimezone(), os.getloadavg()
-    peers = {lib: available(lib) for lib in ("kronfluence", "dattri")}
+    peers = {lib: available(lib) for lib in ("kronfluence", "dattri", "pydvl")}
     problems = PROBLEMS[:1] if args.quick else PROBLEMS
+    if args.problems:
+        problems = tuple(args.problems.split(","))
     n_subsets = 12 if args.quick else 24
     rows, lds_lines, failed = [], [], False
     with tempfile.TemporaryDirectory() as tmp:
@@ -439,16 +500,18 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" not in result:
                     scores[key] = torch.load(save)
                 rows.append((pb, label, result, key))
-            log("   LDS retrains ...")
+            log("   exact scores and LDS retrains ...")
+            exact = exact_scores(pb)
             lds = lds_metrics(pb, scores["ours_ekfac"], n_subsets)
             for row_pb, _, result, key in rows:
                 if row_pb is not pb or key not in scores:
                     continue
                 S, strategy = scores[key], METHODS[key][2]
-                peer = not key.startswith("ours")
-                result["agreement"] = agreement(S, scores[f"ours_{strategy}"], pb["n"]) if peer \
-                    else None
+                same_matrix = not key.startswith(("ours", "pydvl"))  # pyDVL: its own Fisher
+                result["agreement"] = (agreement(S, scores[f"ours_{strategy}"], pb["n"])
+                                       if same_matrix else None)
                 result["lds"] = lds_of(S, lds["res"])
+                result["vs_exact"] = spearman_vs(S, exact)
             lds_lines.append(_lds_line(pb, lds, n_subsets))
         check = dattri_convention_check(args.threads) if peers["dattri"][0] else []
     text = report(rows, lds_lines, check, peers, args, started, load0, n_subsets)
@@ -474,7 +537,7 @@ def report(rows, lds_lines, check, peers, args, started, load0, n_subsets) -> st
     import torch
 
     lines = [
-        "# Peers benchmark: Kronfluence and dattri",
+        "# Peers benchmark: Kronfluence, dattri and pyDVL (K-FAC, EK-FAC)",
         "",
         date_line(started, args.quick),
         f"- machine: {machine()}, "
@@ -482,9 +545,15 @@ def report(rows, lds_lines, check, peers, args, started, load0, n_subsets) -> st
         f"device cpu; load average {load0[0]:.1f} at start, {load1[0]:.1f} at end",
         f"- command: `python benchmarks/bench_peers.py{' --quick' if args.quick else ''}`",
         "- peers: " + "; ".join(why for _, why in peers.values()),
-        "- models: the ground-truth study's (notebook 08, quick-preset sizes, float64): iris_mlp "
-        "(4-5-3 tanh, weight decay 0.005; 120 train x 30 test), digits_mlp (64-32-10 tanh, weight "
-        "decay 0.01, damping 0.01; 300 train x 100 test); every training point x every test point",
+        "- models: the ground-truth study's (notebook 08, float64): iris_mlp (4-5-3 tanh, weight "
+        "decay 0.005; 120 train x 30 test), digits_mlp (64-32-10 tanh, weight decay 0.01, damping "
+        "0.01, 500 full-batch Adam steps) at the quick preset's 300 train x 100 test and at all "
+        "1,438 training points x 100 test (digits_mlp_full: fixed overheads no longer decide); "
+        "every training point x every test point",
+        "- Spearman vs exact: mean over test points of the rank correlation with this engine's "
+        "exact scores (the Hessian, the model's damping); pyDVL's EK-FAC fits its own Fisher "
+        "(float32: its factors are float32 whatever the model's dtype), so only this column and "
+        "the time compare it",
         "- same matrix everywhere: empirical Fisher (true labels), damping mapped to weight decay + "
         "damping; peers' scores divided by n (their scale / n is measured, 1 when the conventions "
         "map; same sign)",
@@ -496,22 +565,28 @@ def report(rows, lds_lines, check, peers, args, started, load0, n_subsets) -> st
         f"- LDS: one set of {n_subsets} half-subset retrains from scratch "
         "(`iw.ground_truth.lds`), every method's scores ranked on them (mean ± SE over test points)",
         "",
-        "| model | method | time | peak RSS | working memory | scale / n | rel. error vs ours | "
-        "Pearson vs ours | LDS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | sizes | method | time | peak RSS | working memory | scale / n | rel. error "
+        "vs ours | Pearson vs ours | Spearman vs exact | LDS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for pb, label, r, _key in rows:
-        head = f"| {pb['name']} | {label} |"
+    for pb, label, r, key in rows:
+        n_test = pb["test"][0].shape[0]
+        head = f"| {pb['name']} | {pb['n']:,} x {n_test}, {pb['p']:,} params | {label} |"
         if "skip" in r or "error" in r:
-            lines.append(head + f" — | — | — | — | — | — | {r.get('skip') or r['error']} |")
+            lines.append(head + f" — | — | — | — | — | — | — | {r.get('skip') or r['error']} |")
             continue
         a = r.get("agreement")
-        agree = ("(reference) | (reference) | (reference)" if a is None else
-                 f"{a['scale']:.4f} | {a['rel_error']:.1e} | {a['pearson']:.4f}")
+        if a is None:
+            ref = "(own Fisher)" if key.startswith("pydvl") else "(reference)"
+            agree = f"{ref} | {ref} | {ref}"
+        else:
+            agree = f"{a['scale']:.4f} | {a['rel_error']:.1e} | {a['pearson']:.4f}"
         lds = r.get("lds")
         lds_txt = "—" if lds is None else f"{lds[0]:.3f} ± {lds[1]:.3f}"
+        vs = r.get("vs_exact")
+        vs_txt = "—" if vs is None else f"{vs:.4f}"
         lines.append(head + f" {fmt_t(r['seconds'])} | {fmt_b(r['peak'])} | "
-                     f"{fmt_b(r['working'])} | {agree} | {lds_txt} |")
+                     f"{fmt_b(r['working'])} | {agree} | {vs_txt} | {lds_txt} |")
     lines += ["", "Time ratios (peer / this engine, same model and strategy, this run):", ""]
     lines += _ratios(rows)
     lines += ["", "## LDS scoring: this engine vs `dattri.metric.lds` on the same retrains", "",
@@ -541,9 +616,13 @@ def _ratios(rows) -> list[str]:
         if key is not None and "seconds" in r:
             by.setdefault((pb["name"], METHODS[key][2]), {})[key] = r
     out = []
-    for (name, strategy), rs in by.items():
+    for (name, strategy), rs in list(by.items()):
         ours = rs.get(f"ours_{strategy}")
+        default = by.get((name, "ekfac_default"), {}).get("ours_ekfac_default")
         for key, r in rs.items():
+            if key.startswith("pydvl") and default is not None:
+                out.append(f"- {name}, {METHODS[key][0]}: {r['seconds'] / default['seconds']:.1f}x "
+                           "the time of this engine's default EK-FAC (GGN Fisher)")
             if ours is None or key.startswith("ours"):
                 continue
             t = r["seconds"] / ours["seconds"]

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_influence.py", "bench_loo.py", "bench_hvp_routes.py", "bench_peers.py",
-           "bench_memory.py"]
+BENCHES = ["bench_influence.py", "bench_equal_error.py", "bench_loo.py", "bench_hvp_routes.py",
+           "bench_peers.py", "bench_memory.py"]
 
 
 def machine() -> str:
@@ -57,7 +57,8 @@ def main() -> int:
             sections.append(proc.stdout.strip() + "\n")
     cmdline = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     if args.assemble:
-        cmdline = ("python benchmarks/bench_influence.py; python benchmarks/bench_loo.py --threads 1; "
+        cmdline = ("python benchmarks/bench_influence.py; python benchmarks/bench_equal_error.py; "
+                   "python benchmarks/bench_loo.py --threads 1; "
                    "python benchmarks/bench_hvp_routes.py; python benchmarks/bench_peers.py; "
                    "python benchmarks/bench_memory.py --baseline DIR; "
                    "python benchmarks/run_all.py --assemble")
@@ -67,7 +68,10 @@ def main() -> int:
         f"- machine: {machine()}\n"
         f"- command: `{cmdline}` (or `make bench`)\n\n"
         "Ratios are measured in one run on the same models and data; see each section for the "
-        "baseline it is a ratio against.\n\n"
+        "baseline it is a ratio against. Every comparison with a peer library is at equal error "
+        "against the exact solve (each library at its own cheapest setting that reaches it) or, "
+        "for K-FAC and EK-FAC, on the same matrix; each section states its sizes, date, machine "
+        "and command (sections keep the date of their own run).\n\n"
     )
     Path(args.out).write_text(header + "\n".join(sections))
     print(Path(args.out).read_text())

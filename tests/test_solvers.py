@@ -134,6 +134,21 @@ def test_arnoldi_with_full_rank_equals_exact(pd_objective):
     assert rel_err(s.inverse_hvp(V, 1.0), _exact(pd_objective, V, 1.0)) < 1e-8
 
 
+def test_arnoldi_is_exact_once_its_rank_covers_the_data_term():
+    """Least squares on 3 rows of 5 features and 2 outputs: the data term's Hessian has rank 6
+    of 12 parameters. Rank 6 plus the weight decay outside their span is the exact inverse; the
+    span alone (the complement dropped) is not."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(3, 5, dtype=DT, generator=g), torch.randn(3, 2, dtype=DT, generator=g)
+    obj = Objective(nn.Linear(5, 2).to(DT), X, Y, loss="mse", weight_decay=0.1)
+    V = _rhs(obj, k=4)
+    s = ArnoldiSolver(ArnoldiSettings(rank=6)).fit(obj)
+    for damping in (0.0, 0.5):
+        assert rel_err(s.inverse_hvp(V, damping), _exact(obj, V, damping)) < 1e-10
+    span = s.evecs @ (s.evecs.T @ _exact(obj, V, 0.5).T)
+    assert rel_err(span.T, _exact(obj, V, 0.5)) > 0.1
+
+
 def test_exact_methods_agree_and_handle_indefinite_matrices():
     X, y = _data()
     obj = Objective(_mlp(), X, y)
@@ -147,6 +162,15 @@ def test_exact_methods_agree_and_handle_indefinite_matrices():
     assert abs(chol.diagnostics["min_eigenvalue"] - eig.diagnostics["min_eigenvalue"]) < 1e-8
     assert rel_err(chol.inverse_hvp(V, 5.0), eig.inverse_hvp(V, 5.0)) < 1e-8
     assert chol.diagnostics["factorization"] == "cholesky"
+    # auto (small p): the spectrum at fit, a Cholesky factor where H + damping I is positive
+    # definite, the eigendecomposition (pseudo-inverse) where it is not
+    auto = make_solver("exact").fit(obj)
+    for key in ("top_eigenvalue", "min_eigenvalue", "n_negative"):
+        assert auto.diagnostics[key] == pytest.approx(eig.diagnostics[key], rel=1e-10, abs=1e-12)
+    assert rel_err(auto.inverse_hvp(V, 5.0), eig.inverse_hvp(V, 5.0)) < 1e-10
+    assert auto.diagnostics["factorization"] == "cholesky"
+    assert rel_err(auto.inverse_hvp(V, 0.2), eig.inverse_hvp(V, 0.2)) < 1e-10
+    assert auto.diagnostics["factorization"] == "eigh"
 
 
 def test_ggn_equals_hessian_for_linear_least_squares():

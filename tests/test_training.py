@@ -111,6 +111,111 @@ def test_lbfgs_does_not_stop_before_converging_on_deeper_nets(data):
     assert tm.grad_norm < 1e-5
 
 
+def test_lbfgs_copies_trained_together_match_copies_trained_alone(data):
+    """Stacked L-BFGS copies (each its own history, steps and stop) land where each copy
+    trained alone lands; every copy ends under grad_tol. (Alone, a copy runs without vmap, so
+    the paths differ in rounding: both stop within grad_tol / lambda_min ~ 2e-7 of the same
+    minimiser.)"""
+    X, y = data
+    config = TrainConfig.preset("exact", weight_decay=0.005, device="cpu", grad_tol=1e-9)
+    model = SPEC.build(seed=0).double()
+    start = state_of(model)
+    w = torch.ones(4, X.shape[0], dtype=torch.float64)
+    for c, i in enumerate((3, 40, 77)):
+        w[c + 1, i] = 0.0
+    stacked, diag = fit_copies(model, start, X, y, w, config)
+    assert float(diag["grad_norm"].max()) < 1e-9
+    for c in range(4):
+        alone, d1 = fit_copies(model, start, X, y, w[c : c + 1], config)
+        assert float(d1["grad_norm"][0]) < 1e-9
+        for k in alone:
+            torch.testing.assert_close(stacked[k][c], alone[k][0], rtol=0, atol=1e-7)
+        assert float(diag["objective"][c]) == pytest.approx(float(d1["objective"][0]), abs=1e-14)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_half_subsets_train_on_their_own_rows_beside_a_full_control(data, optimizer):
+    """LDS-like weights (a control on every row, copies on half the rows): the subsets train on
+    their gathered rows, the control apart; each equals training on its rows alone."""
+    from influence_widgets.models.training import gather_rows
+
+    X, y = data
+    n = X.shape[0]
+    config = (TrainConfig.preset("exact", weight_decay=0.01, device="cpu", grad_tol=1e-10)
+              if optimizer == "lbfgs" else cfg(steps=80, weight_decay=0.01))
+    model = mlp_spec((4,), 3, depth=0).build(seed=0).double()  # logistic regression: convex
+    start = state_of(model)
+    g = torch.Generator().manual_seed(0)
+    w = torch.ones(4, n, dtype=torch.float64)
+    for c in (1, 2, 3):
+        w[c, torch.randperm(n, generator=g)[: n // 2]] = 0.0
+    assert gather_rows(w[1:]) and not gather_rows(w)
+    stacked, diag = fit_copies(model, start, X, y, w, config)
+    for c in range(4):
+        keep = w[c] != 0
+        alone, d1 = fit_copies(model, start, X[keep], y[keep], torch.ones(1, int(keep.sum())),
+                               config)
+        for k in alone:
+            torch.testing.assert_close(stacked[k][c], alone[k][0], rtol=0, atol=1e-9)
+        assert float(diag["objective"][c]) == pytest.approx(float(d1["objective"][0]), abs=1e-12)
+
+
+def test_lbfgs_stops_each_copy_on_its_own(data):
+    """A copy that starts at a stationary point stays there, bit for bit, while the copy
+    beside it (a point removed) trains to its own stationary point."""
+    X, y = data
+    config = TrainConfig.preset("exact", weight_decay=0.005, device="cpu", grad_tol=1e-8)
+    tm = train(SPEC, data, config)
+    assert tm.grad_norm < 1e-8
+    start = state_of(tm.model)
+    w = torch.ones(2, X.shape[0], dtype=torch.float64)
+    w[1, 9] = 0.0
+    got, diag = fit_copies(tm.model, start, X, y, w, config)
+    for k, v in got.items():
+        assert torch.equal(v[0], start[k]), k
+    assert float(diag["grad_norm"][1]) < 1e-8
+    assert (got["1.weight"][1] - start["1.weight"]).abs().max() > 1e-5
+    assert diag["steps"] > 0
+
+
+def test_lbfgs_compact_history_is_the_two_loop_recursion():
+    """The batched compact-form product H g equals the textbook two-loop recursion of each
+    copy's own pairs (copies keep different numbers of pairs, the oldest dropped past m)."""
+    from influence_widgets.models.training import _History
+
+    g = torch.Generator().manual_seed(0)
+    C, m, P = 3, 5, 7
+    A = torch.randn(P, P, generator=g, dtype=torch.float64)
+    A = A @ A.T + torch.eye(P, dtype=torch.float64)
+    hist = _History(C, m, P, torch.zeros(1, dtype=torch.float64))
+    pairs: list[list] = [[] for _ in range(C)]
+
+    def two_loop(S, Y, v):
+        q, alphas = v.clone(), []
+        for s, yv in reversed(list(zip(S, Y))):
+            rho = 1 / (s @ yv)
+            a = rho * (s @ q)
+            q -= a * yv
+            alphas.append((a, rho, s, yv))
+        r = q * ((S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]) if S else 1.0)
+        for a, rho, s, yv in reversed(alphas):
+            r += s * (a - rho * (yv @ r))
+        return r
+
+    for step in range(9):
+        s = torch.randn(C, P, generator=g, dtype=torch.float64)
+        keep = torch.tensor([True, step % 2 == 0, step > 5])
+        hist.push(s, s @ A, keep)
+        for c in range(C):
+            if keep[c]:
+                pairs[c] = (pairs[c] + [(s[c], (s @ A)[c])])[-m:]
+        v = torch.randn(C, P, generator=g, dtype=torch.float64)
+        got = hist.apply(v)
+        for c in range(C):
+            ref = two_loop([q[0] for q in pairs[c]], [q[1] for q in pairs[c]], v[c])
+            torch.testing.assert_close(got[c], ref, rtol=1e-10, atol=1e-12)
+
+
 def test_fit_copies_with_a_zero_weight_equals_training_without_the_point(data):
     X, y = data
     config = cfg(steps=200, weight_decay=0.01)
@@ -352,3 +457,17 @@ def test_no_module_metadata_or_private_engine_names_in_models_and_ground_truth()
             text = path.read_text(encoding="utf-8")
             for name in ("_iw_spec", "_max_workers", "_check_finite"):
                 assert name not in text, f"{path.name} uses {name}"
+
+
+def test_lbfgs_chunks_are_no_longer_capped_at_eight():
+    """L-BFGS copies train together, so a sweep stacks up to LBFGS_MAX_WIDTH of them (Iris:
+    every point of a LOO in one chunk); first-order optimisers keep their own limits."""
+    from influence_widgets.ground_truth.retrain import LBFGS_MAX_WIDTH, choose_width
+
+    X = iris().X_train.double()
+    model = SPEC.build(seed=0).double()
+    names = [k for k, _ in model.named_parameters()]
+    lbfgs = TrainConfig.preset("exact", device="cpu")
+    assert choose_width(model, X, 121, names, lbfgs, torch.device("cpu")) == 121
+    assert choose_width(model, X, 1000, names, lbfgs, torch.device("cpu")) == LBFGS_MAX_WIDTH
+    assert choose_width(model, X, 1000, names, cfg(), torch.device("cpu")) > LBFGS_MAX_WIDTH

@@ -142,8 +142,9 @@ def _total(chunks: Sequence[int], steps: int, timings: Sequence[StepTiming], wor
 
 
 def _one_by_one(problem: Problem) -> bool:
-    """Whether stacked copies train one at a time (L-BFGS, batch norm: see ``fit_copies``)."""
-    return problem.config.optimizer == "lbfgs" or any(
+    """Whether stacked copies train one at a time (batch norm in training mode: see
+    ``fit_copies``; L-BFGS trains them together)."""
+    return problem.mode != "pbrf" and any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in problem.module.modules())
 
 
@@ -152,10 +153,11 @@ def probe_chunk(problem: Problem, jobs: Sequence[Job], *, steps: int = PROBE_STE
     """Time the chunk ``jobs`` of ``problem`` on its real data for up to ``steps`` optimiser
     steps (fewer once ``budget`` seconds have passed and two steps are timed, or one step that
     took ``SLOW_FIRST_STEP`` budgets; no L-BFGS polish). The first step's extra cost (first
-    calls in a process can take a second) counts as set-up. A chunk whose copies train one by one (L-BFGS, batch norm) is timed on one copy
-    and scales with its width. L-BFGS, which stops once converged, runs one whole retrain when
-    it ends within ``budget``: then that retrain's time is the measurement (``step`` 0), else
-    its iterations so far give an upper bound."""
+    calls in a process can take a second) counts as set-up. A chunk whose copies train one by
+    one (batch norm) is timed on one copy and scales with its width. L-BFGS, which stops once
+    every copy has converged, runs the whole chunk when it ends within ``budget``: then that
+    chunk's time is the measurement (``step`` 0), else its iterations so far give an upper
+    bound."""
     jobs = list(jobs)
     if len(jobs) > 1 and _one_by_one(problem):
         jobs = jobs[:1]
@@ -163,6 +165,9 @@ def probe_chunk(problem: Problem, jobs: Sequence[Job], *, steps: int = PROBE_STE
     n = problem.steps if lbfgs else max(1, min(steps, problem.steps))
     task = problem.task(jobs, portable=False)
     task = replace(task, steps=n, config=task.config.replace(polish_steps=0))
+    if not lbfgs:  # torch.optim's first optimizer in a process imports torch._dynamo (seconds,
+        # once): paid here, not counted as the chunk's set-up
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     stamps: list[tuple[int, float]] = []
     t0 = clock()
 
@@ -222,7 +227,7 @@ def sweep_eta(problem: Problem, jobs: Sequence[Job], options: SweepOptions | Non
     notes = []
     if problem.config.optimizer == "lbfgs" and measured:
         notes.append("L-BFGS stops once converged: " + (
-            "as long as one retrain run to its end in the probe"
+            "as long as one chunk run to its end in the probe"
             if all(t.step == 0.0 for t in measured.values()) else "an upper bound"))
     if problem.config.polish_steps and problem.mode != "pbrf":
         notes.append(f"plus up to {problem.config.polish_steps} L-BFGS polish iterations per "

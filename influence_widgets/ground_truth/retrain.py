@@ -23,7 +23,7 @@ from torch import nn
 from .._devices import resolve_dtype
 from ..models.losses import cast_targets, per_sample_loss
 from ..models.modes import eval_mode
-from ..models.training import Copies, TrainConfig, fit_copies, state_of
+from ..models.training import LBFGS_HISTORY, Copies, TrainConfig, fit_copies, state_of
 from .pbrf import pbrf_objective
 
 MODES = ("warm_start", "scratch", "pbrf")
@@ -164,6 +164,7 @@ def _start_of(job: Job, start: dict[str, torch.Tensor], names: list[str],
 # ----------------------------------------------------------------------------- chunk width
 
 CPU_WORK_BUDGET = 1e8  # copies * params * training points per chunk on CPU (see choose_width)
+LBFGS_MAX_WIDTH = 128  # L-BFGS copies per chunk (the slowest copy sets the chunk's iterations)
 
 
 def available_memory(device: torch.device) -> int:
@@ -209,25 +210,27 @@ def choose_width(module: nn.Module, X: torch.Tensor, n_jobs: int, trainable: lis
     """How many retrains to stack in one chunk.
 
     Memory: each copy keeps its parameters, gradients and optimiser state (about 6 numbers per
-    trainable parameter) plus ``3 * N * A`` activations (``A`` per row, measured with hooks);
-    chunks use at most a quarter of the free memory (half on CUDA). On CPU, stacking only pays
-    while the per-step work is overhead-bound, so ``copies * params * N`` is capped at
-    ``CPU_WORK_BUDGET``. L-BFGS trains copies one by one anyway: chunks of 8 then only set how
-    often results are saved.
+    trainable parameter, plus L-BFGS's ``2 * LBFGS_HISTORY`` curvature pairs) plus ``3 * N * A``
+    activations (``A`` per row, measured with hooks); chunks use at most a quarter of the free
+    memory (half on CUDA). On CPU, stacking only pays while the per-step work is
+    overhead-bound, so ``copies * params * N`` is capped at ``CPU_WORK_BUDGET``. L-BFGS runs
+    until its slowest copy has converged (the others idle), so its chunks are capped at
+    ``LBFGS_MAX_WIDTH``.
     """
     n = X.shape[0]
     itemsize = torch.empty((), dtype=X.dtype).element_size()
     params = dict(module.named_parameters())
     p_train = sum(params[k].numel() for k in trainable)
     p_all = sum(p.numel() for p in params.values())
-    per_copy = itemsize * (6 * p_train + 3 * n * activation_size(module, X.to(
+    state = 6 + (2 * LBFGS_HISTORY if config.optimizer == "lbfgs" or config.polish_steps else 0)
+    per_copy = itemsize * (state * p_train + 3 * n * activation_size(module, X.to(
         next(iter(params.values())).dtype)))
     share = 0.5 if device.type == "cuda" else 0.25
     width = max(1, int(share * available_memory(device) // per_copy))
     if device.type == "cpu":
         width = min(width, max(1, int(CPU_WORK_BUDGET // (p_all * n))))
     if config.optimizer == "lbfgs":
-        width = min(width, 8)
+        width = min(width, LBFGS_MAX_WIDTH)
     return max(1, min(width, n_jobs))
 
 

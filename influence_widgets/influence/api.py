@@ -23,7 +23,7 @@ from .._findings import (
 )
 from ..datasets.base import as_tensors
 from ..models.architectures import check_input_shape
-from ..models.losses import check_targets, output_width
+from ..models.losses import check_targets, output_width, per_sample_loss
 from ..models.params import ParamSelection
 from ..models.training import TrainedModel
 from .objective import Objective, memory_budget
@@ -242,7 +242,16 @@ class InfluenceEngine:
                 and hit[1].dtype == yt.dtype and torch.equal(hit[0], Xt) and torch.equal(hit[1], yt)):
             return hit[2]
         self._last_test = None  # let the old ones go before computing the new
-        G = obj.check_finite(obj.per_sample_grads(Xt, yt, check=False), "test")
+        if (self._one_chunk is None and obj.psg_chunk_size(obj.n) >= obj.n
+                and obj.psg_chunk_size(obj.n + Xt.shape[0]) >= obj.n + Xt.shape[0]):
+            # the training set is one chunk, to be kept: its rows and the test rows in one pass
+            both = obj.per_sample_grads(torch.cat([obj.X, Xt]), torch.cat([obj.y, yt]),
+                                        check=False)
+            self._one_chunk = obj.check_finite(both[: obj.n], "training")
+            G = both[obj.n :]
+        else:
+            G = obj.per_sample_grads(Xt, yt, check=False)
+        G = obj.check_finite(G, "test")
         self._last_test = (Xt.clone(), yt.clone(), G)  # copies: the caller may edit its tensors
         return G
 
@@ -312,18 +321,19 @@ class InfluenceEngine:
     def _model_findings(self, diag: dict[str, Any], damping: float) -> tuple[Finding, ...]:
         """Stationarity and the separable regime at the trained parameters (see
         :mod:`influence_widgets._findings`). The objective, training accuracy and logit margin
-        take one forward pass over the training set, done once per engine."""
-        from ..models.modes import eval_mode
-
+        take the training outputs (kept from the gradient graphs, else one forward pass), once
+        per engine."""
         obj = self.objective
         stats = getattr(self, "_fit_stats", None)
         if stats is None:
             acc = margin = None
+            out = obj.train_outputs()  # value and logits from one set of outputs
+            with torch.no_grad():
+                value = (per_sample_loss(out, obj.y, obj.loss).sum() / obj.n
+                         + 0.5 * obj.weight_decay * (obj.theta**2).sum())
             if obj.loss == "cross_entropy":
-                with torch.no_grad(), eval_mode(obj.model):
-                    out = torch.cat([obj.outputs(obj.theta, Xc) for Xc, _ in obj.chunks()])
                 acc, margin = logit_stats(out, obj.y)
-            stats = self._fit_stats = (float(obj.value()), acc, margin)
+            stats = self._fit_stats = (float(value), acc, margin)
         value, acc, margin = stats
         return (stationarity_findings(value, float(diag["grad_norm"]), params=obj.params_label)
                 + degenerate_findings(value, acc, diag.get("top_eigenvalue"), damping, margin,

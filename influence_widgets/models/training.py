@@ -7,7 +7,9 @@ normal run and ``w_i = 0`` for removed points; another objective (PBRF's) plugs 
 loops as a :class:`CopyObjective`. ``C`` copies of the parameters can be trained at
 once ("stacked" along a leading dimension, forward through ``torch.func.vmap``): first-order
 optimisers (SGD, Adam) act element-wise, so stacked copies follow exactly the trajectories they
-would follow one at a time. L-BFGS is not element-wise and runs copy by copy.
+would follow one at a time; L-BFGS keeps a history, a line search and a stop per copy, so it
+trains them together as well (only batch norm in training mode, whose statistics are shared,
+trains copy by copy).
 """
 
 from __future__ import annotations
@@ -260,6 +262,16 @@ class Copies:
 
         return vmap(one, in_dims=(0, None))(self.trainable, X)
 
+    def outputs_rows(self, X: torch.Tensor) -> torch.Tensor:
+        """Model outputs of every copy on its own rows ``X (C, M, ...)``: ``(C, M, K)``."""
+        if self.n == 1:
+            return self.outputs(X[0])
+
+        def one(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.model, {**self.frozen, **p}, (x,))
+
+        return vmap(one, in_dims=(0, 0))(self.trainable, X)
+
     def sq_norms(self, anchor: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``||theta_c - anchor||^2`` per copy ``(C,)``; ``anchor`` is one unstacked copy (None: 0)."""
         return sum(((v if anchor is None else v - anchor[k]).reshape(self.n, -1) ** 2).sum(dim=1)
@@ -303,11 +315,20 @@ class TrainingObjective:
         self.copies, self.X, self.y, self.w = copies, X, y, weights
         config = config.resolved()  # an unset objective trains with the defaults
         self.loss, self.weight_decay = config.loss, config.weight_decay
+        self.kept = None  # full batch: each copy's own rows, when they are few (see gather_rows)
+        if gather_rows(weights):
+            idx = torch.argsort((weights == 0).to(torch.int8), dim=1, stable=True)
+            idx = idx[:, : int((weights[0] != 0).sum())]  # (C, M): each copy's kept rows, in order
+            self.kept = (X[idx], y[idx], torch.gather(weights, 1, idx))
 
     def __call__(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        X, y, w = (self.X, self.y, self.w) if rows is None else (
-            self.X[rows], self.y[rows], self.w[:, rows])
-        losses = per_sample_loss(self.copies.outputs(X), y, self.loss)  # (C, N)
+        if rows is None and self.kept is not None:
+            X, y, w = self.kept
+            losses = per_sample_loss(self.copies.outputs_rows(X), y, self.loss)  # (C, M)
+        else:
+            X, y, w = (self.X, self.y, self.w) if rows is None else (
+                self.X[rows], self.y[rows], self.w[:, rows])
+            losses = per_sample_loss(self.copies.outputs(X), y, self.loss)  # (C, N)
         wsum = w.sum(dim=1).clamp_min(torch.finfo(w.dtype).tiny)
         obj = (losses * w).sum(dim=1) / wsum
         if self.weight_decay:
@@ -316,6 +337,18 @@ class TrainingObjective:
 
     def grad_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
         return per_copy_grad_norms(self(), self.copies.trainable)
+
+
+GATHER_SHARE = 0.75  # a full-batch copy that keeps at most this share of the rows sees only them
+
+
+def gather_rows(weights: torch.Tensor) -> bool:
+    """Whether full-batch copies with these ``weights (C, N)`` train on their own kept rows
+    (gathered, ``C x M`` rows) rather than on all ``N`` rows with zeros: every copy keeps the
+    same number ``M`` of rows, at most ``GATHER_SHARE * N`` (group removals, LDS subsets). The
+    zeros then cost nothing; the objective is the same up to rounding."""
+    counts = (weights != 0).sum(dim=1)
+    return bool((counts == counts[0]).all()) and int(counts[0]) <= GATHER_SHARE * weights.shape[1]
 
 
 def fit_copies(
@@ -352,12 +385,18 @@ def fit_copies(
     copies = Copies.stack(model, start, names, C, X.device, X.dtype)
     w = weights.to(device=X.device, dtype=X.dtype)
     obj = make(copies, X, y, w, config)
-    if C > 1 and (config.optimizer == "lbfgs" or (obj.training and _has_batchnorm(model))):
-        # L-BFGS is not element-wise (its line search and history span all parameters), and
-        # batch-norm statistics are updated in place in training mode: one copy at a time.
-        return _one_by_one(model, start, X, y, w, config, names=names, steps=n_steps,
-                           progress=progress, polish=polish, should_stop=should_stop,
-                           objective=objective)
+    if C > 1 and obj.training and _has_batchnorm(model):
+        # batch-norm statistics are updated in place in training mode: one copy at a time
+        return _in_groups(model, start, X, y, w, config, [[c] for c in range(C)], names=names,
+                          steps=n_steps, progress=progress, polish=polish,
+                          should_stop=should_stop, objective=objective)
+    groups = _row_groups(w) if make is TrainingObjective and _full_batch(config, X) else None
+    if groups is not None:
+        # copies that keep few rows (LDS subsets) beside some that keep many (the control):
+        # each kind trains on its own gathered rows
+        return _in_groups(model, start, X, y, w, config, groups, names=names, steps=n_steps,
+                          progress=progress, polish=polish, should_stop=should_stop,
+                          objective=objective)
     with module_mode(model, obj.training):
         if config.optimizer == "lbfgs":
             n_steps = _lbfgs(obj, config, n_steps, progress, should_stop)
@@ -372,32 +411,47 @@ def fit_copies(
                  "seconds": time.perf_counter() - t0, "nan_step": None}
 
 
-def _one_by_one(model: nn.Module, start: dict[str, torch.Tensor], X, y, w, config: TrainConfig, *,
-                names: list[str], steps: int, **kwargs: Any
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """:func:`fit_copies` for each copy in turn, the results stacked as if trained together."""
-    parts = [fit_copies(model, start, X, y, w[c : c + 1], config, trainable=names, steps=steps,
-                        **kwargs) for c in range(w.shape[0])]
-    stacked = {k: torch.cat([p[k] for p, _ in parts]) for k in names}
-    diag = {k: torch.cat([d[k] for _, d in parts]) for k in ("objective", "grad_norm")}
-    diag.update(steps=steps, seconds=sum(d["seconds"] for _, d in parts), nan_step=None)
+def _full_batch(config: TrainConfig, X: torch.Tensor) -> bool:
+    return config.optimizer == "lbfgs" or (config.batch_size or X.shape[0]) >= X.shape[0]
+
+
+def _row_groups(w: torch.Tensor) -> list[list[int]] | None:
+    """Copies grouped by how many rows they keep, when some group would gather its rows
+    (:func:`gather_rows`) and the copies do not all keep the same number; else None."""
+    counts = (w != 0).sum(dim=1).tolist()
+    if len(set(counts)) == 1:
+        return None
+    groups: dict[int, list[int]] = {}
+    for c, k in enumerate(counts):
+        groups.setdefault(k, []).append(c)
+    if not any(gather_rows(w[g]) for g in groups.values()):
+        return None
+    return list(groups.values())
+
+
+def _in_groups(model: nn.Module, start: dict[str, torch.Tensor], X, y, w, config: TrainConfig,
+               groups: list[list[int]], *, names: list[str], steps: int, **kwargs: Any
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`fit_copies` for each group of copies in turn, the results stacked in the copies'
+    order as if trained together (copies never interact: the same numbers up to rounding)."""
+    order = [c for g in groups for c in g]
+    parts = [fit_copies(model, start, X, y, w[g], config, trainable=names, steps=steps,
+                        **kwargs) for g in groups]
+    back = torch.argsort(torch.tensor(order))
+    stacked = {k: torch.cat([p[k] for p, _ in parts])[back] for k in names}
+    diag = {k: torch.cat([d[k] for _, d in parts])[back] for k in ("objective", "grad_norm")}
+    diag.update(steps=max(int(d["steps"]) for _, d in parts),
+                seconds=sum(d["seconds"] for _, d in parts), nan_step=None)
     return stacked, diag
 
 
 def _polish(copies: Copies, X, y, w, config: TrainConfig,
             should_stop: Callable[[], bool] | None) -> None:
-    """Up to ``config.polish_steps`` full-batch L-BFGS iterations on each copy's training
-    objective, towards the stationary point influence functions assume."""
-    if not config.polish_steps:
-        return
-    for c in range(copies.n):
-        sub = copies if copies.n == 1 else copies.select(c)
-        _lbfgs(TrainingObjective(sub, X, y, w[c : c + 1], config), config, config.polish_steps,
-               None, should_stop)
-        if sub is not copies:
-            with torch.no_grad():
-                for k, v in copies.trainable.items():
-                    v[c] = sub.trainable[k][0]
+    """Up to ``config.polish_steps`` full-batch L-BFGS iterations on every copy's training
+    objective at once, towards the stationary point influence functions assume."""
+    if config.polish_steps:
+        _lbfgs(TrainingObjective(copies, X, y, w, config), config, config.polish_steps, None,
+               should_stop)
 
 
 def check_finite_objective(obj: torch.Tensor, step: int) -> None:
@@ -444,42 +498,176 @@ def _first_order(objective: CopyObjective, n: int, config: TrainConfig, n_steps:
             raise InterruptedError(f"training cancelled at step {step + 1} of {n_steps}")
 
 
+LBFGS_HISTORY = 50  # curvature pairs each copy keeps
+LBFGS_REPORT = 10  # iterations between progress reports and should_stop checks
+LBFGS_TRIALS = 30  # step sizes a line search tries before it gives up
+ARMIJO = 1e-4  # sufficient decrease: f(x + t d) <= f(x) + ARMIJO * t * g.d
+APPROX_WOLFE = 0.8  # near round-off, accept a step whose slope is at most this * |g.d| uphill
+
+
+class _Flat:
+    """The stacked trainable leaves ``(C, *shape)`` of a copy objective seen as one ``(C, P)``
+    matrix: read, write, and the per-copy gradient of the objective at what was written."""
+
+    def __init__(self, leaves: list[torch.Tensor]) -> None:
+        self.leaves = leaves
+        self.C = leaves[0].shape[0]
+        self.sizes = [v[0].numel() for v in leaves]
+
+    def get(self) -> torch.Tensor:
+        return torch.cat([v.detach().reshape(self.C, -1) for v in self.leaves], dim=1)
+
+    def set(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            for v, part in zip(self.leaves, x.split(self.sizes, dim=1)):
+                v.copy_(part.view_as(v))
+
+    def evaluate(self, objective: CopyObjective, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective ``(C,)`` and gradient ``(C, P)`` of every copy at ``x``."""
+        self.set(x)
+        obj = objective()
+        grads = torch.autograd.grad(obj.sum(), self.leaves)
+        return obj.detach(), torch.cat([g.reshape(self.C, -1) for g in grads], dim=1)
+
+
+class _History:
+    """Each copy's last ``m`` curvature pairs ``(s, y)``, newest last, and the product of its
+    L-BFGS inverse-Hessian approximation with a vector in the compact form of Byrd, Nocedal and
+    Schnabel (1994): ``H = gamma I + [S, gamma Y] M [S, gamma Y]^T``, two batched triangular
+    solves instead of the two-loop recursion's ``2m`` sequential steps. Slots a copy has not
+    filled hold zeros and drop out of the product."""
+
+    def __init__(self, C: int, m: int, P: int, like: torch.Tensor) -> None:
+        self.m = m
+        self.S = like.new_zeros(C, m, P)
+        self.Y = like.new_zeros(C, m, P)
+        self.SY = like.new_zeros(C, m, m)  # SY[i, j] = s_i . y_j
+        self.YY = like.new_zeros(C, m, m)
+        self.count = torch.zeros(C, dtype=torch.long, device=like.device)
+        self.gamma = like.new_ones(C)
+
+    def push(self, s: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> None:
+        """Append ``(s[c], y[c])`` to the copies where ``keep[c]`` (dropping their oldest)."""
+        if not bool(keep.any()):
+            return
+        S = torch.cat([self.S[:, 1:], s[:, None]], dim=1)
+        Y = torch.cat([self.Y[:, 1:], y[:, None]], dim=1)
+        SY = torch.zeros_like(self.SY)
+        YY = torch.zeros_like(self.YY)
+        SY[:, :-1, :-1] = self.SY[:, 1:, 1:]
+        YY[:, :-1, :-1] = self.YY[:, 1:, 1:]
+        SY[:, -1, :] = torch.bmm(Y, s[:, :, None])[..., 0]
+        SY[:, :, -1] = torch.bmm(S, y[:, :, None])[..., 0]
+        yy = torch.bmm(Y, y[:, :, None])[..., 0]
+        YY[:, -1, :] = yy
+        YY[:, :, -1] = yy
+        k = keep[:, None, None]
+        self.S, self.Y = torch.where(k, S, self.S), torch.where(k, Y, self.Y)
+        self.SY, self.YY = torch.where(k, SY, self.SY), torch.where(k, YY, self.YY)
+        self.count = torch.where(keep, (self.count + 1).clamp_max(self.m), self.count)
+        self.gamma = torch.where(keep, SY[:, -1, -1] / yy[:, -1], self.gamma)
+
+    def reset(self, which: torch.Tensor) -> None:
+        """Forget the pairs of the copies where ``which``."""
+        k = which[:, None, None]
+        self.S, self.Y = self.S.masked_fill(k, 0), self.Y.masked_fill(k, 0)
+        self.SY, self.YY = self.SY.masked_fill(k, 0), self.YY.masked_fill(k, 0)
+        self.count = self.count.masked_fill(which, 0)
+        self.gamma = self.gamma.masked_fill(which, 1.0)
+
+    def apply(self, g: torch.Tensor) -> torch.Tensor:
+        """``H g`` per copy ``(C, P)``; ``g`` itself for a copy without pairs."""
+        if not bool(self.count.any()):
+            return g
+        valid = torch.arange(self.m, device=g.device)[None] >= self.m - self.count[:, None]
+        diag = torch.diagonal(self.SY, dim1=1, dim2=2)
+        R = torch.triu(self.SY, diagonal=1) + torch.diag_embed(torch.where(valid, diag, 1.0))
+        gamma = self.gamma[:, None]
+        a = torch.bmm(self.S, g[:, :, None])  # (C, m, 1)
+        b = gamma[..., None] * torch.bmm(self.Y, g[:, :, None])
+        u = torch.linalg.solve_triangular(R, a, upper=True)
+        rhs = (diag * valid)[..., None] * u + gamma[..., None] * torch.bmm(self.YY, u) - b
+        p = torch.linalg.solve_triangular(R.transpose(1, 2), rhs, upper=False)
+        return (gamma * g + torch.bmm(self.S.transpose(1, 2), p)[..., 0]
+                - gamma * torch.bmm(self.Y.transpose(1, 2), u)[..., 0])
+
+
+def _line_search(flat: _Flat, objective: CopyObjective, x, f, g, d, t, todo):
+    """Backtracking on every copy in ``todo`` at once, each from its own step ``t``: a copy
+    takes the first step with sufficient decrease (Armijo), or, once the decrease is lost in
+    round-off, one whose slope along ``d`` is not steeply uphill (Hager and Zhang's approximate
+    Wolfe condition); a rejected step shrinks by quadratic interpolation, kept within [0.1, 0.5]
+    of itself. Returns the new point, objective, gradient and which copies found a step."""
+    gtd = (g * d).sum(dim=1)
+    eps_f = 1e3 * torch.finfo(f.dtype).eps * f.abs()
+    x_new, f_new, g_new = x.clone(), f.clone(), g.clone()
+    found = torch.zeros_like(todo)
+    todo = todo.clone()
+    for _ in range(LBFGS_TRIALS):
+        ft, gt = flat.evaluate(objective, x + t[:, None] * d)
+        slope = (gt * d).sum(dim=1)
+        ok = torch.isfinite(ft) & ((ft <= f + ARMIJO * t * gtd)
+                                   | ((ft <= f + eps_f) & (slope <= -APPROX_WOLFE * gtd)))
+        ok &= todo
+        x_new = torch.where(ok[:, None], x + t[:, None] * d, x_new)
+        f_new, g_new = torch.where(ok, ft, f_new), torch.where(ok[:, None], gt, g_new)
+        found |= ok
+        todo &= ~ok
+        if not bool(todo.any()):
+            break
+        # minimiser of the quadratic through f, gtd at 0 and ft at t (half the step if not finite)
+        curv = torch.where(torch.isfinite(ft), ft - f - gtd * t, torch.inf)
+        quad = -gtd * t * t / (2 * curv.clamp_min(torch.finfo(f.dtype).tiny))
+        t = torch.where(todo, torch.minimum(torch.maximum(quad, 0.1 * t), 0.5 * t), t)
+    return x_new, f_new, g_new, found
+
+
 def _lbfgs(objective: CopyObjective, config: TrainConfig, max_iter: int,
            progress: Progress | None, should_stop: Callable[[], bool] | None) -> int:
-    """Full-batch L-BFGS (strong Wolfe) for up to ``max_iter`` iterations, in chunks of 50 that
-    keep the history, until the gradient norm is under ``config.grad_tol``; returns those done."""
-    params = list(objective.copies.trainable.values())
+    """Full-batch L-BFGS on every stacked copy at once, each with its own history, step sizes
+    and stop: a copy stops once the norm of its gradient is under ``config.grad_tol``, or when
+    no step along steepest descent lowers its objective (stalled in round-off); pairs with
+    ``s.y <= eps * y.y`` (no positive curvature) are skipped. A copy's iterates do not depend
+    on the other copies, so copies trained together follow the paths they follow alone.
+    Returns the iterations done (at most ``max_iter``, the most any copy ran)."""
+    flat = _Flat(list(objective.copies.trainable.values()))
+    x = flat.get()
+    C, P = x.shape
     lr = config.lr if config.optimizer == "lbfgs" else 1.0
-    chunk = 50
-    opt = torch.optim.LBFGS(params, lr=lr, max_iter=chunk, max_eval=4 * chunk, history_size=50,
-                            tolerance_grad=config.grad_tol * 1e-3, tolerance_change=0.0,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad(set_to_none=True)
-        obj = objective().sum()
-        obj.backward()
-        return obj
-
-    state = opt.state[params[0]]
+    eps = torch.finfo(x.dtype).eps
+    f, g = flat.evaluate(objective, x)
+    check_finite_objective(f, 0)
+    hist = _History(C, LBFGS_HISTORY, P, x)
+    active = g.norm(dim=1) >= config.grad_tol
     done = 0
-    while done < max_iter:
-        it = min(chunk, max_iter - done)
-        opt.param_groups[0]["max_iter"] = it
-        opt.param_groups[0]["max_eval"] = 4 * it
-        iters0, evals0 = state.get("n_iter", 0), state.get("func_evals", 0)
-        opt.step(closure)
-        ran = state["n_iter"] - iters0
-        done += ran
-        obj, gn = objective.grad_norms()
-        check_finite_objective(obj, done)
-        if progress is not None:
-            progress(done, max_iter, {"objective": float(obj.mean()), "grad_norm": float(gn.max())})
-        stalled = ran < it and state["func_evals"] - evals0 < 4 * it  # L-BFGS stopped by itself
-        if float(gn.max()) < config.grad_tol or stalled or ran == 0:
-            break
-        if should_stop is not None and should_stop():
-            raise InterruptedError(f"training cancelled after {done} L-BFGS iterations")
+    while done < max_iter and bool(active.any()):
+        d = -hist.apply(g)
+        gtd = (g * d).sum(dim=1)
+        uphill = active & ~(gtd < 0)  # round-off in H: start that copy's history again
+        if bool(uphill.any()):
+            hist.reset(uphill)
+            d = torch.where(uphill[:, None], -g, d)
+        d = d * active[:, None]
+        # a copy without pairs takes a first step of length lr / max(1, |g|_1) (as torch's L-BFGS)
+        t = torch.where(hist.count > 0, lr, lr * (1.0 / g.abs().sum(dim=1)).clamp_max(1.0))
+        x_new, f_new, g_new, found = _line_search(flat, objective, x, f, g, d, t, active)
+        s, yv = x_new - x, g_new - g
+        sy, yy = (s * yv).sum(dim=1), (yv * yv).sum(dim=1)
+        hist.push(s, yv, found & (sy > eps * yy) & (yy > 0))
+        lost = active & ~found  # no step: forget the pairs, or stop if already steepest descent
+        stalled = lost & (hist.count == 0)
+        hist.reset(lost)
+        x, f, g = x_new, f_new, g_new
+        done += 1
+        check_finite_objective(f, done)
+        active &= ~stalled & (g.norm(dim=1) >= config.grad_tol)
+        if done % LBFGS_REPORT == 0 or done == max_iter or not bool(active.any()):
+            if progress is not None:
+                progress(done, max_iter, {"objective": float(f.mean()),
+                                          "grad_norm": float(g.norm(dim=1).max())})
+            if should_stop is not None and should_stop() and bool(active.any()):
+                raise InterruptedError(f"training cancelled after {done} L-BFGS iterations")
+    flat.set(x)
     return done
 
 

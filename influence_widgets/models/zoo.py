@@ -38,8 +38,9 @@ from .architectures import ModelSpec
 from .losses import cast_targets
 from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, summarize, train
 
-FORMAT = 4  # bump when the layout of the cached files changes (3: sha256 of the tensors in the
-# metadata; 4: the model's health in the diagnostics; files of an older format have another
+FORMAT = 5  # bump when the layout of the cached files changes (3: sha256 of the tensors in the
+# metadata; 4: the model's health in the diagnostics; 5: L-BFGS trains stacked copies together
+# with its own line search, so the trained models differ; files of an older format have another
 # key, so they are simply not found: stale)
 
 __all__ = [
