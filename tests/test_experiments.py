@@ -163,7 +163,8 @@ def test_both_weight_decay_arms_train_alike_and_the_table_says_how_healthy_each_
     table = ex.depth_study("tiny", depths=(1,), weight_decays=(0.005, 0.0))
     arms = table.set_index("weight_decay")
     assert arms.loc[0.005, "health"] == "healthy" and arms.loc[0.0, "health"] == "degenerate"
-    assert arms.loc[0.0, "objective"] < 1e-6 and bool(arms.loc[0.0, "stationary"])
+    # the separable regime: the objective under the degenerate rule's 1e-3, still stationary
+    assert arms.loc[0.0, "objective"] < 1e-3 and bool(arms.loc[0.0, "stationary"])
     budget = ex.depth_study("tiny", depths=(1,), weight_decays=(0.0,), train_no_wd="budget")
     assert budget["objective"].min() > 1e-3 and (budget["health"] == "not stationary").all()
     assert not budget["stationary"].any()
