@@ -207,7 +207,7 @@ _REAL_LBFGS = {"optimizer": "lbfgs", "lr": 1.0, "dtype": "float64", "grad_tol": 
 # (load 4-6; MLP: 700 iterations on MNIST, 1,600 on Fashion-MNIST; CNN: 550 and 450). Two torch
 # threads on the same busy machine were several times slower (MNIST MLP: 417 s against 44 s).
 _REAL_MODELS: list[tuple[str, int, str, dict, float, int, str, str]] = [
-    ("small-mlp", 1000, "mlp", {"depth": 1, "width": 32, "activation": "tanh"}, 1e-2, 2000,
+    ("small-mlp", 1000, "mlp", {"depth": 1, "width": 32, "activation": "tanh"}, 1e-2, 5000,
      "MLP 784-32-10 tanh (25,450 parameters)", "30-100 s"),
     ("small-cnn", 300, "small_cnn", {"channels": 4, "activation": "tanh", "pool": "avg"}, 3e-2,
      1000, "small CNN: 4 then 8 conv3x3 channels, tanh, average pooling (4,266 parameters)",
