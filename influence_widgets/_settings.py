@@ -150,3 +150,42 @@ def _check_value(owner: str, info: FieldInfo, value: Any, meta: Any) -> None:
         raise ValueError(f"{where} must be >= {lo:g}, got {value!r} ({info.help})")
     if above is not None and value <= above:
         raise ValueError(f"{where} must be > {above:g}, got {value!r} ({info.help})")
+
+
+class Registry(dict):
+    """Named classes of one kind (solvers, ground truths), each carrying a ``name`` and a
+    ``Settings`` dataclass: a dict ``name -> class`` that every layer reads, so adding an entry
+    is one class and one :meth:`register` call. The package's own entries cannot be removed."""
+
+    def __init__(self, kind: str, base: type, settings: type[Settings]) -> None:
+        super().__init__()
+        self.kind, self.base, self.settings = kind, base, settings
+
+    def register(self, cls: type) -> type:
+        """Add ``cls`` under ``cls.name`` (usable as a class decorator)."""
+        word = self.kind.replace(" ", "_")
+        if not (isinstance(cls, type) and issubclass(cls, self.base)) or not cls.name:
+            raise TypeError(f"register_{word} takes a {self.base.__name__} subclass with a "
+                            "non-empty name")
+        if not (isinstance(cls.Settings, type) and issubclass(cls.Settings, self.settings)):
+            raise TypeError(f"{self.kind} {cls.name!r}: Settings must be a "
+                            f"{self.settings.__name__} dataclass")
+        if cls.name in self and self[cls.name] is not cls:
+            raise ValueError(f"a {self.kind} named {cls.name!r} is already registered")
+        self[cls.name] = cls
+        return cls
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry added with :meth:`register` (the package's own ones stay)."""
+        cls = self.get(name)
+        if cls is not None and cls.__module__.startswith("influence_widgets."):
+            raise ValueError(f"{name!r} is a built-in {self.kind}")
+        self.pop(name, None)
+
+    def lookup(self, name: Any) -> type:
+        """The class called ``name``, or a ``ValueError`` listing the valid names."""
+        try:
+            return self[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown {self.kind} {name!r}; valid names: "
+                             f"{', '.join(self)}") from None

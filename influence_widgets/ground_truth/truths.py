@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._devices import dtype_name
-from .._settings import Settings, setting
+from .._settings import Registry, Settings, setting
 from ..models.training import TrainConfig
 from .options import SweepOptions
 from .problem import Problem, prepare, resolve_model
@@ -552,42 +552,17 @@ class Exact(GroundTruth):
 #: Every ground truth by name. A new one is a :class:`GroundTruth` subclass with its
 #: ``Settings`` and one :func:`register_truth` call; the API, the explorer, the studies and the
 #: CLI read it.
-TRUTHS: dict[str, type[GroundTruth]] = {}
-
-
-def register_truth(cls: type[GroundTruth]) -> type[GroundTruth]:
-    """Add a ground truth class to :data:`TRUTHS` under ``cls.name`` (usable as a decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, GroundTruth)) or not cls.name:
-        raise TypeError("register_truth takes a GroundTruth subclass with a non-empty name")
-    if not (isinstance(cls.Settings, type) and issubclass(cls.Settings, TruthSettings)):
-        raise TypeError(f"ground truth {cls.name!r}: Settings must be a TruthSettings dataclass")
-    if cls.name in TRUTHS and TRUTHS[cls.name] is not cls:
-        raise ValueError(f"a ground truth named {cls.name!r} is already registered")
-    TRUTHS[cls.name] = cls
-    return cls
-
-
-def unregister_truth(name: str) -> None:
-    """Remove a ground truth added with :func:`register_truth` (the package's own ones stay)."""
-    cls = TRUTHS.get(name)
-    if cls is not None and cls.__module__.startswith("influence_widgets."):
-        raise ValueError(f"{name!r} is a built-in ground truth")
-    TRUTHS.pop(name, None)
-
+TRUTHS: Registry = Registry("ground truth", GroundTruth, TruthSettings)
+register_truth = TRUTHS.register
+unregister_truth = TRUTHS.unregister
 
 for _cls in (WarmStart, Scratch, MiniBatch, LastLayer, PBRF, LDS, Exact):
     register_truth(_cls)
 
 
-def truth_class(name: str) -> type[GroundTruth]:
+def truth_class(name: str | GroundTruth) -> type[GroundTruth]:
     """The ground truth class called ``name``, or a ``ValueError`` listing the valid names."""
-    if isinstance(name, GroundTruth):
-        return type(name)
-    try:
-        return TRUTHS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown ground truth {name!r}; valid names: "
-                         f"{', '.join(TRUTHS)}") from None
+    return type(name) if isinstance(name, GroundTruth) else TRUTHS.lookup(name)
 
 
 def make_truth(name: str | GroundTruth, settings: TruthSettings | dict[str, Any] | None = None,

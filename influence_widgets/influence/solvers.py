@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .._settings import Registry
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping, setting
 
@@ -679,28 +680,9 @@ class ArnoldiSolver(Solver):
 
 #: Every solver by name. A new one is a :class:`Solver` subclass with its ``Settings`` and one
 #: :func:`register_solver` call; ``iw.influence``, the CLI's ``list`` and the explorer read it.
-SOLVERS: dict[str, type[Solver]] = {}
-
-
-def register_solver(cls: type[Solver]) -> type[Solver]:
-    """Add a solver class to :data:`SOLVERS` under ``cls.name`` (usable as a class decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, Solver)) or not cls.name:
-        raise TypeError("register_solver takes a Solver subclass with a non-empty name")
-    if not (isinstance(cls.Settings, type) and issubclass(cls.Settings, SolverSettings)):
-        raise TypeError(f"solver {cls.name!r}: Settings must be a SolverSettings dataclass")
-    if cls.name in SOLVERS and SOLVERS[cls.name] is not cls:
-        raise ValueError(f"a solver named {cls.name!r} is already registered")
-    SOLVERS[cls.name] = cls
-    return cls
-
-
-def unregister_solver(name: str) -> None:
-    """Remove a solver added with :func:`register_solver` (the package's own ones stay)."""
-    cls = SOLVERS.get(name)
-    if cls is not None and cls.__module__.startswith("influence_widgets."):
-        raise ValueError(f"{name!r} is a built-in solver")
-    SOLVERS.pop(name, None)
-
+SOLVERS: Registry = Registry("solver", Solver, SolverSettings)
+register_solver = SOLVERS.register
+unregister_solver = SOLVERS.unregister
 
 for _cls in (ExactSolver, CGSolver, LiSSASolver, ArnoldiSolver):
     register_solver(_cls)
@@ -708,10 +690,7 @@ for _cls in (ExactSolver, CGSolver, LiSSASolver, ArnoldiSolver):
 
 def solver_class(name: str) -> type[Solver]:
     """The solver class called ``name``, or a ``ValueError`` listing the valid names."""
-    try:
-        return SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown solver {name!r}; valid names: {', '.join(SOLVERS)}") from None
+    return SOLVERS.lookup(name)
 
 
 def make_settings(name: str, settings: SolverSettings | None = None, **options: Any) -> SolverSettings:
