@@ -175,9 +175,16 @@ _IMAGE_TABLE: list[tuple[str, str, dict, str, dict, dict, str]] = [
      {**_ADAM, "steps": 3000, "polish_steps": 500, "dtype": "float64", "weight_decay": 1e-3,
       "device": "cpu"},
      "8x8 digits, MLP 64-128-10 tanh, float64 Adam + L-BFGS polish"),
-    ("digits-cnn", "digits", {"flat": False}, "small_cnn", {"channels": 8},
-     {**_ADAM, "epochs": 50, "batch_size": 128, "weight_decay": 1e-3},
-     "8x8 digits as images, small CNN (8 channels, ReLU), float32 Adam"),
+    # smooth (tanh, average pooling) so that a stationary point exists: the ReLU/max-pool CNN
+    # trained with Adam stopped at gradient norm 0.098 with an indefinite Hessian. Measured:
+    # 442 L-BFGS iterations to gradient 9.2e-6, Hessian eigenvalues 6.2e-4 to 3.4, training
+    # accuracy 99%, 72 s on the shared 2-core CPU with another job running.
+    ("digits-cnn", "digits", {"flat": False}, "small_cnn",
+     {"channels": 6, "activation": "tanh", "pool": "avg"},
+     {"optimizer": "lbfgs", "lr": 1.0, "steps": 3000, "dtype": "float64", "grad_tol": 1e-5,
+      "weight_decay": 3e-3, "device": "cpu"},
+     "8x8 digits as images, small CNN (6 then 12 channels, tanh, average pooling; 1,210 "
+     "parameters), weight decay 0.003, float64 L-BFGS to a gradient norm under 1e-5"),
     ("cifar10-small-cnn", "cifar10", _CIFAR, "small_cnn", {"channels": 32},
      {**_ADAM, "epochs": 30, "batch_size": 128, "weight_decay": 5e-4},
      "CIFAR-10 subset (10,000 train), small CNN (32 channels, ReLU), float32 Adam"),
