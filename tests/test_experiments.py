@@ -218,3 +218,23 @@ def test_ground_truth_study_tiny_every_solver_against_loo_lds_and_pbrf():
     assert len(st.ground_truth_conclusion(table)) >= 5
     with pytest.raises(ValueError, match="unknown model.*'nope'.*valid: iris_logreg"):
         st.ground_truth_study("tiny", models=("nope",))
+
+
+def test_a_case_with_fewer_than_three_finite_pairs_is_a_row_with_an_error_not_a_crash(
+        monkeypatch):
+    """A model whose retrains all diverged (NaN LOO) stopped a 160-model study after 24 min
+    ("need at least 3 points to compare, got 0"); now its row says so and the study goes on."""
+    import influence_widgets.experiments.core as core
+
+    real = core._unit_sums
+
+    def nan_sums(values, units):
+        out = real(values, units).clone()
+        out[:, 1:] = float("nan")  # only one finite (estimate, LOO) pair per test point
+        return out
+
+    monkeypatch.setattr(core, "_unit_sums", nan_sums)
+    table = run_cases([_iris_case()], study="unit")
+    row = table.iloc[0]
+    assert math.isnan(row.spearman) and row.n_eval == 1
+    assert "1 of 6 (estimate, warm_start) pairs are finite" in row.error

@@ -554,6 +554,13 @@ def _compare_row(ev: EvalCase, run: _Run, r: int, m: _Measured, cols: list[int],
     estimated = _unit_sums(e["values"], units)[r].numpy()
     actual = m.result.values.double().cpu()[r, cols].numpy()
     noise = None if m.floor is None else float(m.floor.std[r])
+    finite = int((np.isfinite(estimated) & np.isfinite(actual)).sum())
+    if finite < 3:
+        # e.g. every retrain diverged: the row says so, and the study goes on
+        why = (f"{finite} of {len(cols)} (estimate, {m.gt.name}) pairs are finite; "
+               "at least 3 are needed to compare")
+        return {**row, **_metrics_nan(finite),
+                "error": "; ".join(x for x in (row["error"], why) if x)}, None
     row.update(_metrics(estimated, actual, noise, ev.compare_k))
     pair = {"estimated": estimated, "actual": actual, "noise": row["noise_std"],
             "se": None if se is None else se[r, cols].double().numpy()}
