@@ -440,7 +440,23 @@ def solver_findings(diagnostics: Mapping[str, Any], damping: float, solver: str
             f"use damping > {-lo:.3g} (the estimate then shrinks along low-curvature directions), "
             "or the Gauss-Newton curvature (positive semi-definite)",
             action={"damping": suggest_damping(lo)}, alternatives=({"curvature": "ggn"},)))
-    if d.get("converged") is False:
+    if d.get("converged") is False and solver == "lissa":
+        res, tol = d.get("residual"), d.get("residual_tol")
+        steps, scale = d.get("steps"), d.get("scale")
+        out.append(Finding(
+            "warning", "estimate", "lissa-inexact",
+            f"LiSSA's answer has relative residual {_g(res) if res is not None else '?'} "
+            f"(||v - (H + damping I) x|| / ||v||), above residual_tol "
+            f"{_g(tol) if tol is not None else '?'}, after {steps} steps with scale "
+            f"{_g(scale) if scale is not None else '?'}",
+            "the Neumann series was cut short (too few steps) or converges too slowly (a scale "
+            "far above the top eigenvalue): the estimates carry an error of about the "
+            "residual's relative size, and can be off by far more in low-curvature directions",
+            "raise steps, or leave scale blank (automatic, from the top eigenvalue), or use "
+            "solver='cg' or 'exact'",
+            action={"scale": None} if d.get("scale_source") == "given" else
+            ({"steps": 4 * int(steps)} if steps else None)))
+    elif d.get("converged") is False:
         it, res, tol = d.get("iterations"), d.get("residual"), d.get("tol")
         name = {"cg": "CG"}.get(solver, solver)
         out.append(Finding(

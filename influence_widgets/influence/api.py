@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,11 +22,13 @@ from .._findings import (
     solver_findings,
     stationarity_findings,
 )
+from .._settings import number
 from ..datasets.base import as_tensors
 from ..models.architectures import check_input_shape
 from ..models.losses import check_targets, output_width, per_sample_loss
 from ..models.params import ParamSelection
 from ..models.training import TrainedModel
+from ..models.wrap import warn_probabilities
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping
 from .solvers import (
@@ -59,10 +62,36 @@ class InfluenceResult:
 
 
 def _unpack_model(model: nn.Module | TrainedModel, weight_decay, loss):
+    if weight_decay is not None:
+        weight_decay = number(weight_decay, "weight_decay", minimum=0.0,
+                              hint="the L2 coefficient the model was trained with")
     if isinstance(model, TrainedModel):
-        wd = model.config.weight_decay if weight_decay is None else weight_decay
+        own = model.config.weight_decay
+        if weight_decay is not None and own is not None and not math.isclose(
+                weight_decay, own, rel_tol=1e-6, abs_tol=1e-12):
+            warnings.warn(
+                f"weight_decay={weight_decay:g} is not the weight decay this model was trained "
+                f"with ({own:g}): the weight decay given does not match how this model was "
+                "trained, so the Hessian is that of another objective, the trained parameters "
+                "are not at its minimum, and the estimates are off; leave weight_decay out to "
+                "use the model's own", RuntimeWarning, stacklevel=4)
+        wd = own if weight_decay is None else weight_decay
         return model.model, wd, loss or model.config.loss, model.spec
     return model, (0.0 if weight_decay is None else weight_decay), loss or "cross_entropy", None
+
+
+def _check_train_set(model: nn.Module | TrainedModel, X: torch.Tensor, y: torch.Tensor) -> None:
+    """A warning when a TrainedModel is given a training set that is not its own (content hash
+    of its rows, in any order): another split, a part, duplicated rows, a foreign set."""
+    if not isinstance(model, TrainedModel):
+        return
+    problem = model.training_set_problem(X, y)
+    if problem is not None:
+        warnings.warn(
+            f"{problem}: this is not the model's own training set, so the Hessian, the 1/n "
+            "and the training gradients describe another objective than the one the model "
+            "minimised, and every estimate is off; pass the model's own rows (tm.train, or "
+            "tm.data.train)", RuntimeWarning, stacklevel=4)
 
 
 def _has_bool(x: Any) -> bool:
@@ -147,10 +176,14 @@ class InfluenceEngine:
                  hvp_mode: str = "auto", cache_graph: bool | None = None) -> None:
         module, wd, loss, spec = _unpack_model(model, weight_decay, loss)
         _check_module(module)
+        if chunk_size is not None:
+            chunk_size = number(chunk_size, "chunk_size", integer=True, minimum=1,
+                                hint="rows per chunk of per-sample gradients, or None")
         X, y = as_tensors(train)
         if X.shape[0] == 0:
             raise ValueError("the training set is empty (0 rows); influence needs the training "
                              "points the model was trained on: pass them as (X, y)")
+        _check_train_set(model, X, y)
         if device is not None:
             dev = resolve_device(device)
             if next(module.parameters()).device != dev:
@@ -159,6 +192,9 @@ class InfluenceEngine:
         check_input_shape(module, X.to(first.device, first.dtype), spec)
         self.n_outputs = output_width(module, X.to(first.device, first.dtype))
         check_targets(y, self.n_outputs, loss, "training")
+        if loss == "cross_entropy":
+            warn_probabilities(module, X.to(first.device, first.dtype), "iw.influence",
+                               stacklevel=4)
         self.module = module
         self.objective = Objective(module, X.to(first.device, first.dtype), y, loss=loss,
                                    weight_decay=wd, params=params, curvature=curvature,
@@ -390,7 +426,25 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
     res = engine.scores(test, solver=solver, damping=damping, settings=settings,
                         test_indices=test_indices, progress=progress,
                         wd_correction=wd_correction, **solver_options)
+    _warn_not_stationary(res)
     return res if return_result else res.values
+
+
+def _warn_not_stationary(res: InfluenceResult) -> None:
+    """The one-shot front end says out loud what the engine only records: a model that is not
+    at a stationary point of the objective the estimate uses. Its most common cause is a weight
+    decay that is not the one the model was trained with (AdamW's decoupled decay, a value left
+    out), which LOO retraining would then share, so the two would agree and nothing else says."""
+    f = TrustReport(res.findings).get("not-stationary")
+    if f is None:
+        return
+    warnings.warn(
+        f"{f.what}. The model is not at a minimum of the objective the estimate uses (mean loss "
+        f"+ (weight_decay / 2) ||theta||^2 with weight_decay={res.weight_decay:g}): the weight "
+        "decay given may not match how this model was trained (AdamW's decoupled decay, or "
+        "weight_decay left out), or it was not trained to convergence. The estimates, and "
+        "leave-one-out retrains under the same objective, are then off. Pass the weight decay "
+        f"the optimiser used, or {f.fix}", RuntimeWarning, stacklevel=3)
 
 
 def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_decay: float | None = None,

@@ -460,6 +460,11 @@ class LiSSASettings(SolverSettings):
                                advanced=True)
     seed: int = setting(0, "seed of the mini-batch draws and of the Lanczos start vector",
                         advanced=True)
+    residual_tol: float = setting(0.1, "after the solve, one full-batch product measures each "
+                                  "vector's relative residual ||v - (H + damping I) x|| / ||v||; "
+                                  "above this the answer is reported as inexact (a warning: "
+                                  "too few steps or too large a scale); 0: no check",
+                                  minimum=0, advanced=True)
 
 
 class LiSSASolver(Solver):
@@ -526,6 +531,16 @@ class LiSSASolver(Solver):
                 restarts += 1
                 scale *= 2.0
         info.update(restarts=restarts, scale=scale, scale_source=source)
+        tol = self.settings.residual_tol
+        if tol:
+            # One full-batch product: how far the truncated series is from the solve it stands
+            # for (the relative residual is about the relative error of the answer when the
+            # recursion is cut short or its scale is too large: both leave the small-eigenvalue
+            # directions unsolved).
+            A_x = self.objective.hvp(out) + damping * out
+            rel = (V - A_x).norm(dim=1) / V.norm(dim=1).clamp_min(torch.finfo(V.dtype).tiny)
+            residual = float(rel.max())
+            info.update(residual=residual, residual_tol=tol, converged=residual <= tol)
         return out
 
     def _recursion(self, V: torch.Tensor, damping: float, s: float, info: dict[str, Any]) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .._devices import dtype_name, resolve_device, resolve_dtype
+from .._settings import number
 from .architectures import ModelSpec
 from .losses import LOSSES, cast_targets, per_sample_loss
 from .modes import eval_mode, module_mode
@@ -86,6 +87,14 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
         if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid names: {', '.join(LOSSES)}")
+        # numbers of any kind (numpy, 0-d tensors) become Python numbers; text or a fraction
+        # where an integer belongs is an error naming the field
+        for name, integer in (("lr", False), ("momentum", False), ("grad_tol", False),
+                              ("weight_decay", False), ("seed", True), ("steps", True),
+                              ("epochs", True), ("batch_size", True), ("polish_steps", True)):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, number(v, name, integer=integer, owner="TrainConfig"))
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.steps is not None and self.epochs is not None:
@@ -204,6 +213,28 @@ class TrainedModel:
 
         return of(self)
 
+    def training_set_problem(self, X: torch.Tensor, y: torch.Tensor) -> str | None:
+        """None when ``(X, y)`` holds the rows this model was trained on (in any order), else
+        one line on how it differs. Rows are compared through a content hash of the sorted
+        rows (inputs in the model's dtype, then targets), kept once in ``extra``."""
+        own = self.extra.get("train_digest")
+        if own is None:
+            own = self.extra["train_digest"] = rows_digest(self.X_train, self.y_train)
+        n, m = int(X.shape[0]), int(self.X_train.shape[0])
+        if tuple(X.shape[1:]) == tuple(self.X_train.shape[1:]) and n == m:
+            given = rows_digest(X.to(self.X_train.dtype), y.to(self.y_train.dtype))
+            if given == own:
+                return None
+            return (f"the training set given has as many rows as the model's ({n}) but "
+                    "other content (another split, edited or resampled rows, or duplicates in "
+                    "place of some rows)")
+        if n != m:
+            return (f"the training set given has {n} rows but the model was trained on {m} "
+                    + ("(duplicated rows weigh twice: every estimate changes)" if n > m else
+                       "(a part of its training set, or another set)"))
+        return (f"the training inputs given have shape {tuple(X.shape[1:])} per row, the model's "
+                f"{tuple(self.X_train.shape[1:])}")
+
     def _status(self) -> str:
         h = self.diagnostics.get("health")
         return (h.get("problems") or ["healthy"])[0] if isinstance(h, dict) else "unknown"
@@ -215,6 +246,24 @@ class TrainedModel:
             f"objective={d['objective']:.6g}, grad_norm={d['grad_norm']:.2e}, "
             f"converged={d['converged']}, steps={d['steps']}, health={self._status()})"
         )
+
+
+def rows_digest(X: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 of the rows of ``(X, y)`` in sorted order (each row: its input bytes, then its
+    target's): equal for the same rows in any order, different as soon as one row differs,
+    is missing or is repeated."""
+    import hashlib
+
+    import numpy as np
+
+    n = int(X.shape[0])
+    xb = X.detach().to("cpu").contiguous().reshape(n, -1).view(torch.uint8).numpy()
+    yb = y.detach().to("cpu").contiguous().reshape(n, -1).view(torch.uint8).numpy()
+    rows = np.ascontiguousarray(np.concatenate([xb, yb], axis=1))
+    keyed = rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1)
+    h = hashlib.sha256(f"{tuple(X.shape)}|{X.dtype}|{tuple(y.shape)}|{y.dtype}|".encode())
+    h.update(np.sort(keyed).tobytes())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- engine
