@@ -14,10 +14,12 @@ trains copy by copy).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
@@ -269,6 +271,31 @@ def rows_digest(X: torch.Tensor, y: torch.Tensor) -> str:
 # ----------------------------------------------------------------------------- engine
 
 
+_DROPOUT = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+@contextlib.contextmanager
+def objective_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """The module's mode while an objective is optimised: training mode when ``training`` (batch
+    norm on the batch's statistics) but with every dropout module off, as in the estimate. The
+    objective of DESIGN.md, which the estimate differentiates and which training, LOO and every
+    other retrain minimise, is one deterministic function of the parameters: dropout noise in
+    it would make two identical retrains differ and leave the estimate explaining another
+    objective. Every flag is restored afterwards."""
+    with module_mode(model, training):
+        if not training:
+            yield model
+            return
+        drops = [m for m in model.modules() if isinstance(m, _DROPOUT) and m.training]
+        for m in drops:
+            m.training = False
+        try:
+            yield model
+        finally:
+            for m in drops:
+                m.training = True
+
+
 def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -446,7 +473,7 @@ def fit_copies(
         return _in_groups(model, start, X, y, w, config, groups, names=names, steps=n_steps,
                           progress=progress, polish=polish, should_stop=should_stop,
                           objective=objective)
-    with module_mode(model, obj.training):
+    with objective_mode(model, obj.training):
         if config.optimizer == "lbfgs":
             n_steps = _lbfgs(obj, config, n_steps, progress, should_stop)
         else:
@@ -778,6 +805,30 @@ def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelecti
     }
 
 
+def _objective_at(module: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                  chunk: int = 4096) -> float:
+    """The training objective (mean loss + (wd/2)||theta||^2) of ``module`` as it is."""
+    with torch.no_grad(), eval_mode(module):
+        total = sum(float(per_sample_loss(module(X[s : s + chunk]), y[s : s + chunk],
+                                          config.loss).sum()) for s in range(0, X.shape[0], chunk))
+        sq = sum(float((p.double() ** 2).sum()) for p in module.parameters())
+    return total / X.shape[0] + 0.5 * float(config.weight_decay or 0.0) * sq
+
+
+def _warn_if_diverged(start: float, end: float, config: TrainConfig) -> None:
+    """A ``RuntimeWarning`` when training ended with a higher objective than it started from
+    (finite but diverged: too large a learning rate or momentum)."""
+    if math.isfinite(start) and end > start + 1e-9 * max(1.0, abs(start)):
+        what = "diverged" if end > 10 * max(abs(start), 1e-12) else "made it worse"
+        warnings.warn(
+            f"iw.train: the training objective rose from {start:.4g} at the start to {end:.4g} at "
+            f"the end: training {what} ({config.optimizer}, lr={config.lr:g}"
+            + (f", momentum={config.momentum:g}" if config.optimizer == "sgd" else "")
+            + "); this model is not a minimum and nothing computed from it means much: lower "
+            "the learning rate (or momentum, which must stay below 1)", RuntimeWarning,
+            stacklevel=3)
+
+
 def _finish_bar(bar: Any, steps: int, converged: bool) -> None:
     """Close a training bar that ended normally as complete at the ``steps`` actually taken.
 
@@ -835,6 +886,7 @@ def train(
     check_targets(y, output_width(module, X), config.loss, "training")
     init = state_of(module)
     names = select_params(module, params)
+    start_objective = _objective_at(module, X, y, config)
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
@@ -864,5 +916,6 @@ def train(
     module.eval()
     diagnostics = summarize(diag, config, params=params, dtype=dtype, device=device,
                             model=module, X=X, y=y)
+    _warn_if_diverged(start_objective, diagnostics["objective"], config)
     return TrainedModel(module, config, {k: v.cpu() for k, v in init.items()}, X, y, diagnostics,
                         spec=spec, name=name, data=data)
