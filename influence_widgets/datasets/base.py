@@ -162,6 +162,11 @@ def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError("pass data.train or data.test, not the whole Data object")
     if isinstance(data, Sequence) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         X, y = data
+        if X.dim() == 0 or y.dim() == 0:
+            raise ValueError(
+                f"X has shape {tuple(X.shape)} and y {tuple(y.shape)}: one row was given without "
+                "its batch dimension (X[i], y[i]); pass a batch of one, (X[i:i+1], y[i:i+1]), "
+                "or (X[[i]], y[[i]])")
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}; they must match")
         return X, y

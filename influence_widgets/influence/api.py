@@ -27,7 +27,7 @@ from ..datasets.base import as_tensors
 from ..models.architectures import check_input_shape
 from ..models.losses import check_targets, output_width, per_sample_loss
 from ..models.params import ParamSelection
-from ..models.training import TrainedModel
+from ..models.training import TrainedModel, check_forward
 from ..models.wrap import warn_probabilities
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping
@@ -36,6 +36,7 @@ from .solvers import (
     HessianTooLargeError,
     Progress,
     Solver,
+    check_memory,
     make_settings,
     solver_class,
 )
@@ -152,6 +153,19 @@ def _check_module(module: nn.Module) -> None:
         raise TypeError(f"influence needs float32 or float64; the model has {', '.join(low)} "
                         "tensors: call model.float() or model.double() (a copy, if you want to keep "
                         "the original)")
+    kinds = {}
+    for name, p in module.named_parameters():
+        if p.is_floating_point():
+            kinds.setdefault(str(p.dtype).replace("torch.", ""), name)
+    if len(kinds) > 1:
+        which = ", ".join(f"{d} (e.g. {n!r})" for d, n in sorted(kinds.items()))
+        raise TypeError(f"the model mixes parameter dtypes: {which}; influence needs one: call "
+                        "model.double() (or model.float()) on it, or on a copy")
+    for name, p in module.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise ValueError(f"the model's parameter {name!r} holds NaN or inf: the weights are "
+                             "broken (training diverged?), not the inputs; retrain with a lower "
+                             "learning rate or load a good checkpoint")
 
 
 class InfluenceEngine:
@@ -189,6 +203,7 @@ class InfluenceEngine:
             if next(module.parameters()).device != dev:
                 module = _copy_to(module, dev)
         first = next(module.parameters())
+        check_forward(module, X.to(first.device, first.dtype))
         check_input_shape(module, X.to(first.device, first.dtype), spec)
         self.n_outputs = output_width(module, X.to(first.device, first.dtype))
         check_targets(y, self.n_outputs, loss, "training")
@@ -321,10 +336,15 @@ class InfluenceEngine:
         if tuple(Xt.shape[1:]) != tuple(obj.X.shape[1:]):
             raise ValueError(f"test inputs have shape {tuple(Xt.shape[1:])} per row but the training "
                              f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
+        if Xt.is_floating_point() and not bool(torch.isfinite(Xt).all()):
+            row = int(torch.nonzero(~torch.isfinite(Xt.reshape(Xt.shape[0], -1)).all(1))[0])
+            raise ValueError(f"the test inputs hold NaN or inf (first at test row {row}): no loss "
+                             "or gradient exists there; drop or fix those rows")
         check_targets(yt, self.n_outputs, obj.loss, "test")
         self._check_training()
-        g_test = self._test_grads(Xt, yt)
-        s = self.solver(solver, st, progress)
+        check_memory(solver_class(solver), st, obj, Xt.shape[0])  # before allocating anything
+        s = self.solver(solver, st, progress)  # fitted before the test gradients: its own
+        g_test = self._test_grads(Xt, yt)  # size check comes first
         solved = s.solve(g_test, damping, progress)  # (n_test, p)
         ihvp = solved.X
         values = self._train_dots(ihvp, progress)  # ihvp @ G_train.T / n, training rows streamed
@@ -460,6 +480,10 @@ def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_deca
     ``"exact"`` first checks that the ``p x p`` matrices fit in ``max_bytes`` (default: the exact
     solver's limit) and raises :class:`HessianTooLargeError` naming the bytes if not.
     """
+    k = number(k, "k", integer=True, minimum=1,
+               hint="how many of the top and of the bottom eigenvalues lanczos finds")
+    if method not in ("auto", "exact", "lanczos"):
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'exact' or 'lanczos'")
     engine = InfluenceEngine(model, train, weight_decay=weight_decay, params=params, loss=loss,
                              curvature=curvature, device=device)
     obj = engine.objective
@@ -488,7 +512,11 @@ def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_deca
         return obj.hvp(t).detach().cpu().double().numpy()
 
     op = LinearOperator((obj.p, obj.p), matvec=mv, dtype=np.float64)
-    k = min(k, obj.p - 1)
+    if obj.p < 3:  # eigsh needs k < p - 1 vectors: so small a Hessian is simply built
+        ev = torch.linalg.eigvalsh(obj.hessian()).cpu()
+        return {"eigenvalues": ev, "top": float(ev[-1]), "bottom": float(ev[0]),
+                "method": "exact", "n_params": obj.p}
+    k = min(k, obj.p - 2)
     top = eigsh(op, k=k, which="LA", return_eigenvectors=False, tol=1e-6)
     bottom = eigsh(op, k=k, which="SA", return_eigenvectors=False, tol=1e-6)
     ev = torch.as_tensor(np.unique(np.concatenate([bottom, top])))

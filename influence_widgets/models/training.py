@@ -115,6 +115,11 @@ class TrainConfig:
             raise ValueError(f"polish_steps must be an integer >= 0, got {self.polish_steps!r}")
         if (self.weight_decay or 0.0) < 0 or self.momentum < 0 or self.polish_steps < 0 or self.grad_tol <= 0:
             raise ValueError("weight_decay, momentum and polish_steps must be >= 0 and grad_tol > 0")
+        if str(self.dtype).replace("torch.", "") in ("float16", "bfloat16"):
+            raise ValueError(f"TrainConfig dtype={self.dtype!r}: half precision is too coarse "
+                             "for training to a minimum and for Hessians (its rounding, about "
+                             "1e-3, swamps the gradients near a minimum, and the loss turns "
+                             "NaN); use dtype='float32' or 'float64'")
         if self.optimizer == "lbfgs" and self.batch_size is not None:
             raise ValueError("lbfgs is full batch: set batch_size=None or use sgd/adam")
         resolve_dtype(self.dtype)
@@ -248,6 +253,23 @@ class TrainedModel:
             f"objective={d['objective']:.6g}, grad_norm={d['grad_norm']:.2e}, "
             f"converged={d['converged']}, steps={d['steps']}, health={self._status()})"
         )
+
+
+def check_forward(module: nn.Module, X: torch.Tensor) -> None:
+    """A clear ``TypeError`` when the model's forward does not return one tensor of outputs
+    (a tuple or a dict of them, as some libraries' models do), tried on the first two rows."""
+    with torch.no_grad(), eval_mode(module):
+        try:
+            out = module(X[:2])
+        except Exception:  # a shape or dtype problem: named by the input-shape check after this
+            return
+    if not isinstance(out, torch.Tensor):
+        kind = type(out).__name__
+        keys = f" (keys {sorted(map(str, out))})" if isinstance(out, dict) else ""
+        raise TypeError(
+            f"the model's forward returns a {kind}{keys}, not one tensor of outputs (N, K); "
+            "influence needs the outputs the loss is taken on: wrap the model in a small module "
+            "whose forward returns them, e.g. forward(x) = model(x)[0] or model(x)['logits']")
 
 
 def rows_digest(X: torch.Tensor, y: torch.Tensor) -> str:
@@ -881,6 +903,7 @@ def train(
     if X.shape[0] == 0:
         raise ValueError("the training set is empty")
     X = X.to(device=device, dtype=dtype)
+    check_forward(module, X)
     y = cast_targets(y, config.loss, device, dtype)
     check_input_shape(module, X, spec)
     check_targets(y, output_width(module, X), config.loss, "training")
