@@ -462,3 +462,19 @@ def test_every_built_in_solver_declares_its_cost():
         assert cost.known, name
         assert "cost" in cls.__dict__ or any("cost" in b.__dict__ for b in cls.__mro__[1:-1]
                                              if b is not Solver), name
+
+
+def test_solver_diagnostics_are_typed_and_a_renamed_key_is_loud(tm):
+    from influence_widgets.influence import CGDiagnostics, Diagnostics, LiSSADiagnostics
+
+    engine = InfluenceEngine(tm, tm.train)
+    G = engine.objective.per_sample_grads(*tm.test)
+    cg = engine.solver("cg", max_iter=2).solve(G, 0.0).diagnostics
+    assert isinstance(cg, CGDiagnostics) and cg.converged is False and cg.iterations == 2
+    assert cg["iterations"] == 2 and dict(cg)["solver"] == "cg"  # still reads as a dict
+    assert "top_eigenvalue" not in cg  # not measured: absent, as in the dict it replaces
+    assert [f.code for f in cg.findings(0.0)] == ["cg-not-converged"]
+    with pytest.raises(TypeError, match="LiSSADiagnostics has no field 'restart'"):
+        LiSSADiagnostics.of({"restart": 1})  # a renamed key fails where it is written
+    loose = Diagnostics.of({"solver": "mine", "shift": 1.5})  # a user's solver: kept aside
+    assert loose["shift"] == 1.5 and loose.extra == {"shift": 1.5}

@@ -29,6 +29,7 @@ from ..models.losses import check_targets, output_width, per_sample_loss
 from ..models.params import ParamSelection
 from ..models.training import TrainedModel, check_forward
 from ..models.wrap import warn_probabilities
+from .diagnostics import Diagnostics
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping
 from .solvers import (
@@ -352,10 +353,10 @@ class InfluenceEngine:
             values = values + (ihvp @ (obj.weight_decay * obj.theta)).unsqueeze(1) / (obj.n - 1)
         diag = dict(solved.diagnostics)
         diag["settings"] = st.options()
-        self._warn_indefinite(diag, damping)
+        self._warn_indefinite(solved.diagnostics, diag, damping)
         diag["grad_norm"] = self.grad_norm
-        report = TrustReport(solver_findings(diag, damping, solver)
-                             + self._model_findings(diag, damping))
+        report = TrustReport(solver_findings(solved.diagnostics, damping, solver)
+                             + self._model_findings(solved.diagnostics, damping))
         # Warned here: what this solve found (the indefinite-Hessian warning went out above, in
         # its established wording). The model's own findings (stationarity, separability) ride
         # on the result unwarned, as every estimate of the model would repeat them:
@@ -366,15 +367,15 @@ class InfluenceEngine:
                                obj.weight_decay, diag, time.perf_counter() - t0, report.findings)
 
     @staticmethod
-    def _warn_indefinite(diag: dict[str, Any], damping: float) -> None:
-        lo = diag.get("min_eigenvalue")
+    def _warn_indefinite(typed: Diagnostics, diag: dict[str, Any], damping: float) -> None:
+        lo = typed.min_eigenvalue
         if lo is not None and lo + damping <= 0:
             diag["warning"] = (f"H is indefinite: its most negative eigenvalue is {lo:.4g} and damping "
                                f"{damping:.3g} does not make H + damping I positive definite; estimates "
                                f"may be unreliable (try damping > {-lo:.3g} or curvature='ggn')")
             warnings.warn(diag["warning"], RuntimeWarning, stacklevel=4)
 
-    def _model_findings(self, diag: dict[str, Any], damping: float) -> tuple[Finding, ...]:
+    def _model_findings(self, diag: Diagnostics, damping: float) -> tuple[Finding, ...]:
         """Stationarity and the separable regime at the trained parameters (see
         :mod:`influence_widgets._findings`). The objective, training accuracy and logit margin
         take the training outputs (kept from the gradient graphs, else one forward pass), once
@@ -391,8 +392,8 @@ class InfluenceEngine:
                 acc, margin = logit_stats(out, obj.y)
             stats = self._fit_stats = (float(value), acc, margin)
         value, acc, margin = stats
-        return (stationarity_findings(value, float(diag["grad_norm"]), params=obj.params_label)
-                + degenerate_findings(value, acc, diag.get("top_eigenvalue"), damping, margin,
+        return (stationarity_findings(value, self.grad_norm, params=obj.params_label)
+                + degenerate_findings(value, acc, diag.top_eigenvalue, damping, margin,
                                       weight_decay=obj.weight_decay, loss=obj.loss))
 
 

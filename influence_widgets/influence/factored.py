@@ -35,6 +35,7 @@ from torch import nn
 
 from ..models.losses import per_sample_loss
 from ..models.modes import eval_mode
+from .diagnostics import FisherDiagnostics
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, setting
 from .solvers import Cost, Solver, register_solver
@@ -106,6 +107,8 @@ class FisherSettings(SolverSettings):
 class _FisherSolver(Solver):
     """What every Fisher-fitting solver shares: the targets, drawn once per fit."""
 
+    Diagnostics = FisherDiagnostics
+
     @classmethod
     def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
         # fitting streams the per-sample gradients (or the layers' inputs and output
@@ -152,6 +155,7 @@ class IdentitySolver(Solver):
     label = "identity"
     summary = "no curvature (C = I): gradient dot products g_t.g_i / (n (1 + damping)); a baseline"
     Settings = IdentitySettings
+    Diagnostics = FisherDiagnostics
 
     @classmethod
     def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:

@@ -19,6 +19,13 @@ from typing import Any, ClassVar
 import torch
 
 from .._settings import Registry
+from .diagnostics import (
+    ArnoldiDiagnostics,
+    CGDiagnostics,
+    Diagnostics,
+    ExactDiagnostics,
+    LiSSADiagnostics,
+)
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping, setting
 
@@ -128,10 +135,11 @@ def check_memory(cls: type[Solver], settings: SolverSettings, objective: Objecti
 
 @dataclass
 class Solve:
-    """One solve's answer ``X (k, p)`` and what the solver measured on the way."""
+    """One solve's answer ``X (k, p)`` and what the solver measured on the way (its typed
+    :class:`~.diagnostics.Diagnostics`, which also read as a dict)."""
 
     X: torch.Tensor
-    diagnostics: dict[str, Any]
+    diagnostics: Diagnostics
 
 
 class Solver:
@@ -148,6 +156,8 @@ class Solver:
     label: ClassVar[str] = ""  # the name shown in the explorer and the CLI
     summary: ClassVar[str] = ""  # one line: what it computes and when to use it
     Settings: ClassVar[type[SolverSettings]] = SolverSettings
+    #: What its fits and solves report (typed; the base class keeps unknown keys in ``extra``)
+    Diagnostics: ClassVar[type[Diagnostics]] = Diagnostics
 
     @classmethod
     def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
@@ -166,8 +176,8 @@ class Solver:
                             f"got {type(settings).__name__}")
         self.settings = settings
         self.objective: Objective | None = None
-        self.fit_diagnostics: dict[str, Any] = {}
-        self.diagnostics: dict[str, Any] = {"solver": self.name}  # of the last solve
+        self.fit_diagnostics: dict[str, Any] = {}  # what the fit reports, for every solve
+        self.diagnostics: Diagnostics = self.Diagnostics(solver=self.name)  # of the last solve
         self._progress: Progress | None = None
 
     def fit(self, objective: Objective, progress: Progress | None = None) -> Solver:
@@ -178,7 +188,7 @@ class Solver:
             self._fit(objective)
         finally:
             self._progress = None
-        self.diagnostics = dict(self.fit_diagnostics)
+        self.diagnostics = self.Diagnostics.of(self.fit_diagnostics)
         return self
 
     def solve(self, V: torch.Tensor, damping: float = 0.0, progress: Progress | None = None) -> Solve:
@@ -196,7 +206,7 @@ class Solver:
             X = self._solve(V.to(self.objective.device, self.objective.dtype), damping, info)
         finally:
             self._progress = None
-        diag = {**self.fit_diagnostics, **info, "damping": damping}
+        diag = self.Diagnostics.of({**self.fit_diagnostics, **info, "damping": damping})
         self.diagnostics = diag
         return Solve(X[0] if single else X, diag)
 
@@ -250,6 +260,7 @@ class ExactSolver(Solver):
     label = "exact"
     summary = "the explicit Hessian, eigendecomposed or factorised: exact up to rounding; small models"
     Settings = ExactSettings
+    Diagnostics = ExactDiagnostics
     EIGH_MAX: ClassVar[int] = 320
 
     @staticmethod
@@ -385,6 +396,7 @@ class CGSolver(Solver):
     label = "CG"
     summary = "conjugate gradient on Hessian-vector products: exact at convergence; needs H + damping I > 0"
     Settings = CGSettings
+    Diagnostics = CGDiagnostics
 
     #: CG is expected to need min(max_iter, p) / SHARE products (at most all): measured 0.19
     #: (the Hessian with a damping) to 0.36 (GGN) of min(1000, 1898) on digits-cnn
@@ -603,6 +615,7 @@ class LiSSASolver(Solver):
     label = "LiSSA"
     summary = "stochastic Neumann series (Agarwal et al. 2016): approximate; needs a valid scale"
     Settings = LiSSASettings
+    Diagnostics = LiSSADiagnostics
 
     LANCZOS: ClassVar[int] = 30  # products of the automatic scale's top eigenvalue
 
@@ -797,6 +810,7 @@ class ArnoldiSolver(Solver):
     label = "Arnoldi"
     summary = "top eigenpairs by Lanczos (Schioppa et al. 2022): a low-rank inverse; large models"
     Settings = ArnoldiSettings
+    Diagnostics = ArnoldiDiagnostics
 
     @classmethod
     def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
