@@ -337,10 +337,6 @@ class InfluenceEngine:
         if tuple(Xt.shape[1:]) != tuple(obj.X.shape[1:]):
             raise ValueError(f"test inputs have shape {tuple(Xt.shape[1:])} per row but the training "
                              f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
-        if Xt.is_floating_point() and not bool(torch.isfinite(Xt).all()):
-            row = int(torch.nonzero(~torch.isfinite(Xt.reshape(Xt.shape[0], -1)).all(1))[0])
-            raise ValueError(f"the test inputs hold NaN or inf (first at test row {row}): no loss "
-                             "or gradient exists there; drop or fix those rows")
         check_targets(yt, self.n_outputs, obj.loss, "test")
         self._check_training()
         check_memory(solver_class(solver), st, obj, Xt.shape[0])  # before allocating anything
