@@ -478,3 +478,11 @@ def test_solver_diagnostics_are_typed_and_a_renamed_key_is_loud(tm):
         LiSSADiagnostics.of({"restart": 1})  # a renamed key fails where it is written
     loose = Diagnostics.of({"solver": "mine", "shift": 1.5})  # a user's solver: kept aside
     assert loose["shift"] == 1.5 and loose.extra == {"shift": 1.5}
+
+
+def test_a_perturbation_larger_than_the_parameters_is_named_not_blamed_on_the_lr(tm):
+    from influence_widgets.ground_truth import retraining_noise
+
+    with pytest.raises(ValueError, match=r"perturb=1e\+30 moves the start by"):
+        retraining_noise(tm, tm.train, tm.test, n_seeds=2, config=_quiet_retrain(), perturb=1e30,
+                         store=None)
