@@ -486,3 +486,15 @@ def test_a_perturbation_larger_than_the_parameters_is_named_not_blamed_on_the_lr
     with pytest.raises(ValueError, match=r"perturb=1e\+30 moves the start by"):
         retraining_noise(tm, tm.train, tm.test, n_seeds=2, config=_quiet_retrain(), perturb=1e30,
                          store=None)
+
+
+def test_wrap_with_a_weight_decay_ten_times_the_trained_one_warns():
+    X, y = _data()
+    trained = iw.train(_mlp(), (X[:30], y[:30]), iw.TrainConfig.preset("exact", weight_decay=0.005))
+    _, right = _messages(iw.wrap, trained.model, (X[:30], y[:30]), (X[30:], y[30:]),
+                         weight_decay=0.005)
+    assert not [m for m in right if "does not match how this model was trained" in m], right
+    _, wrong = _messages(iw.wrap, trained.model, (X[:30], y[:30]), (X[30:], y[30:]),
+                         weight_decay=0.05)
+    assert any("weight decay given does not match how this model was trained" in m
+               for m in wrong), wrong

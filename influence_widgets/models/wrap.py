@@ -272,7 +272,30 @@ def wrap(
             "outputs, and that the loss is the one the model was trained with")
     tm.name = name
     tm.extra["objective_source"] = source
+    _warn_not_stationary(tm, name, float(weight_decay), source)
     return tm
+
+
+def _warn_not_stationary(tm: TrainedModel, name: str, weight_decay: float, source: str) -> None:
+    """A ``RuntimeWarning`` when the weights are not at a stationary point of the objective as
+    stated (its "not-stationary" finding): most often the weight decay given is not the one the
+    model was trained with (a value off by 10x, AdamW's decoupled decay, one left out), which
+    the estimate and every LOO retrain would then share, so that they agree and nothing else
+    would say so."""
+    found = next((f for f in tm.diagnostics.get("findings") or ()
+                  if f.get("code") == "not-stationary"), None)
+    if found is None:
+        return
+    how = "given" if source == "given" else "assumed (none given)"
+    warnings.warn(
+        f"iw.wrap({name!r}): {found['what']} of the objective mean loss + (weight_decay / 2) "
+        f"||theta||^2 with weight_decay={weight_decay:g} ({how}). The weight decay given does "
+        "not match how this model was trained (or it was not trained to convergence): the "
+        "estimate's Hessian and every leave-one-out retrain would use an objective the model "
+        "does not minimise, and would agree with each other anyway. Pass the weight_decay "
+        "your optimiser used (for AdamW's decoupled decay there is no such value: train with "
+        "SGD/Adam weight_decay, or polish with L-BFGS), or train to convergence",
+        RuntimeWarning, stacklevel=3)
 
 
 def explorer_model(model: Any, *, train: Any = None, test: Any = None, data: Any = None,
