@@ -18,8 +18,9 @@ from ..models.training import TrainConfig, TrainedModel, state_of
 from .pbrf import check_pbrf_damping
 from .retrain import MODES, Job, RetrainTask, losses_of_copies, module_state
 
-KEY_VERSION = 3  # 2: the model's code and plain attributes are in the key; 3: L-BFGS trains
-# stacked copies together with its own line search (its retrains differ from version 2's)
+KEY_VERSION = 4  # 2: the model's code and plain attributes are in the key; 3: L-BFGS trains
+# stacked copies together with its own line search (its retrains differ from version 2's); 4:
+# dropout is off in every retrain (a dropout model's retrains differ from version 3's)
 AUTO_FLOAT64_MAX_PARAMS = {"cpu": 5_000_000, "cuda": 1_000_000}
 
 
