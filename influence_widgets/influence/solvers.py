@@ -103,7 +103,16 @@ def available_bytes(device: torch.device) -> int | None:
         except (OSError, ValueError):
             continue
         if cap.isdigit() and int(cap) < 1 << 60:
-            found.append(max(0, int(cap) - used))
+            # the page cache counts as used but is given back under pressure: leave out the
+            # inactive part of it, as container runtimes do
+            stat = limit.rsplit("/", 1)[0] + "/memory.stat"
+            try:
+                with open(stat) as f:
+                    pairs = dict(line.split() for line in f if line.count(" ") == 1)
+                used -= int(pairs.get("inactive_file", pairs.get("total_inactive_file", 0)))
+            except (OSError, ValueError):
+                pass
+            found.append(max(0, int(cap) - max(0, used)))
         break
     return min(found) if found else None
 
