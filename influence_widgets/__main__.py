@@ -21,8 +21,12 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+MAX_SEEDS = 1000  # more seeds than any study could train in a day on this package's models
+
+
 def _positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse names the option in its error)."""
+    """An argparse type: an integer from 1 to :data:`MAX_SEEDS` (argparse names the option in
+    its error)."""
     try:
         n = int(text)
     except ValueError:
@@ -30,6 +34,10 @@ def _positive_int(text: str) -> int:
     if n is None or n < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r} (e.g. 3 "
                                          "runs seeds 0, 1, 2)")
+    if n > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(
+            f"{n} seeds would train {n} models per case; at most {MAX_SEEDS} (a study's "
+            "claims are judged from 5 to 20 seeds)")
     return n
 
 
@@ -179,8 +187,7 @@ def cmd_results_table(folders: list[Path], out: Path | None = None) -> str:
         for name in STUDIES:
             path = folder / f"{name}.csv"
             if path.is_file():
-                tables[name] = pd.read_csv(path, keep_default_na=False,
-                                           na_values=["", "nan", "NaN"])
+                tables[name] = _read_study_csv(path, pd)
     if not tables:
         raise CLIError(f"no study table (STUDY.csv) in {', '.join(map(str, folders))}; run "
                        "`python -m influence_widgets reproduce STUDY --out DIR` first")
@@ -191,8 +198,43 @@ def cmd_results_table(folders: list[Path], out: Path | None = None) -> str:
             t["converged"] = t["converged"].astype(str).str.lower().eq("true")
     text = results_table(tables)
     if out is not None:
-        _write_text(out, text)
+        try:
+            _write_text(out, text)
+        except OSError as e:
+            raise CLIError(f"cannot write the results table to --out {out} "
+                           f"({e.strerror or e}); pass --out with a file in a folder you can "
+                           "write to") from None
     return text
+
+
+#: Columns every study table has, and those of them that hold numbers.
+_NEEDED = ("seed",)
+_NUMERIC = ("seed", "spearman", "pearson")
+
+
+def _read_study_csv(path: Path, pd: Any) -> Any:
+    """A study table written by ``reproduce``, or a :class:`CLIError` naming the file and what
+    is wrong with it (not CSV text, a column missing, text where numbers belong)."""
+    try:
+        table = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as e:
+        raise CLIError(f"{path} is not a study table that `reproduce` wrote ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else e}); move it away or run the "
+                       "study again") from None
+    missing = [c for c in _NEEDED if c not in table.columns]
+    if missing:
+        raise CLIError(f"{path} has no column {', '.join(map(repr, missing))}: it is not a study "
+                       "table that `reproduce` wrote; move it away or run the study again")
+    for col in _NUMERIC:
+        if col in table.columns:
+            values = pd.to_numeric(table[col], errors="coerce")
+            bad = table[col][values.isna() & table[col].notna() & (table[col].astype(str) != "")]
+            if len(bad):
+                raise CLIError(f"{path}: column {col!r} holds {bad.iloc[0]!r} (row "
+                               f"{int(bad.index[0]) + 2} of the file), not a number; fix the "
+                               "file or run the study again")
+            table[col] = values
+    return table
 
 
 def _check_writable(out: Path, study: str) -> None:

@@ -11,7 +11,20 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/"auto" picks CUDA when available; asking for CUDA without one is a clear error."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"device must be a name such as 'cpu' or 'cuda', a torch.device or "
+                        f"None, got {type(device).__name__} {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' (or 'cuda:0', ...), or "
+                         "None to pick CUDA when available") from None
+    if dev.type == "meta":
+        raise ValueError("device='meta' holds shapes but no values, so nothing can be trained "
+                         "or estimated on it; use 'cpu' or 'cuda' (or None)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {str(device)!r} is not supported here; use 'cpu' or 'cuda' "
+                         "(or None to pick CUDA when available)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device={str(device)!r} was asked for but CUDA is not available here; "

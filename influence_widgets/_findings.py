@@ -413,55 +413,101 @@ def degenerate_findings(objective: float, train_accuracy: float | None,
     return tuple(out)
 
 
+def indefinite_finding(lo: float, damping: float) -> Finding:
+    """"indefinite-hessian" (warning): ``min_eigenvalue + damping <= 0``; action: a damping just
+    above ``-min_eigenvalue`` (:func:`suggest_damping`), alternative: the GGN curvature."""
+    return Finding(
+        "warning", "estimate", "indefinite-hessian",
+        f"H is indefinite: its most negative eigenvalue is {lo:.4g} and damping {damping:.3g} "
+        "does not make H + damping I positive definite",
+        "the estimate solves with a matrix that is not positive definite: along directions "
+        "of negative curvature it flips sign, and near zero eigenvalues it blows up; "
+        "first-order influence assumes a minimum, where H is positive definite",
+        f"use damping > {-lo:.3g} (the estimate then shrinks along low-curvature directions), "
+        "or the Gauss-Newton curvature (positive semi-definite)",
+        action={"damping": suggest_damping(lo)}, alternatives=({"curvature": "ggn"},))
+
+
+def not_converged_finding(name: str, it: int | None, res: float | None, tol: float | None
+                          ) -> Finding:
+    """"cg-not-converged" (warning): an iterative solve hit ``max_iter`` before its tolerance;
+    action: 4x ``max_iter``."""
+    return Finding(
+        "warning", "estimate", "cg-not-converged",
+        f"{name} stopped at its iteration limit (max_iter = {it}) with relative residual "
+        f"{_g(res) if res is not None else '?'}, above its tolerance "
+        f"{_g(tol) if tol is not None else '?'}",
+        "the solve is inexact: each estimate carries an error of about the residual's "
+        "relative size, more when H + damping I is ill-conditioned",
+        "raise max_iter or damping",
+        action={"max_iter": 4 * int(it)} if it else None)
+
+
+def lissa_restarted_finding(restarts: int, scale: float | None) -> Finding:
+    """"lissa-restarted" (warning): LiSSA diverged with its automatic scale and was restarted
+    with a doubled one; action: the scale that worked."""
+    scale = float("nan") if scale is None else float(scale)
+    return Finding(
+        "warning", "estimate", "lissa-restarted",
+        f"LiSSA diverged with its automatic scale and restarted {restarts} time(s) with a "
+        f"doubled scale; it converged with scale {_g(scale)}",
+        "the top eigenvalue behind the automatic scale was underestimated, and the solve "
+        f"took {restarts + 1} runs; a larger scale also converges more slowly, so the "
+        "series may be cut short",
+        f"set the scale to {_g(scale)} (no failed runs), and check the steps are enough",
+        action={"scale": round_up(scale, 3)} if math.isfinite(scale) and scale > 0 else None)
+
+
+def lissa_inexact_finding(res: float | None, tol: float | None, steps: int | None,
+                          scale: float | None, scale_source: str | None) -> Finding:
+    """"lissa-inexact" (warning): the relative residual ``||v - (H + damping I) x|| / ||v||``
+    of LiSSA's answer, measured with one full-batch product, is above ``residual_tol``: too
+    few steps or too large a scale; action: an automatic scale (when it was given), else 4x
+    the steps."""
+    return Finding(
+        "warning", "estimate", "lissa-inexact",
+        f"LiSSA's answer has relative residual {_g(res) if res is not None else '?'} "
+        f"(||v - (H + damping I) x|| / ||v||), above residual_tol "
+        f"{_g(tol) if tol is not None else '?'}, after {steps} steps with scale "
+        f"{_g(scale) if scale is not None else '?'}",
+        "the Neumann series was cut short (too few steps) or converges too slowly (a scale "
+        "far above the top eigenvalue): the estimates carry an error of about the "
+        "residual's relative size, and can be off by far more in low-curvature directions",
+        "raise steps, or leave scale blank (automatic, from the top eigenvalue), or use "
+        "solver='cg' or 'exact'",
+        action={"scale": None} if scale_source == "given" else
+        ({"steps": 4 * int(steps)} if steps else None))
+
+
 def solver_findings(diagnostics: Mapping[str, Any], damping: float, solver: str
                     ) -> tuple[Finding, ...]:
-    """What a solve's diagnostics say about its answer.
+    """What a solve's diagnostics say about its answer: the solver's typed diagnostics
+    (:class:`~influence_widgets.influence.diagnostics.Diagnostics`) say it themselves
+    (``diagnostics.findings(damping)``); a plain dict (results saved before) is read with the
+    same rules:
 
-    * "indefinite-hessian" (warning): ``min_eigenvalue + damping <= 0``; action: a damping just
-      above ``-min_eigenvalue`` (:func:`suggest_damping`), alternative: the GGN curvature.
-    * "cg-not-converged" (warning): CG hit ``max_iter`` before its tolerance; action: 4x
-      ``max_iter``.
-    * "lissa-restarted" (warning): LiSSA diverged with its automatic scale and was restarted
-      with a doubled one; action: the scale that worked.
+    * "indefinite-hessian" (:func:`indefinite_finding`);
+    * "cg-not-converged" (:func:`not_converged_finding`);
+    * "lissa-restarted" (:func:`lissa_restarted_finding`);
+    * "lissa-inexact" (:func:`lissa_inexact_finding`).
 
     A diverged LiSSA or CG raises an error, so it never reaches here.
     """
+    own = getattr(diagnostics, "findings", None)
+    if callable(own):
+        return tuple(own(damping))
     d = diagnostics
     out: list[Finding] = []
     lo = d.get("min_eigenvalue")
     if lo is not None and math.isfinite(lo) and lo + damping <= 0:
-        out.append(Finding(
-            "warning", "estimate", "indefinite-hessian",
-            f"H is indefinite: its most negative eigenvalue is {lo:.4g} and damping {damping:.3g} "
-            "does not make H + damping I positive definite",
-            "the estimate solves with a matrix that is not positive definite: along directions "
-            "of negative curvature it flips sign, and near zero eigenvalues it blows up; "
-            "first-order influence assumes a minimum, where H is positive definite",
-            f"use damping > {-lo:.3g} (the estimate then shrinks along low-curvature directions), "
-            "or the Gauss-Newton curvature (positive semi-definite)",
-            action={"damping": suggest_damping(lo)}, alternatives=({"curvature": "ggn"},)))
-    if d.get("converged") is False:
-        it, res, tol = d.get("iterations"), d.get("residual"), d.get("tol")
-        name = {"cg": "CG"}.get(solver, solver)
-        out.append(Finding(
-            "warning", "estimate", "cg-not-converged",
-            f"{name} stopped at its iteration limit (max_iter = {it}) with relative residual "
-            f"{_g(res) if res is not None else '?'}, above its tolerance "
-            f"{_g(tol) if tol is not None else '?'}",
-            "the solve is inexact: each estimate carries an error of about the residual's "
-            "relative size, more when H + damping I is ill-conditioned",
-            "raise max_iter or damping",
-            action={"max_iter": 4 * int(it)} if it else None))
+        out.append(indefinite_finding(lo, damping))
+    if d.get("converged") is False and solver == "lissa":
+        out.append(lissa_inexact_finding(d.get("residual"), d.get("residual_tol"), d.get("steps"),
+                                         d.get("scale"), d.get("scale_source")))
+    elif d.get("converged") is False:
+        out.append(not_converged_finding({"cg": "CG"}.get(solver, solver), d.get("iterations"),
+                                         d.get("residual"), d.get("tol")))
     restarts = d.get("restarts") or 0
     if restarts > 0:
-        scale = float(d.get("scale", float("nan")))
-        out.append(Finding(
-            "warning", "estimate", "lissa-restarted",
-            f"LiSSA diverged with its automatic scale and restarted {restarts} time(s) with a "
-            f"doubled scale; it converged with scale {_g(scale)}",
-            "the top eigenvalue behind the automatic scale was underestimated, and the solve "
-            f"took {restarts + 1} runs; a larger scale also converges more slowly, so the "
-            "series may be cut short",
-            f"set the scale to {_g(scale)} (no failed runs), and check the steps are enough",
-            action={"scale": round_up(scale, 3)} if math.isfinite(scale) and scale > 0 else None))
+        out.append(lissa_restarted_finding(restarts, d.get("scale")))
     return tuple(out)

@@ -62,7 +62,16 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f, info in zip(dataclasses.fields(self), self.fields()):
-            _check_value(type(self).__name__, info, getattr(self, f.name), f.metadata)
+            value = getattr(self, f.name)
+            if info.kind in (int, float):  # a numpy or 0-d torch number is the number it holds
+                plain = scalar(value)
+                if info.kind is int and isinstance(plain, float) and math.isfinite(plain) \
+                        and plain == int(plain) and not isinstance(value, float):
+                    plain = int(plain)
+                if plain is not value:
+                    object.__setattr__(self, f.name, plain)
+                    value = plain
+            _check_value(type(self).__name__, info, value, f.metadata)
 
     @classmethod
     def fields(cls) -> list[FieldInfo]:
@@ -142,7 +151,7 @@ def _check_value(owner: str, info: FieldInfo, value: Any, meta: Any) -> None:
     if not ok:
         what = {bool: "True or False", int: "an integer", float: "a finite number", str: "a string"}[kind]
         none = " or None" if info.optional else ""
-        raise ValueError(f"{where} must be {what}{none}, got {value!r} ({info.help})")
+        raise ArgumentTypeError(f"{where} must be {what}{none}, got {value!r} ({info.help})")
     if info.choices is not None and value not in info.choices:
         raise ValueError(f"{where} must be one of {', '.join(map(repr, info.choices))}, got {value!r}")
     lo, above = meta.get("minimum"), meta.get("above")
@@ -150,6 +159,63 @@ def _check_value(owner: str, info: FieldInfo, value: Any, meta: Any) -> None:
         raise ValueError(f"{where} must be >= {lo:g}, got {value!r} ({info.help})")
     if above is not None and value <= above:
         raise ValueError(f"{where} must be > {above:g}, got {value!r} ({info.help})")
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (text for a number, a fraction for an integer): a
+    ``TypeError``, and a ``ValueError`` too for callers that catch bad values."""
+
+
+def scalar(value: Any) -> Any:
+    """A numeric scalar of numpy or torch (``np.float32(0.01)``, a 0-d tensor or array) as the
+    Python number it holds; anything else as given. Python's own numbers pass through."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if type(value).__module__ == "numpy" or hasattr(value, "dim") or hasattr(value, "ndim"):
+        if getattr(value, "ndim", None) == 0 or (hasattr(value, "dim") and value.dim() == 0):
+            item = value.item()
+            if isinstance(item, bool | int | float):
+                return item
+    return value
+
+
+def number(value: Any, name: str, *, integer: bool = False, minimum: float | None = None,
+           above: float | None = None, hint: str = "", owner: str = "") -> Any:
+    """``value`` as a Python ``float`` (``int`` when ``integer``): Python, numpy and 0-d torch
+    numbers are accepted; text, booleans, fractional integers, NaN/inf and out-of-range values
+    are an :class:`ArgumentTypeError` / ``ValueError`` that names the argument (``owner``: what
+    it belongs to, e.g. "TrainConfig") and what to pass."""
+    v = scalar(value)
+    want = "an integer" if integer else "a finite number"
+    tip = f" ({hint})" if hint else ""
+    where = f"{owner}.{name}" if owner else name
+    if isinstance(v, str):
+        try:
+            parsed = int(v) if integer else float(v)
+            example = f"e.g. {name}={parsed!r}"
+        except ValueError:
+            example = f"e.g. {name}={1 if integer else 0.01}"
+        raise ArgumentTypeError(f"{where} must be {want}, got the text {value!r}: pass a number, "
+                                f"not a string ({example}){tip}")
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ArgumentTypeError(f"{where} must be {want}, got {type(value).__name__} "
+                                f"{value!r}{tip}")
+    if integer:
+        if isinstance(v, float):
+            if not (math.isfinite(v) and v == int(v)):
+                raise ArgumentTypeError(
+                    f"{where} must be an integer, got {value!r}: pass a whole number (e.g. "
+                    f"{name}={max(1, round(v)) if math.isfinite(v) else 1}){tip}")
+            v = int(v)
+    elif not math.isfinite(v):
+        raise ValueError(f"{where} must be a finite number, got {value!r}{tip}")
+    else:
+        v = float(v)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{where} must be {want} >= {minimum:g}, got {value!r}{tip}")
+    if above is not None and v <= above:
+        raise ValueError(f"{where} must be {want} > {above:g}, got {value!r}{tip}")
+    return v
 
 
 class Registry(dict):

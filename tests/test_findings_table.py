@@ -17,6 +17,7 @@ from influence_widgets.__main__ import main
 from influence_widgets.experiments.claims import (
     HELD,
     MIN_MODELS,
+    NO_DATA,
     NOT_REPRODUCED,
     RESULTS_HEADER,
     REVERSED,
@@ -206,10 +207,10 @@ def test_architecture_failed_solver_is_left_out_and_archs_are_ordered_by_size():
 
 def test_a_seed_set_whose_models_were_all_left_out_still_counts():
     """Every preset-seed model stopped short of a stationary point: the preset verdict rests on
-    n = 0 models (not reproduced), never on the check seeds standing in for it."""
+    n = 0 models (no data), never on the check seeds standing in for it."""
     hi, lo = [0.8, 0.82, 0.79, 0.81, 0.8], [0.2, 0.22, 0.19, 0.21, 0.2]
     a, b = _both(hi, hi), _both(lo, lo)
     a.loc[a.seed_set == "preset", "stationary"] = False
     c = difference("x", "k", "a minus b", a, b)
-    assert c.main.n == 0 and c.main.verdict == NOT_REPRODUCED
+    assert c.main.n == 0 and c.main.verdict == NO_DATA  # nothing judged, not "not reproduced"
     assert c.check.n == 5 and c.check.verdict == HELD and c.verdict == UNSTABLE

@@ -137,12 +137,36 @@ def standardize(X_train: torch.Tensor, X_test: torch.Tensor, per_channel: bool =
     return (X_train - mean) / std, (X_test - mean) / std, stats
 
 
+def _stack_targets(ys: Sequence[Any]) -> torch.Tensor:
+    """A Dataset's targets as one tensor, their values and kind kept (what an ``(X, y)`` pair
+    would hold): integer labels as int64, real targets (a regression's, or a label written
+    1.7) as floating point, vectors stacked as rows. Nothing is rounded: the same checks then
+    refuse or accept them as for tensors."""
+    first = ys[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack([torch.as_tensor(v) for v in ys])
+    import numpy as np
+
+    arr = np.asarray(ys)
+    if arr.dtype == object:
+        raise TypeError("the dataset's targets are not numbers of one shape (got "
+                        f"{type(first).__name__} {first!r}); return a number or a tensor as y")
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64)
+    return torch.as_tensor(arr)
+
+
 def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept ``(X, y)`` tensor pairs or a map-style torch ``Dataset`` of ``(x, y)`` items."""
     if isinstance(data, Data):
         raise TypeError("pass data.train or data.test, not the whole Data object")
     if isinstance(data, Sequence) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         X, y = data
+        if X.dim() == 0 or y.dim() == 0:
+            raise ValueError(
+                f"X has shape {tuple(X.shape)} and y {tuple(y.shape)}: one row was given without "
+                "its batch dimension (X[i], y[i]); pass a batch of one, (X[i:i+1], y[i:i+1]), "
+                "or (X[[i]], y[[i]])")
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}; they must match")
         return X, y
@@ -150,10 +174,13 @@ def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(data)  # type: ignore[arg-type]
         if n == 0:
             raise ValueError("the dataset is empty")
-        xs, ys = zip(*(data[i] for i in range(n)), strict=True)
+        items = [data[i] for i in range(n)]
+        if not all(isinstance(it, Sequence | torch.Tensor) and len(it) == 2 for it in items[:1]):
+            raise TypeError(f"the dataset's items must be (x, y) pairs; item 0 is "
+                            f"{type(items[0]).__name__}")
+        xs, ys = zip(*items, strict=True)
         X = torch.stack([torch.as_tensor(x) for x in xs])
-        y = torch.as_tensor([int(v) for v in ys])
-        return X, y
+        return X, _stack_targets(ys)
     raise TypeError(
         f"expected an (X, y) pair of tensors or a torch Dataset, got {type(data).__name__}"
     )

@@ -35,6 +35,13 @@ def compare(
     default it is an error; ``drop_nan=True`` leaves those pairs out, and ``n_excluded`` and
     ``note`` say how many.
     """
+    from .._settings import number
+
+    n_boot = number(n_boot, "n_boot", integer=True, minimum=0,
+                    hint="bootstrap resamples; 0 for no intervals")
+    seed = number(seed, "seed", integer=True, hint="seed of the bootstrap resamples")
+    k = number(k, "k", integer=True, minimum=1, hint="the top-k of |values| compared")
+    ci = number(ci, "ci", hint="the interval's level, between 0 and 1")
     est = as_vector(estimated, "estimated")
     act = as_vector(actual, "actual")
     if est.size != act.size:

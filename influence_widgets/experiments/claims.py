@@ -42,7 +42,8 @@ HELD = "held"
 REVERSED = "reversed beyond 2 SE"
 NOT_REPRODUCED = "not reproduced at this scale"
 UNSTABLE = "unstable"
-VERDICTS = (HELD, REVERSED, NOT_REPRODUCED, UNSTABLE)
+NO_DATA = "no data (n = 0)"  # not one finite value: nothing was judged
+VERDICTS = (HELD, REVERSED, NOT_REPRODUCED, UNSTABLE, NO_DATA)
 #: A finding needs at least this many distinct trained models in each arm.
 MIN_MODELS = 5
 #: The seed sets of a study table (``seed_set`` column): the preset's seeds and the check seeds.
@@ -218,6 +219,8 @@ def two_sided(mean: float, se: float, n: int, *, bar: float = 0.0,
               least: int = MIN_MODELS) -> str:
     """Held when ``mean - 2 se > bar``, reversed when ``mean + 2 se < bar``, else not
     reproduced (also with fewer than ``least`` units or no standard error)."""
+    if n == 0:
+        return NO_DATA
     if n < least or not (np.isfinite(mean) and np.isfinite(se)):
         return NOT_REPRODUCED
     if mean - 2 * se > bar:
@@ -271,8 +274,8 @@ def level(study: str, key: str, what: str, rows: pd.DataFrame, col: str = "spear
         if above is not None:
             v = two_sided(mean, se, n, bar=above, least=least)
         elif below is not None:
-            v = {HELD: REVERSED, REVERSED: HELD}.get(
-                two_sided(mean, se, n, bar=below, least=least), NOT_REPRODUCED)
+            v = two_sided(mean, se, n, bar=below, least=least)
+            v = {HELD: REVERSED, REVERSED: HELD, NO_DATA: NO_DATA}.get(v, NOT_REPRODUCED)
         else:
             v = "reported"
         return Estimate(mean, se, sd, n, v, _seeds(r))
@@ -716,6 +719,7 @@ def results_table(tables: Mapping[str, pd.DataFrame]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Claim", "Estimate", "HELD", "MIN_MODELS", "NOT_REPRODUCED", "REVERSED", "UNSTABLE",
+__all__ = ["Claim", "Estimate", "HELD", "MIN_MODELS", "NOT_REPRODUCED", "NO_DATA", "REVERSED",
+           "UNSTABLE",
            "VERDICTS", "apart", "check_claims", "claims_frame", "difference", "expect", "level",
            "range_null", "results_table", "study_claims", "two_sided", "units", "usable"]

@@ -20,7 +20,6 @@ upper bound or a guess, said in ``note``. ``clock`` is wall time by default
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..influence.solvers import CGSolver
 from ..models.params import ParamSelection
 from ..models.training import TrainConfig
 from .noise import noise_jobs, noise_problem
@@ -48,9 +48,7 @@ PROBE_STEPS = 5  # optimiser steps a probe runs at most
 PROBE_BUDGET = 0.5  # seconds after which a probe stops, once it has timed two steps
 SLOW_FIRST_STEP = 10  # ... or after one step, when that took this many budgets (set-up is small)
 FIXED_STEPS = 1.5  # a chunk's final gradient norms and test losses, in steps (probe cut short)
-# CG is expected to need min(max_iter, p) / CG_SHARE products (at most all): measured 0.19 (the
-# Hessian with a damping) to 0.36 (GGN) of min(1000, 1898) on digits-cnn
-CG_SHARE = 4
+CG_SHARE = CGSolver.SHARE  # the share of its products CG is expected to need (its cost model)
 
 
 class _ProbeDone(Exception):
@@ -300,26 +298,18 @@ class EstimateETA:
         return line + (f" ({self.note})" if self.note else "")
 
 
-def solver_work(solver: str, settings: Any, p: int, n: int) -> tuple[int, float, str]:
+def solver_work(solver: str, settings: Any, p: int, n: int, *, fitted: bool = False,
+                k: int = 1) -> tuple[int, float, str]:
     """``(products, passes over the training gradients, note)`` a solve of ``solver`` needs
-    besides the one pass every estimate makes (its fit included)."""
-    st = settings
-    if solver == "exact":
-        return p, 0.0, ""
-    if solver == "cg":
-        bound = min(st.max_iter, p) + (30 if getattr(st, "precondition", 0) else 0)
-        return math.ceil(bound / CG_SHARE), 0.0, (
-            f"CG stops once converged: 1/{CG_SHARE} of its {bound} products assumed, "
-            f"up to {CG_SHARE}x more")
-    if solver == "lissa":
-        share = (st.batch_size or n) / n
-        scale = 30 if st.scale is None else 0
-        return math.ceil(st.repeats * st.steps * share) + scale, 0.0, ""
-    if solver == "arnoldi":
-        return st.n_iter or max(2 * st.rank, st.rank + 20), 0.0, ""
-    if solver == "identity":
-        return 0, 0.0, ""
-    return 0, 2.0, f"{solver}: fitting counted as two passes over the training gradients"
+    besides the one pass every estimate makes (its fit included unless ``fitted``), read from
+    the cost the solver class declares (:meth:`Solver.cost`). A solver that declares none (one
+    registered by a user without it) is counted as expensive as the exact solver, never free."""
+    from ..influence.solvers import solver_class
+
+    cost = solver_class(solver).cost(settings, p, n, k, 8)
+    products = cost.solve_products + (0 if fitted else cost.fit_products)
+    passes = 0.0 if fitted else cost.fit_passes
+    return products, passes, cost.note
 
 
 def estimate_eta(objective: Any, solver: str, settings: Any = None, *, fitted: bool = False,
@@ -333,9 +323,7 @@ def estimate_eta(objective: Any, solver: str, settings: Any = None, *, fitted: b
 
     st = make_settings(solver, settings)
     p, n = int(objective.p), int(objective.n)
-    hvps, passes, note = solver_work(solver, st, p, n)
-    if fitted and solver != "cg":
-        hvps, passes = 0, 0.0
+    hvps, passes, note = solver_work(solver, st, p, n, fitted=fitted)
     hvps += extra_hvps
     g = torch.Generator().manual_seed(0)
     v = torch.randn(p, generator=g, dtype=torch.float64).to(objective.device, objective.dtype)

@@ -165,6 +165,10 @@ def lds(
     if not (perturb == "auto" or (isinstance(perturb, int | float) and not isinstance(perturb, bool)
                                   and math.isfinite(perturb) and perturb >= 0)):
         raise ValueError(f"perturb must be 'auto' or a finite number >= 0, got {perturb!r}")
+    if perturb != "auto":
+        from .noise import check_perturb_size
+
+        check_perturb_size(float(perturb))
     opts = sweep_options(options, overrides, caller="lds")
     values = _score_matrix(scores)
     truth = make_truth("lds", fraction=fraction, n_repeats=n_repeats, retrain=mode,

@@ -206,6 +206,18 @@ def randomness(problem: Problem, perturb: float | str = "auto",
     return size, how
 
 
+MAX_PERTURB = 1.0  # a start moved by more than its own size is a new start, not a perturbation
+
+
+def check_perturb_size(size: float) -> None:
+    """A ``ValueError`` for a perturbation larger than the parameters themselves (relative to
+    each tensor's RMS), which throws the start far away and makes every loss overflow."""
+    if size > MAX_PERTURB:
+        raise ValueError(f"perturb={size:g} moves the start by {size:g} times each tensor's size "
+                         f"(RMS): at most {MAX_PERTURB:g}; a perturbation is small (the default "
+                         "is 1e-3), and real retraining noise comes from mode='scratch'")
+
+
 def _randomness(problem: Problem, perturb: float | str,
                 new_init: bool = True) -> tuple[float, str, str]:
     """The perturbation size, a description of what the seeds randomise, and the kind of noise
@@ -223,6 +235,7 @@ def _randomness(problem: Problem, perturb: float | str,
         size = float(perturb)
     else:
         raise ValueError(f"perturb must be 'auto' or a finite number >= 0, got {perturb!r}")
+    check_perturb_size(size)
     kind = "retraining" if sources else "perturbation"
     if size:
         sources.append(f"start perturbed by {size:g} x RMS per tensor")

@@ -18,8 +18,9 @@ from ..models.training import TrainConfig, TrainedModel, state_of
 from .pbrf import check_pbrf_damping
 from .retrain import MODES, Job, RetrainTask, losses_of_copies, module_state
 
-KEY_VERSION = 3  # 2: the model's code and plain attributes are in the key; 3: L-BFGS trains
-# stacked copies together with its own line search (its retrains differ from version 2's)
+KEY_VERSION = 4  # 2: the model's code and plain attributes are in the key; 3: L-BFGS trains
+# stacked copies together with its own line search (its retrains differ from version 2's); 4:
+# dropout is off in every retrain (a dropout model's retrains differ from version 3's)
 AUTO_FLOAT64_MAX_PARAMS = {"cpu": 5_000_000, "cuda": 1_000_000}
 
 
@@ -305,6 +306,19 @@ def _tensors(model: Any, data: Any, split: str, device: torch.device, dtype: tor
         raise ValueError(f"the {split} set is empty")
     X = X.to(device=device, dtype=dtype)
     y = cast_targets(y, loss, device, dtype)
-    if torch.isnan(X).any():
-        raise ValueError(f"the {split} inputs contain NaN; clean or impute them first")
+    if not bool(torch.isfinite(X).all()):
+        row = int(torch.nonzero(~torch.isfinite(X.reshape(X.shape[0], -1)).all(1))[0])
+        raise ValueError(f"the {split} inputs contain NaN or inf (first at {split} row {row}): "
+                         "no loss exists there, so every retrain's value would be NaN; drop, "
+                         "clean or impute those rows first")
+    if split == "train" and data is not None and isinstance(model, TrainedModel):
+        problem = model.training_set_problem(X, y)
+        if problem is not None:
+            import warnings
+
+            warnings.warn(
+                f"{problem}: this is not the model's own training set, so the retrains start "
+                "from a minimum of another objective and every 'actual' effect includes that "
+                "drift; pass the model's own rows (tm.train, or tm.data.train)",
+                RuntimeWarning, stacklevel=5)
     return X, y

@@ -140,9 +140,9 @@ class LOOStore:
                     "SELECT item, losses, n_test, grad_norm, objective FROM results "
                     f"WHERE setting = ? AND item IN ({marks})", (setting, *part)).fetchall()
                 for item, blob, n_test, gn, obj in rows:
-                    losses = torch.from_numpy(np.frombuffer(blob, dtype=np.float64).copy())
-                    if losses.numel() != n_test:
-                        continue  # a damaged row is treated as missing and recomputed
+                    losses = _unseal(setting, item, blob, n_test, gn, obj)
+                    if losses is None:
+                        continue  # a damaged or edited row is treated as missing: recomputed
                     out[item] = Record(losses, _float(gn), _float(obj))
         return out
 
@@ -152,7 +152,9 @@ class LOOStore:
         rows = []
         for item, r in records.items():
             arr = r.losses.detach().to("cpu", torch.float64).contiguous().numpy()
-            rows.append((setting, item, arr.tobytes(), arr.size, r.grad_norm, r.objective, now))
+            data = arr.tobytes()
+            seal = _seal(setting, item, data, arr.size, r.grad_norm, r.objective)
+            rows.append((setting, item, data + seal, arr.size, r.grad_norm, r.objective, now))
         with self._open(transaction=True) as con:
             con.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
@@ -177,6 +179,36 @@ class LOOStore:
                 cur = con.execute("DELETE FROM results WHERE setting = ?", (setting,))
                 con.execute("DELETE FROM settings WHERE setting = ?", (setting,))
             return cur.rowcount
+
+
+_SEAL = 32  # bytes of sha256 after the losses in each blob
+
+
+def _seal(setting: str, item: str, data: bytes, n_test: int, grad_norm: Any, objective: Any) -> bytes:
+    """sha256 of everything a row says (its key, losses, count, gradient norm, objective), kept
+    after the losses in the blob: a row edited or damaged after it was written no longer
+    matches, and is recomputed instead of trusted (as the zoo's weights are checked)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{setting}|{item}|{n_test}|{_float(grad_norm)!r}|"
+                       f"{_float(objective)!r}|".encode())
+    h.update(data)
+    return h.digest()
+
+
+def _unseal(setting: str, item: str, blob: Any, n_test: Any, grad_norm: Any,
+            objective: Any) -> torch.Tensor | None:
+    """The losses of a stored row, or None when it is damaged, edited, truncated or written
+    without a seal (by an older version): such a row is recomputed."""
+    if not isinstance(blob, bytes) or not isinstance(n_test, int) or n_test < 0:
+        return None
+    size = 8 * n_test
+    if len(blob) != size + _SEAL:
+        return None
+    data, seal = blob[:size], blob[size:]
+    if seal != _seal(setting, item, data, n_test, grad_norm, objective):
+        return None
+    return torch.from_numpy(np.frombuffer(data, dtype=np.float64).copy())
 
 
 def _float(v: Any) -> float:

@@ -1,6 +1,14 @@
 """The influence engine: objective, per-sample gradients, HVPs, solvers and the public entry points."""
 
 from .api import InfluenceEngine, InfluenceResult, hessian_spectrum, influence
+from .diagnostics import (
+    ArnoldiDiagnostics,
+    CGDiagnostics,
+    Diagnostics,
+    ExactDiagnostics,
+    FisherDiagnostics,
+    LiSSADiagnostics,
+)
 from .factored import (
     DiagonalSettings,
     DiagonalSolver,
@@ -21,6 +29,7 @@ from .solvers import (
     ArnoldiSolver,
     CGSettings,
     CGSolver,
+    Cost,
     DivergenceError,
     ExactSettings,
     ExactSolver,
@@ -28,6 +37,7 @@ from .solvers import (
     LiSSASettings,
     LiSSASolver,
     NegativeCurvatureError,
+    NotEnoughMemoryError,
     Solve,
     Solver,
     SolverError,
@@ -40,6 +50,8 @@ from .solvers import (
 )
 
 __all__ = [
+    "ArnoldiDiagnostics", "CGDiagnostics", "Cost", "Diagnostics", "ExactDiagnostics",
+    "FisherDiagnostics", "LiSSADiagnostics", "NotEnoughMemoryError",
     "ArnoldiSettings", "ArnoldiSolver", "CGSettings", "CGSolver", "DiagonalSettings",
     "DiagonalSolver", "DivergenceError", "EKFACSettings", "EKFACSolver", "ExactSettings",
     "ExactSolver", "FisherSettings", "HessianTooLargeError", "IdentitySettings", "IdentitySolver",

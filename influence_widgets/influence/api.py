@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,11 +22,14 @@ from .._findings import (
     solver_findings,
     stationarity_findings,
 )
+from .._settings import number
 from ..datasets.base import as_tensors
 from ..models.architectures import check_input_shape
 from ..models.losses import check_targets, output_width, per_sample_loss
 from ..models.params import ParamSelection
-from ..models.training import TrainedModel
+from ..models.training import TrainedModel, check_forward
+from ..models.wrap import warn_probabilities
+from .diagnostics import Diagnostics
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping
 from .solvers import (
@@ -33,6 +37,7 @@ from .solvers import (
     HessianTooLargeError,
     Progress,
     Solver,
+    check_memory,
     make_settings,
     solver_class,
 )
@@ -59,10 +64,36 @@ class InfluenceResult:
 
 
 def _unpack_model(model: nn.Module | TrainedModel, weight_decay, loss):
+    if weight_decay is not None:
+        weight_decay = number(weight_decay, "weight_decay", minimum=0.0,
+                              hint="the L2 coefficient the model was trained with")
     if isinstance(model, TrainedModel):
-        wd = model.config.weight_decay if weight_decay is None else weight_decay
+        own = model.config.weight_decay
+        if weight_decay is not None and own is not None and not math.isclose(
+                weight_decay, own, rel_tol=1e-6, abs_tol=1e-12):
+            warnings.warn(
+                f"weight_decay={weight_decay:g} is not the weight decay this model was trained "
+                f"with ({own:g}): the weight decay given does not match how this model was "
+                "trained, so the Hessian is that of another objective, the trained parameters "
+                "are not at its minimum, and the estimates are off; leave weight_decay out to "
+                "use the model's own", RuntimeWarning, stacklevel=4)
+        wd = own if weight_decay is None else weight_decay
         return model.model, wd, loss or model.config.loss, model.spec
     return model, (0.0 if weight_decay is None else weight_decay), loss or "cross_entropy", None
+
+
+def _check_train_set(model: nn.Module | TrainedModel, X: torch.Tensor, y: torch.Tensor) -> None:
+    """A warning when a TrainedModel is given a training set that is not its own (content hash
+    of its rows, in any order): another split, a part, duplicated rows, a foreign set."""
+    if not isinstance(model, TrainedModel):
+        return
+    problem = model.training_set_problem(X, y)
+    if problem is not None:
+        warnings.warn(
+            f"{problem}: this is not the model's own training set, so the Hessian, the 1/n "
+            "and the training gradients describe another objective than the one the model "
+            "minimised, and every estimate is off; pass the model's own rows (tm.train, or "
+            "tm.data.train)", RuntimeWarning, stacklevel=4)
 
 
 def _has_bool(x: Any) -> bool:
@@ -123,6 +154,19 @@ def _check_module(module: nn.Module) -> None:
         raise TypeError(f"influence needs float32 or float64; the model has {', '.join(low)} "
                         "tensors: call model.float() or model.double() (a copy, if you want to keep "
                         "the original)")
+    kinds = {}
+    for name, p in module.named_parameters():
+        if p.is_floating_point():
+            kinds.setdefault(str(p.dtype).replace("torch.", ""), name)
+    if len(kinds) > 1:
+        which = ", ".join(f"{d} (e.g. {n!r})" for d, n in sorted(kinds.items()))
+        raise TypeError(f"the model mixes parameter dtypes: {which}; influence needs one: call "
+                        "model.double() (or model.float()) on it, or on a copy")
+    for name, p in module.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise ValueError(f"the model's parameter {name!r} holds NaN or inf: the weights are "
+                             "broken (training diverged?), not the inputs; retrain with a lower "
+                             "learning rate or load a good checkpoint")
 
 
 class InfluenceEngine:
@@ -147,18 +191,26 @@ class InfluenceEngine:
                  hvp_mode: str = "auto", cache_graph: bool | None = None) -> None:
         module, wd, loss, spec = _unpack_model(model, weight_decay, loss)
         _check_module(module)
+        if chunk_size is not None:
+            chunk_size = number(chunk_size, "chunk_size", integer=True, minimum=1,
+                                hint="rows per chunk of per-sample gradients, or None")
         X, y = as_tensors(train)
         if X.shape[0] == 0:
             raise ValueError("the training set is empty (0 rows); influence needs the training "
                              "points the model was trained on: pass them as (X, y)")
+        _check_train_set(model, X, y)
         if device is not None:
             dev = resolve_device(device)
             if next(module.parameters()).device != dev:
                 module = _copy_to(module, dev)
         first = next(module.parameters())
+        check_forward(module, X.to(first.device, first.dtype))
         check_input_shape(module, X.to(first.device, first.dtype), spec)
         self.n_outputs = output_width(module, X.to(first.device, first.dtype))
         check_targets(y, self.n_outputs, loss, "training")
+        if loss == "cross_entropy":
+            warn_probabilities(module, X.to(first.device, first.dtype), "iw.influence",
+                               stacklevel=4)
         self.module = module
         self.objective = Objective(module, X.to(first.device, first.dtype), y, loss=loss,
                                    weight_decay=wd, params=params, curvature=curvature,
@@ -287,8 +339,9 @@ class InfluenceEngine:
                              f"inputs have {tuple(obj.X.shape[1:])}; use the test split of the same dataset")
         check_targets(yt, self.n_outputs, obj.loss, "test")
         self._check_training()
-        g_test = self._test_grads(Xt, yt)
-        s = self.solver(solver, st, progress)
+        check_memory(solver_class(solver), st, obj, Xt.shape[0])  # before allocating anything
+        s = self.solver(solver, st, progress)  # fitted before the test gradients: its own
+        g_test = self._test_grads(Xt, yt)  # size check comes first
         solved = s.solve(g_test, damping, progress)  # (n_test, p)
         ihvp = solved.X
         values = self._train_dots(ihvp, progress)  # ihvp @ G_train.T / n, training rows streamed
@@ -296,10 +349,10 @@ class InfluenceEngine:
             values = values + (ihvp @ (obj.weight_decay * obj.theta)).unsqueeze(1) / (obj.n - 1)
         diag = dict(solved.diagnostics)
         diag["settings"] = st.options()
-        self._warn_indefinite(diag, damping)
+        self._warn_indefinite(solved.diagnostics, diag, damping)
         diag["grad_norm"] = self.grad_norm
-        report = TrustReport(solver_findings(diag, damping, solver)
-                             + self._model_findings(diag, damping))
+        report = TrustReport(solver_findings(solved.diagnostics, damping, solver)
+                             + self._model_findings(solved.diagnostics, damping))
         # Warned here: what this solve found (the indefinite-Hessian warning went out above, in
         # its established wording). The model's own findings (stationarity, separability) ride
         # on the result unwarned, as every estimate of the model would repeat them:
@@ -310,15 +363,15 @@ class InfluenceEngine:
                                obj.weight_decay, diag, time.perf_counter() - t0, report.findings)
 
     @staticmethod
-    def _warn_indefinite(diag: dict[str, Any], damping: float) -> None:
-        lo = diag.get("min_eigenvalue")
+    def _warn_indefinite(typed: Diagnostics, diag: dict[str, Any], damping: float) -> None:
+        lo = typed.min_eigenvalue
         if lo is not None and lo + damping <= 0:
             diag["warning"] = (f"H is indefinite: its most negative eigenvalue is {lo:.4g} and damping "
                                f"{damping:.3g} does not make H + damping I positive definite; estimates "
                                f"may be unreliable (try damping > {-lo:.3g} or curvature='ggn')")
             warnings.warn(diag["warning"], RuntimeWarning, stacklevel=4)
 
-    def _model_findings(self, diag: dict[str, Any], damping: float) -> tuple[Finding, ...]:
+    def _model_findings(self, diag: Diagnostics, damping: float) -> tuple[Finding, ...]:
         """Stationarity and the separable regime at the trained parameters (see
         :mod:`influence_widgets._findings`). The objective, training accuracy and logit margin
         take the training outputs (kept from the gradient graphs, else one forward pass), once
@@ -335,8 +388,8 @@ class InfluenceEngine:
                 acc, margin = logit_stats(out, obj.y)
             stats = self._fit_stats = (float(value), acc, margin)
         value, acc, margin = stats
-        return (stationarity_findings(value, float(diag["grad_norm"]), params=obj.params_label)
-                + degenerate_findings(value, acc, diag.get("top_eigenvalue"), damping, margin,
+        return (stationarity_findings(value, self.grad_norm, params=obj.params_label)
+                + degenerate_findings(value, acc, diag.top_eigenvalue, damping, margin,
                                       weight_decay=obj.weight_decay, loss=obj.loss))
 
 
@@ -390,7 +443,25 @@ def influence(model: nn.Module | TrainedModel, train: Any, test: Any, *, weight_
     res = engine.scores(test, solver=solver, damping=damping, settings=settings,
                         test_indices=test_indices, progress=progress,
                         wd_correction=wd_correction, **solver_options)
+    _warn_not_stationary(res)
     return res if return_result else res.values
+
+
+def _warn_not_stationary(res: InfluenceResult) -> None:
+    """The one-shot front end says out loud what the engine only records: a model that is not
+    at a stationary point of the objective the estimate uses. Its most common cause is a weight
+    decay that is not the one the model was trained with (AdamW's decoupled decay, a value left
+    out), which LOO retraining would then share, so the two would agree and nothing else says."""
+    f = TrustReport(res.findings).get("not-stationary")
+    if f is None:
+        return
+    warnings.warn(
+        f"{f.what}. The model is not at a minimum of the objective the estimate uses (mean loss "
+        f"+ (weight_decay / 2) ||theta||^2 with weight_decay={res.weight_decay:g}): the weight "
+        "decay given may not match how this model was trained (AdamW's decoupled decay, or "
+        "weight_decay left out), or it was not trained to convergence. The estimates, and "
+        "leave-one-out retrains under the same objective, are then off. Pass the weight decay "
+        f"the optimiser used, or {f.fix}", RuntimeWarning, stacklevel=3)
 
 
 def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_decay: float | None = None,
@@ -406,6 +477,10 @@ def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_deca
     ``"exact"`` first checks that the ``p x p`` matrices fit in ``max_bytes`` (default: the exact
     solver's limit) and raises :class:`HessianTooLargeError` naming the bytes if not.
     """
+    k = number(k, "k", integer=True, minimum=1,
+               hint="how many of the top and of the bottom eigenvalues lanczos finds")
+    if method not in ("auto", "exact", "lanczos"):
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'exact' or 'lanczos'")
     engine = InfluenceEngine(model, train, weight_decay=weight_decay, params=params, loss=loss,
                              curvature=curvature, device=device)
     obj = engine.objective
@@ -434,7 +509,11 @@ def hessian_spectrum(model: nn.Module | TrainedModel, train: Any, *, weight_deca
         return obj.hvp(t).detach().cpu().double().numpy()
 
     op = LinearOperator((obj.p, obj.p), matvec=mv, dtype=np.float64)
-    k = min(k, obj.p - 1)
+    if obj.p < 3:  # eigsh needs k < p - 1 vectors: so small a Hessian is simply built
+        ev = torch.linalg.eigvalsh(obj.hessian()).cpu()
+        return {"eigenvalues": ev, "top": float(ev[-1]), "bottom": float(ev[0]),
+                "method": "exact", "n_params": obj.p}
+    k = min(k, obj.p - 2)
     top = eigsh(op, k=k, which="LA", return_eigenvectors=False, tol=1e-6)
     bottom = eigsh(op, k=k, which="SA", return_eigenvectors=False, tol=1e-6)
     ev = torch.as_tensor(np.unique(np.concatenate([bottom, top])))

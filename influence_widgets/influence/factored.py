@@ -35,9 +35,10 @@ from torch import nn
 
 from ..models.losses import per_sample_loss
 from ..models.modes import eval_mode
+from .diagnostics import FisherDiagnostics
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, setting
-from .solvers import Solver, register_solver
+from .solvers import Cost, Solver, register_solver
 
 FISHERS = ("sampled", "empirical", "ggn")
 SUPPORTED_LAYERS = (nn.Linear, nn.Conv2d)
@@ -106,6 +107,15 @@ class FisherSettings(SolverSettings):
 class _FisherSolver(Solver):
     """What every Fisher-fitting solver shares: the targets, drawn once per fit."""
 
+    Diagnostics = FisherDiagnostics
+
+    @classmethod
+    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
+        # fitting streams the per-sample gradients (or the layers' inputs and output
+        # gradients) about twice; its factors take about p numbers per layer pair
+        return Cost(fit_passes=2.0, fit_bytes=2 * p * itemsize, solve_bytes=2 * k * p * itemsize,
+                    note=f"{cls.name}: fitting counted as two passes over the training gradients")
+
     def _targets(self, obj: Objective, outputs: torch.Tensor, yc: torch.Tensor, start: int
                  ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         st = self.settings
@@ -145,6 +155,11 @@ class IdentitySolver(Solver):
     label = "identity"
     summary = "no curvature (C = I): gradient dot products g_t.g_i / (n (1 + damping)); a baseline"
     Settings = IdentitySettings
+    Diagnostics = FisherDiagnostics
+
+    @classmethod
+    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
+        return Cost(solve_bytes=k * p * itemsize)
 
     def _fit(self, objective: Objective) -> None:
         self.fit_diagnostics.update(n_params=objective.p, curvature="identity")

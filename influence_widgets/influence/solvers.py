@@ -19,6 +19,13 @@ from typing import Any, ClassVar
 import torch
 
 from .._settings import Registry
+from .diagnostics import (
+    ArnoldiDiagnostics,
+    CGDiagnostics,
+    Diagnostics,
+    ExactDiagnostics,
+    LiSSADiagnostics,
+)
 from .objective import Objective, memory_budget
 from .settings import SolverSettings, check_damping, setting
 
@@ -41,12 +48,107 @@ class HessianTooLargeError(MemoryError):
     pass
 
 
+class NotEnoughMemoryError(MemoryError):
+    """A solve would need more memory than the device has available; the message says how much
+    and what to change."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a solver declares it needs, before it runs (its cost model).
+
+    ``fit_products`` and ``solve_products``: curvature-vector products of the fit (once per
+    setting) and of each solve (each product takes every right-hand side at once);
+    ``fit_passes``: passes over the training set's per-sample gradients during the fit (besides
+    the one every estimate makes); ``fit_bytes`` / ``solve_bytes``: the largest memory the fit
+    and a solve of ``k`` vectors hold; ``bound``: the products are an upper bound (the solver
+    may stop early), ``note`` says how they were counted. ``known=False``: the solver declared
+    nothing, and the numbers are a cautious guess (as expensive as the exact solver)."""
+
+    fit_products: int = 0
+    solve_products: int = 0
+    fit_passes: float = 0.0
+    fit_bytes: int = 0
+    solve_bytes: int = 0
+    bound: bool = False
+    note: str = ""
+    known: bool = True
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on ``device`` now (CUDA: the allocator's free memory plus
+    what it caches; CPU: the system's available memory, within a cgroup's limit), or None when
+    it cannot be told. Used only to refuse a solve that cannot fit, never to size chunks."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit) as f:
+                cap = f.read().strip()
+            with open(usage) as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit() and int(cap) < 1 << 60:
+            # the page cache counts as used but is given back under pressure: leave out the
+            # inactive part of it, as container runtimes do
+            stat = limit.rsplit("/", 1)[0] + "/memory.stat"
+            try:
+                with open(stat) as f:
+                    pairs = dict(line.split() for line in f if line.count(" ") == 1)
+                used -= int(pairs.get("inactive_file", pairs.get("total_inactive_file", 0)))
+            except (OSError, ValueError):
+                pass
+            found.append(max(0, int(cap) - max(0, used)))
+        break
+    return min(found) if found else None
+
+
+def _gb(b: float) -> str:
+    return f"{b / 1e9:.2f} GB"
+
+
+def check_memory(cls: type[Solver], settings: SolverSettings, objective: Objective, n_test: int,
+                 available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a solve whose test gradients (``n_test x p``) and
+    solver (its declared :class:`Cost`) would not fit in the memory available on the device,
+    with a :class:`NotEnoughMemoryError` that says how much and what to change."""
+    p, item = objective.p, objective.dtype.itemsize
+    cost = cls.cost(settings, p, objective.n, n_test, item)
+    grads = n_test * p * item
+    own = max(cost.fit_bytes, cost.solve_bytes) if cost.known else 0  # a guess refuses nothing
+    need = grads + own
+    free = available_bytes(objective.device) if available is None else available
+    if free is None or need <= free:
+        return
+    raise NotEnoughMemoryError(
+        f"solver {cls.name!r} on {p:,} parameters needs about {_gb(need)} ({_gb(grads)} for the "
+        f"{n_test} test gradients, {_gb(own)} for the solver), "
+        f"but only {_gb(free)} is available on {objective.device}; score fewer test points at "
+        "once (test_indices=...), restrict the parameters (params='last_layer'), use a solver "
+        "that needs less (arnoldi with a smaller rank, kfac, identity), or free memory")
+
+
 @dataclass
 class Solve:
-    """One solve's answer ``X (k, p)`` and what the solver measured on the way."""
+    """One solve's answer ``X (k, p)`` and what the solver measured on the way (its typed
+    :class:`~.diagnostics.Diagnostics`, which also read as a dict)."""
 
     X: torch.Tensor
-    diagnostics: dict[str, Any]
+    diagnostics: Diagnostics
 
 
 class Solver:
@@ -63,6 +165,18 @@ class Solver:
     label: ClassVar[str] = ""  # the name shown in the explorer and the CLI
     summary: ClassVar[str] = ""  # one line: what it computes and when to use it
     Settings: ClassVar[type[SolverSettings]] = SolverSettings
+    #: What its fits and solves report (typed; the base class keeps unknown keys in ``extra``)
+    Diagnostics: ClassVar[type[Diagnostics]] = Diagnostics
+
+    @classmethod
+    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
+        """What a fit and a solve of ``k`` vectors need on ``p`` parameters and ``n`` training
+        rows (:class:`Cost`). A solver that does not declare it is assumed to be as expensive
+        as the exact solver (``p`` products, ``p x p`` memory), never free."""
+        return Cost(fit_products=p, fit_passes=2.0, fit_bytes=p * p * itemsize,
+                    solve_bytes=2 * k * p * itemsize, known=False,
+                    note=f"{cls.name}: declares no cost model; assumed as expensive as the exact "
+                         f"solver ({p} products)")
 
     def __init__(self, settings: SolverSettings | None = None) -> None:
         settings = self.Settings() if settings is None else settings
@@ -71,8 +185,8 @@ class Solver:
                             f"got {type(settings).__name__}")
         self.settings = settings
         self.objective: Objective | None = None
-        self.fit_diagnostics: dict[str, Any] = {}
-        self.diagnostics: dict[str, Any] = {"solver": self.name}  # of the last solve
+        self.fit_diagnostics: dict[str, Any] = {}  # what the fit reports, for every solve
+        self.diagnostics: Diagnostics = self.Diagnostics(solver=self.name)  # of the last solve
         self._progress: Progress | None = None
 
     def fit(self, objective: Objective, progress: Progress | None = None) -> Solver:
@@ -83,7 +197,7 @@ class Solver:
             self._fit(objective)
         finally:
             self._progress = None
-        self.diagnostics = dict(self.fit_diagnostics)
+        self.diagnostics = self.Diagnostics.of(self.fit_diagnostics)
         return self
 
     def solve(self, V: torch.Tensor, damping: float = 0.0, progress: Progress | None = None) -> Solve:
@@ -101,7 +215,7 @@ class Solver:
             X = self._solve(V.to(self.objective.device, self.objective.dtype), damping, info)
         finally:
             self._progress = None
-        diag = {**self.fit_diagnostics, **info, "damping": damping}
+        diag = self.Diagnostics.of({**self.fit_diagnostics, **info, "damping": damping})
         self.diagnostics = diag
         return Solve(X[0] if single else X, diag)
 
@@ -155,11 +269,17 @@ class ExactSolver(Solver):
     label = "exact"
     summary = "the explicit Hessian, eigendecomposed or factorised: exact up to rounding; small models"
     Settings = ExactSettings
+    Diagnostics = ExactDiagnostics
     EIGH_MAX: ClassVar[int] = 320
 
     @staticmethod
     def required_bytes(p: int, itemsize: int) -> int:
         return 3 * p * p * itemsize  # matrix, eigenvectors or factor, workspace
+
+    @classmethod
+    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
+        return Cost(fit_products=p, fit_bytes=cls.required_bytes(p, itemsize),
+                    solve_bytes=2 * k * p * itemsize)
 
     def _fit(self, objective: Objective) -> None:
         st = self.settings
@@ -285,6 +405,21 @@ class CGSolver(Solver):
     label = "CG"
     summary = "conjugate gradient on Hessian-vector products: exact at convergence; needs H + damping I > 0"
     Settings = CGSettings
+    Diagnostics = CGDiagnostics
+
+    #: CG is expected to need min(max_iter, p) / SHARE products (at most all): measured 0.19
+    #: (the Hessian with a damping) to 0.36 (GGN) of min(1000, 1898) on digits-cnn
+    SHARE: ClassVar[int] = 4
+
+    @classmethod
+    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
+        r = min(settings.precondition, p)
+        lanczos = min(p, 2 * r + 10) if r else 0
+        bound = min(settings.max_iter, p)
+        return Cost(fit_products=lanczos, solve_products=math.ceil(bound / cls.SHARE),
+                    fit_bytes=(lanczos + r) * p * itemsize, solve_bytes=6 * k * p * itemsize,
+                    bound=True, note=f"CG stops once converged: 1/{cls.SHARE} of its {bound} "
+                    f"products assumed, up to {cls.SHARE}x more")
 
     def _fit(self, objective: Objective) -> None:
         self._ritz: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -460,6 +595,11 @@ class LiSSASettings(SolverSettings):
                                advanced=True)
     seed: int = setting(0, "seed of the mini-batch draws and of the Lanczos start vector",
                         advanced=True)
+    residual_tol: float = setting(0.1, "after the solve, one full-batch product measures each "
+                                  "vector's relative residual ||v - (H + damping I) x|| / ||v||; "
+                                  "above this the answer is reported as inexact (a warning: "
+                                  "too few steps or too large a scale); 0: no check",
+                                  minimum=0, advanced=True)
 
 
 class LiSSASolver(Solver):
@@ -484,6 +624,18 @@ class LiSSASolver(Solver):
     label = "LiSSA"
     summary = "stochastic Neumann series (Agarwal et al. 2016): approximate; needs a valid scale"
     Settings = LiSSASettings
+    Diagnostics = LiSSADiagnostics
+
+    LANCZOS: ClassVar[int] = 30  # products of the automatic scale's top eigenvalue
+
+    @classmethod
+    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
+        share = (settings.batch_size or n) / n
+        solve = math.ceil(settings.repeats * settings.steps * min(1.0, share))
+        return Cost(fit_products=cls.LANCZOS if settings.scale is None else 0,
+                    solve_products=solve + (1 if settings.residual_tol else 0),
+                    fit_bytes=cls.LANCZOS * p * itemsize, solve_bytes=5 * k * p * itemsize,
+                    bound=bool(settings.error_tol))
 
     @property
     def _stochastic(self) -> bool:
@@ -526,6 +678,16 @@ class LiSSASolver(Solver):
                 restarts += 1
                 scale *= 2.0
         info.update(restarts=restarts, scale=scale, scale_source=source)
+        tol = self.settings.residual_tol
+        if tol:
+            # One full-batch product: how far the truncated series is from the solve it stands
+            # for (the relative residual is about the relative error of the answer when the
+            # recursion is cut short or its scale is too large: both leave the small-eigenvalue
+            # directions unsolved).
+            A_x = self.objective.hvp(out) + damping * out
+            rel = (V - A_x).norm(dim=1) / V.norm(dim=1).clamp_min(torch.finfo(V.dtype).tiny)
+            residual = float(rel.max())
+            info.update(residual=residual, residual_tol=tol, converged=residual <= tol)
         return out
 
     def _recursion(self, V: torch.Tensor, damping: float, s: float, info: dict[str, Any]) -> torch.Tensor:
@@ -657,6 +819,13 @@ class ArnoldiSolver(Solver):
     label = "Arnoldi"
     summary = "top eigenpairs by Lanczos (Schioppa et al. 2022): a low-rank inverse; large models"
     Settings = ArnoldiSettings
+    Diagnostics = ArnoldiDiagnostics
+
+    @classmethod
+    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
+        m = min(p, settings.n_iter or max(2 * settings.rank, settings.rank + 20))
+        return Cost(fit_products=m, fit_bytes=2 * m * p * itemsize,
+                    solve_bytes=(2 * k + settings.rank) * p * itemsize)
 
     def _fit(self, objective: Objective) -> None:
         st = self.settings

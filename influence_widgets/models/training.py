@@ -14,10 +14,12 @@ trains copy by copy).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
@@ -26,6 +28,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .._devices import dtype_name, resolve_device, resolve_dtype
+from .._settings import number
 from .architectures import ModelSpec
 from .losses import LOSSES, cast_targets, per_sample_loss
 from .modes import eval_mode, module_mode
@@ -86,6 +89,14 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
         if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid names: {', '.join(LOSSES)}")
+        # numbers of any kind (numpy, 0-d tensors) become Python numbers; text or a fraction
+        # where an integer belongs is an error naming the field
+        for name, integer in (("lr", False), ("momentum", False), ("grad_tol", False),
+                              ("weight_decay", False), ("seed", True), ("steps", True),
+                              ("epochs", True), ("batch_size", True), ("polish_steps", True)):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, number(v, name, integer=integer, owner="TrainConfig"))
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.steps is not None and self.epochs is not None:
@@ -104,6 +115,11 @@ class TrainConfig:
             raise ValueError(f"polish_steps must be an integer >= 0, got {self.polish_steps!r}")
         if (self.weight_decay or 0.0) < 0 or self.momentum < 0 or self.polish_steps < 0 or self.grad_tol <= 0:
             raise ValueError("weight_decay, momentum and polish_steps must be >= 0 and grad_tol > 0")
+        if str(self.dtype).replace("torch.", "") in ("float16", "bfloat16"):
+            raise ValueError(f"TrainConfig dtype={self.dtype!r}: half precision is too coarse "
+                             "for training to a minimum and for Hessians (its rounding, about "
+                             "1e-3, swamps the gradients near a minimum, and the loss turns "
+                             "NaN); use dtype='float32' or 'float64'")
         if self.optimizer == "lbfgs" and self.batch_size is not None:
             raise ValueError("lbfgs is full batch: set batch_size=None or use sgd/adam")
         resolve_dtype(self.dtype)
@@ -204,6 +220,35 @@ class TrainedModel:
 
         return of(self)
 
+    def training_set_problem(self, X: torch.Tensor, y: torch.Tensor) -> str | None:
+        """None when ``(X, y)`` holds the rows this model was trained on (in any order), else
+        one line on how it differs. Rows are compared through a content hash of the sorted
+        rows (inputs in the model's dtype, then targets), kept once in ``extra``."""
+        if X is self.X_train and y is self.y_train:
+            return None
+        same_shape = (tuple(X.shape) == tuple(self.X_train.shape)
+                      and tuple(y.shape) == tuple(self.y_train.shape))
+        if same_shape and torch.equal(X.to(self.X_train.device, self.X_train.dtype), self.X_train) \
+                and torch.equal(y.to(self.y_train.device, self.y_train.dtype), self.y_train):
+            return None  # the very rows, in order: no hash needed
+        own = self.extra.get("train_digest")
+        if own is None:
+            own = self.extra["train_digest"] = rows_digest(self.X_train, self.y_train)
+        n, m = int(X.shape[0]), int(self.X_train.shape[0])
+        if tuple(X.shape[1:]) == tuple(self.X_train.shape[1:]) and n == m:
+            given = rows_digest(X.to(self.X_train.dtype), y.to(self.y_train.dtype))
+            if given == own:
+                return None
+            return (f"the training set given has as many rows as the model's ({n}) but "
+                    "other content (another split, edited or resampled rows, or duplicates in "
+                    "place of some rows)")
+        if n != m:
+            return (f"the training set given has {n} rows but the model was trained on {m} "
+                    + ("(duplicated rows weigh twice: every estimate changes)" if n > m else
+                       "(a part of its training set, or another set)"))
+        return (f"the training inputs given have shape {tuple(X.shape[1:])} per row, the model's "
+                f"{tuple(self.X_train.shape[1:])}")
+
     def _status(self) -> str:
         h = self.diagnostics.get("health")
         return (h.get("problems") or ["healthy"])[0] if isinstance(h, dict) else "unknown"
@@ -217,7 +262,67 @@ class TrainedModel:
         )
 
 
+def check_forward(module: nn.Module, X: torch.Tensor) -> None:
+    """A clear ``TypeError`` when the model's forward does not return one tensor of outputs
+    (a tuple or a dict of them, as some libraries' models do), tried on the first two rows."""
+    with torch.no_grad(), eval_mode(module):
+        try:
+            out = module(X[:2])
+        except Exception:  # a shape or dtype problem: named by the input-shape check after this
+            return
+    if not isinstance(out, torch.Tensor):
+        kind = type(out).__name__
+        keys = f" (keys {sorted(map(str, out))})" if isinstance(out, dict) else ""
+        raise TypeError(
+            f"the model's forward returns a {kind}{keys}, not one tensor of outputs (N, K); "
+            "influence needs the outputs the loss is taken on: wrap the model in a small module "
+            "whose forward returns them, e.g. forward(x) = model(x)[0] or model(x)['logits']")
+
+
+def rows_digest(X: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 of the rows of ``(X, y)`` in sorted order (each row: its input bytes, then its
+    target's): equal for the same rows in any order, different as soon as one row differs,
+    is missing or is repeated."""
+    import hashlib
+
+    import numpy as np
+
+    n = int(X.shape[0])
+    xb = X.detach().to("cpu").contiguous().reshape(n, -1).view(torch.uint8).numpy()
+    yb = y.detach().to("cpu").contiguous().reshape(n, -1).view(torch.uint8).numpy()
+    rows = np.ascontiguousarray(np.concatenate([xb, yb], axis=1))
+    keyed = rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1)
+    h = hashlib.sha256(f"{tuple(X.shape)}|{X.dtype}|{tuple(y.shape)}|{y.dtype}|".encode())
+    h.update(np.sort(keyed).tobytes())
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------- engine
+
+
+_DROPOUT = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+@contextlib.contextmanager
+def objective_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """The module's mode while an objective is optimised: training mode when ``training`` (batch
+    norm on the batch's statistics) but with every dropout module off, as in the estimate. The
+    objective of DESIGN.md, which the estimate differentiates and which training, LOO and every
+    other retrain minimise, is one deterministic function of the parameters: dropout noise in
+    it would make two identical retrains differ and leave the estimate explaining another
+    objective. Every flag is restored afterwards."""
+    with module_mode(model, training):
+        if not training:
+            yield model
+            return
+        drops = [m for m in model.modules() if isinstance(m, _DROPOUT) and m.training]
+        for m in drops:
+            m.training = False
+        try:
+            yield model
+        finally:
+            for m in drops:
+                m.training = True
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -397,7 +502,7 @@ def fit_copies(
         return _in_groups(model, start, X, y, w, config, groups, names=names, steps=n_steps,
                           progress=progress, polish=polish, should_stop=should_stop,
                           objective=objective)
-    with module_mode(model, obj.training):
+    with objective_mode(model, obj.training):
         if config.optimizer == "lbfgs":
             n_steps = _lbfgs(obj, config, n_steps, progress, should_stop)
         else:
@@ -729,6 +834,30 @@ def summarize(diag: dict[str, Any], config: TrainConfig, *, params: ParamSelecti
     }
 
 
+def _objective_at(module: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                  chunk: int = 4096) -> float:
+    """The training objective (mean loss + (wd/2)||theta||^2) of ``module`` as it is."""
+    with torch.no_grad(), eval_mode(module):
+        total = sum(float(per_sample_loss(module(X[s : s + chunk]), y[s : s + chunk],
+                                          config.loss).sum()) for s in range(0, X.shape[0], chunk))
+        sq = sum(float((p.double() ** 2).sum()) for p in module.parameters())
+    return total / X.shape[0] + 0.5 * float(config.weight_decay or 0.0) * sq
+
+
+def _warn_if_diverged(start: float, end: float, config: TrainConfig) -> None:
+    """A ``RuntimeWarning`` when training ended with a higher objective than it started from
+    (finite but diverged: too large a learning rate or momentum)."""
+    if math.isfinite(start) and end > start + 1e-9 * max(1.0, abs(start)):
+        what = "diverged" if end > 10 * max(abs(start), 1e-12) else "made it worse"
+        warnings.warn(
+            f"iw.train: the training objective rose from {start:.4g} at the start to {end:.4g} at "
+            f"the end: training {what} ({config.optimizer}, lr={config.lr:g}"
+            + (f", momentum={config.momentum:g}" if config.optimizer == "sgd" else "")
+            + "); this model is not a minimum and nothing computed from it means much: lower "
+            "the learning rate (or momentum, which must stay below 1)", RuntimeWarning,
+            stacklevel=3)
+
+
 def _finish_bar(bar: Any, steps: int, converged: bool) -> None:
     """Close a training bar that ended normally as complete at the ``steps`` actually taken.
 
@@ -781,11 +910,13 @@ def train(
     if X.shape[0] == 0:
         raise ValueError("the training set is empty")
     X = X.to(device=device, dtype=dtype)
+    check_forward(module, X)
     y = cast_targets(y, config.loss, device, dtype)
     check_input_shape(module, X, spec)
     check_targets(y, output_width(module, X), config.loss, "training")
     init = state_of(module)
     names = select_params(module, params)
+    start_objective = _objective_at(module, X, y, config)
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
@@ -815,5 +946,6 @@ def train(
     module.eval()
     diagnostics = summarize(diag, config, params=params, dtype=dtype, device=device,
                             model=module, X=X, y=y)
+    _warn_if_diverged(start_objective, diagnostics["objective"], config)
     return TrainedModel(module, config, {k: v.cpu() for k, v in init.items()}, X, y, diagnostics,
                         spec=spec, name=name, data=data)

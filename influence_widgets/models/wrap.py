@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._devices import dtype_name
+from .._settings import number
 from .losses import LOSSES, check_targets, output_width
 from .modes import eval_mode
 from .training import TrainConfig, TrainedModel
@@ -57,6 +58,23 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
                              "broken (training diverged?); retrain with a lower learning rate or "
                              "load a good checkpoint before wrapping")
     return floats.pop(), params[0].device
+
+
+def warn_probabilities(model: nn.Module, X: torch.Tensor, who: str, stacklevel: int = 3) -> None:
+    """A ``UserWarning`` when the model's outputs on the first rows of ``X`` look like
+    probabilities (each row >= 0, summing to 1): cross-entropy takes logits, so a model ending
+    in Softmax is trained and explained on the wrong loss. One rule for ``iw.wrap`` and
+    ``iw.influence``."""
+    with torch.no_grad(), eval_mode(model):
+        out = model(X[:64])
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] > 1 \
+            and bool((out >= 0).all()) \
+            and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4):
+        warnings.warn(
+            f"{who}: the model's outputs look like probabilities (each row sums to 1); "
+            "cross_entropy takes logits: remove the final Softmax (the loss and every "
+            "estimate are otherwise those of log-probabilities fed to a second softmax)",
+            UserWarning, stacklevel=stacklevel)
 
 
 def _first_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -200,9 +218,8 @@ def wrap(
             "and the leave-one-out retrains include the weight decay the model was trained "
             "with: pass weight_decay= the value your optimiser used (0 if none) to silence this",
             UserWarning, stacklevel=2)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) \
-            or not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    weight_decay = number(weight_decay, "weight_decay", minimum=0.0,
+                          hint="the L2 coefficient your optimiser used, 0 if none")
 
     dtype, device = _model_dtype_device(model)
     X, X_test = X.to(dtype), X_test.to(dtype)  # the model's dtype, as influence computes in
@@ -215,6 +232,12 @@ def wrap(
     check_targets(y_test, width, loss, "test")
 
     n_features = math.prod(X.shape[1:])
+    for what, names in (("feature_names", feature_names), ("class_names", class_names)):
+        if isinstance(names, str | bytes):
+            raise TypeError(f"{what} must be a list of names, one per "
+                            f"{'input feature' if what == 'feature_names' else 'output'}, got "
+                            f"the single string {names!r} (which would be read letter by "
+                            f"letter): pass e.g. {what}=[{names!r}, ...]")
     if feature_names is not None:
         feature_names = [str(f) for f in feature_names]
         if len(feature_names) != n_features:
@@ -230,14 +253,7 @@ def wrap(
             f"class_names has {len(class_names)} names but the model has {width} outputs: pass "
             "one name per output, in output order (output k is class k)")
     if loss == "cross_entropy":
-        with torch.no_grad(), eval_mode(model):
-            out = model(X[:64].to(device))
-        if out.dim() == 2 and out.shape[1] > 1 and bool((out >= 0).all()) and \
-                torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4):
-            warnings.warn(
-                f"iw.wrap({name!r}): the model's outputs look like probabilities (each row sums "
-                "to 1); cross_entropy takes logits: remove the final Softmax", UserWarning,
-                stacklevel=2)
+        warn_probabilities(model, X.to(device), f"iw.wrap({name!r})")
 
     dataset = Data(name, X, y, X_test, y_test, class_names, tuple(X.shape[1:]),
                    is_image or X.dim() == 4, info)
@@ -256,7 +272,30 @@ def wrap(
             "outputs, and that the loss is the one the model was trained with")
     tm.name = name
     tm.extra["objective_source"] = source
+    _warn_not_stationary(tm, name, float(weight_decay), source)
     return tm
+
+
+def _warn_not_stationary(tm: TrainedModel, name: str, weight_decay: float, source: str) -> None:
+    """A ``RuntimeWarning`` when the weights are not at a stationary point of the objective as
+    stated (its "not-stationary" finding): most often the weight decay given is not the one the
+    model was trained with (a value off by 10x, AdamW's decoupled decay, one left out), which
+    the estimate and every LOO retrain would then share, so that they agree and nothing else
+    would say so."""
+    found = next((f for f in tm.diagnostics.get("findings") or ()
+                  if f.get("code") == "not-stationary"), None)
+    if found is None:
+        return
+    how = "given" if source == "given" else "assumed (none given)"
+    warnings.warn(
+        f"iw.wrap({name!r}): {found['what']} of the objective mean loss + (weight_decay / 2) "
+        f"||theta||^2 with weight_decay={weight_decay:g} ({how}). The weight decay given does "
+        "not match how this model was trained (or it was not trained to convergence): the "
+        "estimate's Hessian and every leave-one-out retrain would use an objective the model "
+        "does not minimise, and would agree with each other anyway. Pass the weight_decay "
+        "your optimiser used (for AdamW's decoupled decay there is no such value: train with "
+        "SGD/Adam weight_decay, or polish with L-BFGS), or train to convergence",
+        RuntimeWarning, stacklevel=3)
 
 
 def explorer_model(model: Any, *, train: Any = None, test: Any = None, data: Any = None,

@@ -32,16 +32,17 @@ from .._cache import (
     digest_tensors,
     hash_settings,
     safe_torch_load,
+    stable_json,
 )
 from .._devices import resolve_device
 from .architectures import ModelSpec
 from .losses import cast_targets
 from .training import Progress, TrainConfig, TrainedModel, fit_copies, state_of, summarize, train
 
-FORMAT = 5  # bump when the layout of the cached files changes (3: sha256 of the tensors in the
+FORMAT = 6  # bump when the layout of the cached files changes (3: sha256 of the tensors in the
 # metadata; 4: the model's health in the diagnostics; 5: L-BFGS trains stacked copies together
-# with its own line search, so the trained models differ; files of an older format have another
-# key, so they are simply not found: stale)
+# with its own line search, so the trained models differ; 6: a sha256 of the diagnostics too;
+# files of an older format have another key, so they are simply not found: stale)
 
 __all__ = [
     "PRESETS",
@@ -390,6 +391,10 @@ def load(
     ``retrain=True``). ``cache=False`` trains without reading or writing the cache folder.
     ``progress=True`` shows a tqdm bar while training; a callable gets ``(step, total, info)``.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"zoo.load takes a model's name (a string), got {type(name).__name__} "
+                        f"{name!r}; the names: iw.zoo.available_names() (or `python -m "
+                        "influence_widgets list`)")
     if name in _REGISTERED:
         if retrain:
             raise ValueError(f"{name!r} is a registered model: the zoo cannot retrain it")
@@ -406,7 +411,18 @@ def load(
     tm = train(spec, data.train, preset.config, name=name, data=data, progress=progress)
     tm.extra.update(init_known=True, cache_key=key)
     if cache:
-        _write(preset, data, key, tm, weights, meta)
+        try:
+            _write(preset, data, key, tm, weights, meta)
+        except OSError as e:  # a cache folder that is a file, read-only or full
+            import warnings
+
+            warnings.warn(
+                f"zoo.load({name!r}): the model was trained but could not be saved to "
+                f"{weights.parent} ({type(e).__name__}: {e.strerror or e}); it is returned from "
+                "memory and will be trained again next time: set INFLUENCE_WIDGETS_CACHE to a "
+                "folder you can write to, free some space, or pass cache=False",
+                RuntimeWarning, stacklevel=2)
+            return tm
         tm.extra["cache_path"] = str(weights)
     return tm
 
@@ -432,6 +448,7 @@ def _write(
         "spec": tm.spec.to_dict() if tm.spec is not None else preset.spec(data).to_dict(),
         "config": tm.config.to_dict(),
         "diagnostics": tm.diagnostics,
+        "diagnostics_sha256": _diagnostics_digest(tm.diagnostics),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     # The JSON is written last: it marks the entry as complete.
@@ -453,6 +470,13 @@ def _digest(blob: dict) -> str:
     )
 
 
+def _diagnostics_digest(diagnostics: Any) -> str:
+    """sha256 of the diagnostics as canonical JSON (what the metadata file holds)."""
+    import hashlib
+
+    return hashlib.sha256(stable_json(json.loads(json.dumps(diagnostics))).encode()).hexdigest()
+
+
 def _read(preset: Preset, data: Any, key: str, weights: Path, meta: Path) -> TrainedModel:
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
@@ -465,6 +489,11 @@ def _read(preset: Preset, data: Any, key: str, weights: Path, meta: Path) -> Tra
         raise _bad(meta, "has no diagnostics")
     if not isinstance(info.get("sha256"), str):
         raise _bad(meta, "has no sha256 of the weights, so they cannot be checked")
+    if not isinstance(info.get("diagnostics_sha256"), str):
+        raise _bad(meta, "has no sha256 of its diagnostics, so they cannot be checked")
+    if _diagnostics_digest(info["diagnostics"]) != info["diagnostics_sha256"]:
+        raise _bad(meta, "holds diagnostics (objective, gradient norm, health) that do not "
+                   "match the sha256 recorded when it was saved: they were edited after training")
     if not weights.exists():
         raise _bad(weights, "is missing (its metadata file exists)")
     try:
