@@ -116,3 +116,14 @@ def test_registry_refuses_what_is_not_a_solver():
         register_solver(Clash)
     with pytest.raises(ValueError, match="built-in"):
         unregister_solver("cg")
+
+
+def test_studies_compare_every_curvature_aware_solver_with_the_baselines(toy_solver):
+    """The studies read which solvers use the curvature from the registry (each solver's
+    ``baseline`` flag), not from a list of names: a registered solver joins them."""
+    from influence_widgets.experiments.studies import curvature_aware
+
+    aware = curvature_aware()
+    assert toy_solver.name in aware
+    assert {"exact", "cg", "lissa", "arnoldi", "kfac", "ekfac"} <= set(aware)
+    assert not {"identity", "diagonal"} & set(aware)

@@ -436,8 +436,16 @@ GROUND_TRUTH_MODELS: dict[str, GroundTruthModel] = {
 #: The ground truths of :func:`ground_truth_study` (registered names), each against the estimate
 #: it approximates.
 GROUND_TRUTHS = ("warm_start", "lds", "pbrf")
-#: Solvers that use the curvature (the baselines: identity, none; diagonal, its diagonal).
-CURVATURE_AWARE = ("exact", "cg", "lissa", "arnoldi", "kfac", "ekfac")
+
+
+def curvature_aware() -> list[str]:
+    """The registered solvers that use the curvature: all but the baselines (identity: none;
+    diagonal: its diagonal), read from each solver's ``baseline`` flag."""
+    from ..influence.solvers import SOLVERS
+
+    return [name for name, cls in SOLVERS.items() if not cls.baseline]
+
+
 #: The bar exact and CG must clear (mean Spearman minus 2 SE) on the Iris models, every truth.
 IRIS_BAR = 0.7
 
@@ -595,7 +603,7 @@ def ground_truth_claims(table: pd.DataFrame) -> list[claims_mod.Claim]:
                             check, note="Koh & Liang 2017; dattri (logistic regression)",
                             excluded=worst.excluded))
     if "identity" in solvers:
-        for s in CURVATURE_AWARE:
+        for s in curvature_aware():
             if s in solvers:
                 out.append(cm.difference(
                     "ground_truth", f"identity_lds:{s}", f"LDS of {s} minus identity (all "

@@ -154,6 +154,7 @@ class IdentitySolver(Solver):
     name = "identity"
     label = "identity"
     summary = "no curvature (C = I): gradient dot products g_t.g_i / (n (1 + damping)); a baseline"
+    baseline = True
     Settings = IdentitySettings
     Diagnostics = FisherDiagnostics
 
@@ -186,6 +187,7 @@ class DiagonalSolver(_FisherSolver):
     name = "diagonal"
     label = "diagonal"
     summary = "the Fisher's diagonal + weight decay: per-parameter scaling, no correlations; a baseline"
+    baseline = True
     Settings = DiagonalSettings
 
     def _fit(self, objective: Objective) -> None:

@@ -164,6 +164,9 @@ class Solver:
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""  # the name shown in the explorer and the CLI
     summary: ClassVar[str] = ""  # one line: what it computes and when to use it
+    #: True for a baseline that leaves the curvature out (gradient dot products, a diagonal):
+    #: what a curvature-aware solver must beat (the studies compare each of the others with it)
+    baseline: ClassVar[bool] = False
     Settings: ClassVar[type[SolverSettings]] = SolverSettings
     #: What its fits and solves report (typed; the base class keeps unknown keys in ``extra``)
     Diagnostics: ClassVar[type[Diagnostics]] = Diagnostics
