@@ -219,7 +219,7 @@ def evaluate(case: CorpusCase) -> pd.DataFrame:
                     tm, data.train, test, solver=solver, truth="warm_start", k=k,
                     damping=case.damping, truth_settings=truth_settings, engine=engine,
                     curvature=curvature, exact=exact)
-            except (SolverError, FloatingPointError, RuntimeError, ValueError):
+            except (SolverError, ArithmeticError, RuntimeError, ValueError):
                 continue
     top = {s: [top_k(c.estimate.values[r], k=k) for r in range(len(tidx))]
            for s, c in computed.items()}
@@ -279,7 +279,7 @@ def generate(folder: str | Path, cases: Sequence[CorpusCase], *,
             progress(i, len(cases), case.labels())
         try:
             table = evaluate(case)
-        except (RuntimeError, ValueError, FloatingPointError) as e:
+        except (RuntimeError, ValueError, ArithmeticError) as e:
             table = pd.DataFrame([{**case.labels(), "error": f"{type(e).__name__}: {e}"}])
         atomic_write_text(path, table.to_csv(index=False))
     if progress is not None:

@@ -157,12 +157,13 @@ def estimate_features(row: np.ndarray, k: int) -> dict[str, float]:
     a = np.abs(row)
     order = np.argsort(-a, kind="stable")[: min(k, a.size)]
     top = a[order]
-    total, s = float(a.sum()), float(top.sum())
-    if s <= 0 or not np.isfinite(s):
+    if top.size == 0 or not np.isfinite(a).all() or top[0] <= 0:
         return {"topk_share": math.nan, "top1_share": math.nan, "participation": math.nan,
                 "log_scale": math.nan, "pos_share": math.nan}
-    return {"topk_share": s / total, "top1_share": float(top[0]) / s,
-            "participation": s * s / float((top * top).sum()) / top.size,
+    u, rest = top / top[0], a / top[0]  # relative to the largest: no underflow of tiny values
+    s = float(u.sum())
+    return {"topk_share": s / float(rest.sum()), "top1_share": 1.0 / s,
+            "participation": s * s / float((u * u).sum()) / top.size,
             "log_scale": _log10(float(top.mean()), 1e-300),
             "pos_share": float(np.mean(row[order] > 0))}
 
