@@ -97,6 +97,8 @@ class Forecaster:
                 truth: Sequence[str] | None = None) -> list[str]:
         """Per row, why it is outside the corpus (empty string: inside)."""
         M = self._matrix(X)
+        solver = None if solver is None else [str(v) for v in solver]
+        truth = None if truth is None else [str(v) for v in truth]
         lo, hi = np.asarray(self.lo_range), np.asarray(self.hi_range)
         span = hi - lo
         below = M < lo - RANGE_MARGIN * span
