@@ -191,12 +191,29 @@ def report(f: Any, cv: Any, held: dict[str, Any] | None) -> str:
              f"{', '.join(p.get('truths', []))}); commit {p.get('git_commit')}, {p.get('date')}.",
              f"Interval: 80% split-conformal, half-width {f.halfwidth:.3f} (residuals of "
              "leave-one-family-out predictions).", "",
+             "All held-out rows (warm-start LOO and exact-solve ground truths), then the "
+             "warm-start rows alone (those judged by retraining):", "",
              "| held-out family | value | models | rows | mean abs error | coverage | width | "
-             "constant: error | coverage | width |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in cv.itertuples():
-        lines.append(f"| {r.family} | {r.held_out} | {r.models} | {r.rows} | {r.mae:.3f} | "
-                     f"{r.coverage:.2f} | {r.width:.2f} | {r.const_mae:.3f} | "
-                     f"{r.const_coverage:.2f} | {r.const_width:.2f} |")
+             "constant: error | coverage | width | warm-start rows | error | coverage | width | "
+             "constant: error |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def warm(r: Any) -> str:
+        if "warm_mae" not in r or r["warm_mae"] != r["warm_mae"]:
+            return " | | | | |"
+        return (f" {int(r['warm_rows'])} | {r['warm_mae']:.3f} | {r['warm_coverage']:.2f} | "
+                f"{r['warm_width']:.2f} | {r['const_warm_mae']:.3f} |")
+
+    for r in cv.to_dict("records"):
+        lines.append(f"| {r['family']} | {r['held_out']} | {r['models']} | {r['rows']} | "
+                     f"{r['mae']:.3f} | {r['coverage']:.2f} | {r['width']:.2f} | "
+                     f"{r['const_mae']:.3f} | {r['const_coverage']:.2f} | "
+                     f"{r['const_width']:.2f} |" + warm(r))
+    if len(cv):
+        m = cv.mean(numeric_only=True)
+        lines.append(f"| **mean over folds** | | | | {m['mae']:.3f} | {m['coverage']:.2f} | "
+                     f"{m['width']:.2f} | {m['const_mae']:.3f} | {m['const_coverage']:.2f} | "
+                     f"{m['const_width']:.2f} |" + warm({**m, "warm_rows": 0}).replace(
+                         " 0 |", " |", 1))
     if held:
         lines += ["", "Held-out models (widths, activations, schedules in no preset, study grid "
                   "or corpus); done when mean abs error <= 0.15, coverage >= 0.7, width <= 0.6:",

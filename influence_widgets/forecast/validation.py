@@ -55,7 +55,9 @@ def cross_validate(table: pd.DataFrame, families: Sequence[str] | None = None, *
                    features: Sequence[str] = FEATURES, **gbr: Any) -> pd.DataFrame:
     """One row per held-out family value: ``family``, ``held_out``, ``rows``, ``models``,
     ``mae``/``coverage``/``width`` of the forecast and ``const_mae``/``const_coverage``/
-    ``const_width`` of the constant forecast."""
+    ``const_width`` of the constant forecast; with a ``truth`` column, the same for the
+    held-out rows judged by warm-start retraining alone (``warm_rows``, ``warm_mae``,
+    ``warm_coverage``, ``warm_width``, ``const_warm_mae``)."""
     from .corpus import FAMILIES
 
     rows = []
@@ -75,9 +77,18 @@ def cross_validate(table: pd.DataFrame, families: Sequence[str] | None = None, *
             ours = scores(yh, pred, np.clip(pred - q, -1, 1), np.clip(pred + q, -1, 1))
             base = scores(yh, const, np.clip(const - q_const, -1, 1),
                           np.clip(const + q_const, -1, 1))
-            rows.append({"family": column, "held_out": v, "rows": int(held.sum()),
-                         "models": int(table.loc[held, "case_id"].nunique()), **ours,
-                         **{f"const_{k}": val for k, val in base.items()}})
+            row = {"family": column, "held_out": v, "rows": int(held.sum()),
+                   "models": int(table.loc[held, "case_id"].nunique()), **ours,
+                   **{f"const_{k}": val for k, val in base.items()}}
+            if "truth" in table.columns:  # the rows judged by retraining (warm-start LOO) alone
+                w = (table.loc[held, "truth"] == "warm_start").to_numpy()
+                if w.any():
+                    mine = scores(yh[w], pred[w], np.clip(pred[w] - q, -1, 1),
+                                  np.clip(pred[w] + q, -1, 1))
+                    row.update({f"warm_{k}": val for k, val in mine.items()},
+                               warm_rows=int(w.sum()),
+                               const_warm_mae=float(np.mean(np.abs(yh[w] - const[w]))))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
