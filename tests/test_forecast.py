@@ -201,8 +201,12 @@ def test_predict_table(tiny):
 
 def test_predict_unknown_solver_is_wide_and_says_so(tiny):
     tm, train, test = tiny
+    with pytest.raises(TypeError, match="solver_options"):  # LiSSA's steps or the warm start's?
+        iw.trust.predict(tm, train, test, solver="lissa", k=10, test_indices=[0], steps=50)
     out = iw.trust.predict(tm, train, test, solver="lissa", k=10, test_indices=[0],
-                           steps=50, repeats=1)
+                           solver_options={"steps": 50}, truth_settings={"steps": 200},
+                           repeats=1)
+    assert out["log_truth_steps"].iloc[0] == pytest.approx(math.log10(201))
     assert out["lo"].iloc[0] == -1 and out["hi"].iloc[0] == 1
     assert "lissa" in out["note"].iloc[0] and not out["in_range"].iloc[0]
     with pytest.raises(TypeError, match="unknown setting"):

@@ -63,12 +63,15 @@ def load(path: str | Path | None = None) -> Forecaster:
 
 def _split_settings(solver: str, truth: str, settings: dict[str, Any]
                     ) -> tuple[float, dict[str, Any], dict[str, Any]]:
-    """``settings`` -> (damping, the solver's options, the ground truth's settings); a name that
-    is neither is an error naming the valid ones."""
+    """``settings`` -> (damping, the solver's options, the ground truth's settings). A name that
+    is neither is an error naming the valid ones; a name that is both (LiSSA's ``steps`` and a
+    warm start's) is an error too: pass it in ``solver_options=`` or ``truth_settings=``."""
     from ..ground_truth import truth_class
     from ..influence import solver_class
 
     damping = float(settings.pop("damping", 0.0))
+    solver_opts = dict(settings.pop("solver_options", None) or {})
+    truth_opts = dict(settings.pop("truth_settings", None) or {})
     solver_fields = {f.name for f in solver_class(solver).Settings.fields()}
     truth_fields = {f.name for f in truth_class(truth).Settings.fields()}
     unknown = sorted(set(settings) - solver_fields - truth_fields)
@@ -76,8 +79,12 @@ def _split_settings(solver: str, truth: str, settings: dict[str, Any]
         raise TypeError(f"unknown setting(s) {unknown} for solver {solver!r} and ground truth "
                         f"{truth!r}; valid: damping, {', '.join(sorted(solver_fields))}"
                         f"{', ' if solver_fields else ''}{', '.join(sorted(truth_fields))}")
-    return (damping, {k: v for k, v in settings.items() if k in solver_fields},
-            {k: v for k, v in settings.items() if k in truth_fields})
+    both = sorted(set(settings) & solver_fields & truth_fields)
+    if both:
+        raise TypeError(f"setting(s) {both} belong to solver {solver!r} and to ground truth "
+                        f"{truth!r}; say which: solver_options={{...}} or truth_settings={{...}}")
+    return (damping, {**{k: v for k, v in settings.items() if k in solver_fields}, **solver_opts},
+            {**{k: v for k, v in settings.items() if k in truth_fields}, **truth_opts})
 
 
 def predict(model: Any, train: Any, test: Any, *, solver: str = "exact",
@@ -97,7 +104,8 @@ def predict(model: Any, train: Any, test: Any, *, solver: str = "exact",
         forecaster: a :class:`Forecaster` or a JSON path (default the shipped one).
         engine: an ``InfluenceEngine`` of this model and training set to reuse.
         settings: ``damping``, the solver's settings and the ground truth's settings (e.g.
-            ``steps=200`` for a warm start).
+            ``steps=200`` for a warm start); a name both have (LiSSA's ``steps``) goes in
+            ``solver_options={...}`` or ``truth_settings={...}``.
 
     Returns:
         A DataFrame, one row per test point: ``test_index``, ``spearman``, ``lo``, ``hi``,
