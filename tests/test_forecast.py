@@ -176,6 +176,7 @@ def test_shipped_forecaster_is_json_with_provenance(monkeypatch):
     for key in ("version", "git_commit", "date", "corpus_rows", "corpus_models", "command"):
         assert prov[key], key
     assert prov["corpus_rows"] >= 1000 and d["features"] == list(features.FEATURES)
+    assert len(prov["case_ids"]) == prov["corpus_models"]  # which drawn cases it was fitted on
     assert 0 < d["halfwidth"] < 1 and path.stat().st_size < 1_000_000
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("pickle used"))
     f = load()

@@ -143,6 +143,8 @@ def fit_and_check(args: argparse.Namespace, table: Any, held_ids: list[str]) -> 
                      for c in corpus.FAMILIES if c in table},
         "command": "python -m influence_widgets forecast-corpus --fit",
         "corpus_mean": float(y.mean()), "const_halfwidth": float(const_q),
+        # the cases fitted (a budget or shards may leave some of the drawn ones for later)
+        "case_ids": sorted(table["case_id"].astype(str).unique().tolist()),
         "cv": {"mae": float(cv["mae"].mean()), "coverage": float(cv["coverage"].mean()),
                "width": float(cv["width"].mean())} if len(cv) else {},
     }
