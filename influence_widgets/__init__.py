@@ -40,6 +40,7 @@ _LAZY = {
     "experiments": ("experiments", None),
     "plots": ("plots", None),
     "widgets": ("widgets", None),
+    "trust": ("forecast", None),
 }
 
 
@@ -62,5 +63,5 @@ __all__ = [
     "InfluenceEngine", "InfluenceExplorer", "InfluenceResult", "LOOResult", "ModelSpec",
     "TrainConfig", "TrainedModel", "cache_dir", "compare", "datasets", "evaluate", "experiments",
     "ground_truth", "hessian_spectrum", "influence", "leave_group_out", "leave_one_out", "models",
-    "plots", "retraining_noise", "train", "widgets", "wrap", "zoo",
+    "plots", "retraining_noise", "train", "trust", "widgets", "wrap", "zoo",
 ]

@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("folders", type=Path, nargs="+", help="folders holding STUDY.csv files "
                    "(e.g. reproduce_out/*), one or more studies")
     t.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    from .forecast.cli import add_parser as add_forecast
+
+    add_forecast(sub)
     return p
 
 
@@ -311,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             print(cmd_list())
         elif args.command == "results-table":
             print(cmd_results_table(args.folders, args.out), end="")
+        elif args.command == "forecast-corpus":
+            from .forecast.cli import run as run_forecast
+
+            done = run_forecast(args)
+            if not args.quiet:
+                print(done)
         else:
             cmd_reproduce(args)
     except CLIError as e:

@@ -1,4 +1,5 @@
-"""Write every bundled notebook (00_quickstart and 01-08, one per finding), outputs stripped.
+"""Write every bundled notebook (00_quickstart, 01-08 one per finding, 09 the trust forecast),
+outputs stripped.
 
 This is the one source of the notebooks: edit the cells here, never the ``.ipynb`` files, then run
 from the repository root::
@@ -719,6 +720,197 @@ NOTEBOOKS["08_which_ground_truth.ipynb"] = [
     assert (table.loc[table.truth == "lds", "n_eval"] == o["n_subsets"]).all()
     pbrf = table[(table.truth == "pbrf") & table.solver.isin(["exact", "cg", "lissa", "arnoldi"])]
     assert (pbrf.curvature == "ggn").all() and (pbrf.damping == o["pbrf_damping"]).all()
+    print("checks passed")""", CI_CHECK),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# 09 · Trust forecast
+# ---------------------------------------------------------------------------------------------
+
+NOTEBOOKS["09_trust_forecast.ipynb"] = [
+    ("md", """\
+    # 09 · Trust forecast: will these estimates agree with retraining?
+
+    Notebooks 01-08 answer "can I trust these estimates?" by **retraining**: leave-one-out for
+    every compared training point. Where influence functions are needed most, nobody can
+    retrain. `iw.trust.predict(model, train, test, solver=..., truth=..., k=40)` answers
+    *before* retraining: per test point, the Spearman the estimate is expected to reach against
+    the ground truth over its top `k` training points (as the explorer measures it), with an
+    80% interval.
+
+    It is a small model (gradient-boosted trees, shipped as JSON with its provenance) learned
+    from a corpus of measured comparisons (`python -m influence_widgets forecast-corpus`:
+    random MLPs on Iris, digits and MNIST subsets, several activations, weight decays,
+    dampings, training schedules and warm-start schedules; five solvers; the warm-start LOO and
+    the exact solve as ground truths). Its inputs are what the toolkit computes anyway: the
+    estimate, a 30-step Lanczos run on the curvature, the model's health, the test point's loss
+    and margin, the solver's error against the exact solve where affordable.
+
+    The interval is split-conformal, calibrated on predictions made with the whole family held
+    out (dataset, activation, depth, schedule). An input outside the corpus's range gets
+    [-1, 1] and a note: never a confident number. This notebook uses the **shipped**
+    forecaster and the validation files the corpus command wrote; it never regenerates the
+    corpus."""),
+    ("code", SETUP),
+    ("code", """\
+    from influence_widgets.forecast import features as F
+    from influence_widgets.forecast.validation import TARGET, scores
+
+    FORECAST = Path("..") / "benchmarks" / "results" / "forecast"  # what --fit wrote
+    f = iw.trust.load()
+    prov = f.provenance
+    print(f"forecaster: {len(f.trees)} trees over {len(f.features)} features; corpus "
+          f"{prov['corpus_rows']} rows from {prov['corpus_models']} models; commit "
+          f"{prov['git_commit']}; {prov['date']}")
+    print("solvers:", f.solvers, "ground truths:", f.truths)
+    print(f"80% interval half-width: {f.halfwidth:.3f}")"""),
+    ("md", """\
+    ## What predicts fragility
+
+    Left: how much each feature's splits reduce the error, summed over the trees. Right: how the
+    forecast moves along each of the four most important features, the others held at the
+    corpus's median (partial dependence; each curve spans the corpus's range of its feature)."""),
+    ("code", """\
+    imp = f.importance()
+    fig = Figure(figsize=(12, 4.2))
+    ax = fig.add_subplot(1, 2, 1)
+    top = imp.head(12)[::-1]
+    ax.barh(top.index, top.values, color="tab:blue")
+    ax.set_xlabel("share of the error reduction")
+    ax = fig.add_subplot(1, 2, 2)
+    curves = {}
+    for name in imp.index[:4]:
+        j = f.features.index(name)
+        grid = np.linspace(f.lo_range[j], f.hi_range[j], 25)
+        X = np.tile(np.asarray(f.medians), (grid.size, 1))
+        X[:, j] = grid
+        curves[name] = (grid, f.predict_raw(X))
+        u = (grid - grid[0]) / max(grid[-1] - grid[0], 1e-12)
+        ax.plot(u, curves[name][1], label=name)
+    ax.set_xlabel("feature, from the corpus's lowest to its highest value")
+    ax.set_ylabel("forecast Spearman")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    display(fig)
+    for name, (grid, y) in curves.items():
+        print(f"{name:>18}: forecast {y[0]:+.2f} at {grid[0]:.3g} -> {y[-1]:+.2f} at {grid[-1]:.3g}")"""),
+    ("md", """\
+    ## Calibration on held-out models
+
+    Models in **no preset, no study grid and not in the corpus**: other widths (7, 12, 14),
+    activations (softplus, GELU, ELU, SiLU) and training schedules (SGD with momentum; Adam then
+    L-BFGS). Each dot is one test point x solver x ground truth: the forecast against the
+    Spearman measured by retraining. The done-when bar: mean |error| <= 0.15, coverage >= 0.7,
+    mean width <= 0.6; the constant forecast (the corpus mean, its own conformal interval) is the
+    baseline. Read the rows by ground truth: against the exact solve the forecast is nearly
+    given (the solver's Spearman against the exact solve is one of its features); the warm-start
+    rows, judged by retraining, are the hard part (benchmarks/RESULTS.md has the verdict for
+    each)."""),
+    ("code", """\
+    held = pd.read_csv(FORECAST / "heldout.csv.gz")
+    pred = f.predict(held[f.features], held.solver.tolist(), held.truth.tolist())
+    held = held.assign(forecast=pred.spearman.to_numpy(), lo=pred.lo.to_numpy(),
+                       hi=pred.hi.to_numpy(), in_range=pred.in_range.to_numpy())
+    rows = []
+    for name, part in [("all", held), *held.groupby("truth")]:
+        s = scores(part.spearman, part.forecast, part.lo, part.hi)
+        const = np.full(len(part), prov["corpus_mean"])
+        c = scores(part.spearman, const, np.clip(const - prov["const_halfwidth"], -1, 1),
+                   np.clip(const + prov["const_halfwidth"], -1, 1))
+        rows.append({"rows": name, "n": len(part), **s, **{f"const_{k}": v for k, v in c.items()}})
+    summary = pd.DataFrame(rows).set_index("rows")
+    display(summary)
+
+    fig = Figure(figsize=(12, 4.2))
+    ax = fig.add_subplot(1, 2, 1)
+    for truth, part in held.groupby("truth"):
+        ax.scatter(part.forecast, part.spearman, s=8, alpha=0.4, label=f"truth: {truth}")
+    ax.plot([-1, 1], [-1, 1], color="k", lw=1)
+    ax.set_xlabel("forecast Spearman")
+    ax.set_ylabel("measured Spearman")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(1, 2, 2)
+    bins = pd.cut(held.forecast, np.linspace(-1, 1, 11))
+    by = held.groupby(bins, observed=True)
+    cover = by.apply(lambda p: ((p.spearman >= p.lo) & (p.spearman <= p.hi)).mean())
+    ax.bar([b.mid for b in cover.index], cover.values, width=0.18, color="tab:green")
+    ax.axhline(0.8, color="k", ls="--", lw=1)
+    ax.set_xlabel("forecast Spearman (bins)")
+    ax.set_ylabel("interval coverage")
+    fig.tight_layout()
+    display(fig)"""),
+    ("md", """\
+    ## Leave-one-family-out cross-validation
+
+    Each row: one family value held out of the corpus (a dataset, an activation, a depth, a
+    training schedule), the forecaster fitted and calibrated on the rest, scored on the held-out
+    rows, beside the constant forecast calibrated the same way."""),
+    ("code", """\
+    cv = pd.read_csv(FORECAST / "cv.csv")
+    display(cv.round(3))
+    print("mean over folds:", cv[["mae", "coverage", "width", "const_mae", "const_coverage",
+                                  "const_width"]].mean().round(3).to_dict())"""),
+    ("md", """\
+    ## Where the forecast fails
+
+    The held-out rows with the largest errors, and the error by solver and by ground truth.
+    Single-point LOO over 40 points is itself noisy (notebook 07): part of every error is the
+    ground truth's own noise, which no forecast can remove."""),
+    ("code", """\
+    held["abs_error"] = (held.forecast - held.spearman).abs()
+    display(held.groupby(["truth", "solver"]).abs_error.agg(["mean", "count"]).round(3))
+    display(held.groupby("activation").abs_error.agg(["mean", "count"]).round(3))
+    cols = ["case_id", "dataset", "activation", "depth", "width", "schedule", "solver", "truth",
+            "test_index", "spearman", "forecast", "lo", "hi", "test_loss", "log_grad_rel",
+            "neg_mass"]
+    held.sort_values("abs_error", ascending=False)[cols].head(8)"""),
+    ("md", """\
+    ## A forecast before retraining, then the measurement
+
+    A model in no preset: Iris, two hidden layers of 7 softplus units, weight decay 0.005. The
+    forecast for every test point, then (for the highest-loss test points) the warm-start LOO
+    it forecasts, measured."""),
+    ("code", """\
+    from influence_widgets.experiments.core import load_data
+    from influence_widgets.ground_truth import make_truth, top_k
+    from influence_widgets.models.architectures import mlp_spec
+
+    data = load_data("iris")
+    config = iw.TrainConfig.preset("exact", weight_decay=5e-3, grad_tol=1e-5, device="cpu")
+    tm = iw.train(mlp_spec(data.input_shape, data.n_classes, 2, 7, "softplus"), data.train, config)
+    print(tm.health.line())
+    table = iw.trust.predict(tm, data.train, data.test, solver="cg", truth="warm_start", k=40)
+    table[["test_index", "spearman", "lo", "hi", "in_range", "test_loss", "margin",
+           "log_top_eig", "neg_mass", "topk_share"]].sort_values("test_loss", ascending=False).head()"""),
+    ("code", """\
+    n_measure = 1 if PRESET == "ci" else 5
+    picked = table.sort_values("test_loss", ascending=False).test_index.head(n_measure).tolist()
+    est = iw.influence(tm, data.train, (data.X_test[picked], data.y_test[picked]), solver="cg")
+    gt = make_truth("warm_start")
+    measured = []
+    for r, t in enumerate(picked):
+        idx = top_k(est[r], k=40)
+        loo = gt.measure(tm, data.train, (data.X_test[[t]], data.y_test[[t]]),
+                         [(i,) for i in idx])
+        rho = iw.compare(est[r, idx], loo.values[0], n_boot=0)["spearman"]
+        fc = iw.trust.forecast_point(tm, data.train, data.test, t, solver="cg", k=40)
+        measured.append((t, rho, fc))
+        print(f"test point {t}: {fc.beside(rho)}")"""),
+    ("code", """\
+    # CI check (collapsed): the table, the intervals, the shipped file's own numbers
+    assert len(table) == data.X_test.shape[0] and list(F.FEATURES) == f.features
+    assert ((table.lo <= table.spearman) & (table.spearman <= table.hi)).all()
+    assert table.lo.between(-1, 1).all() and table.hi.between(-1, 1).all()
+    assert (table.loc[~table.in_range, "note"].str.len() > 0).all()
+    assert abs(imp.sum() - 1) < 1e-9
+    # the held-out numbers recomputed here are those the corpus command recorded
+    rec = prov["heldout"]["all"]
+    for key in ("mae", "coverage", "width"):
+        assert abs(summary.loc["all", key] - rec[key]) < 1e-9, (key, summary.loc["all", key])
+    assert len(cv) >= 4 and cv[["mae", "width"]].ge(0).all().all()
+    for _t, rho, fc in measured:
+        assert -1 <= rho <= 1 and fc.lo <= fc.spearman <= fc.hi
     print("checks passed")""", CI_CHECK),
 ]
 

@@ -155,6 +155,41 @@ def comparison_findings(stats: Mapping[str, Any], *, estimated: Any = None, actu
     return tuple(out)
 
 
+def forecast_findings(forecast: Any, measured: float | None = None) -> tuple[Finding, ...]:
+    """What the trust forecast (:func:`influence_widgets.trust.predict`, before any retraining)
+    says, and, with a ``measured`` Spearman, whether the measurement fell outside its interval.
+
+    ``forecast`` has ``spearman``, ``lo``, ``hi`` and optionally ``in_range`` and ``note`` (a
+    ``Forecast``, a row of ``predict``'s table or a dict). Rules: "forecast" (a note: the
+    expected agreement; a warning when its interval reaches below 0.2); "forecast-missed" (a
+    note: the measured Spearman is outside the 80% interval, which one time in five is chance).
+    """
+    get = (forecast.get if isinstance(forecast, Mapping) or hasattr(forecast, "get")
+           else lambda k, d=None: getattr(forecast, k, d))
+    rho, lo, hi = float(get("spearman")), float(get("lo")), float(get("hi"))
+    in_range = bool(get("in_range", True))
+    low = hi < 0.2
+    out = [Finding(
+        "warning" if low else "info", "comparison", "forecast",
+        f"forecast Spearman {rho:.2f}, 80% interval {lo:.2f} to {hi:.2f}"
+        + ("" if in_range else " (outside the forecast's corpus: " + str(get("note", "")) + ")"),
+        ("the trust forecast, learned from retraining many models like this one, expects the "
+         "estimate to disagree with the ground truth" if low else
+         "the trust forecast's expectation, before retraining: the measured agreement should "
+         "fall inside this interval four times in five"),
+        "read a low forecast as a reason to damp, retrain the model to a minimum, or use a "
+        "cheaper ground truth first" if low else "compare it with the measured value")]
+    if measured is not None and math.isfinite(measured) and not lo <= measured <= hi:
+        out.append(Finding(
+            "info", "comparison", "forecast-missed",
+            f"the measured Spearman {measured:.2f} is outside the forecast's 80% interval "
+            f"{lo:.2f} to {hi:.2f}",
+            "this model or test point behaves unlike the forecast's corpus (or it is the one "
+            "time in five an 80% interval misses)",
+            "look at what is unusual here: its health, the solver's error, the test point"))
+    return tuple(out)
+
+
 def _noise_std(noise: Any, test_index: int | None) -> float | None:
     if noise is None:
         return None
@@ -170,7 +205,7 @@ def _noise_std(noise: Any, test_index: int | None) -> float | None:
 def trust_report(*, model: Any = None, estimate: Any = None, loo: Any = None, noise: Any = None,
                  comparison: Mapping[str, Any] | None = None, estimated: Any = None,
                  actual: Any = None, indices: Any = None, test_index: int | None = None,
-                 extra: Any = ()) -> TrustReport:
+                 extra: Any = (), forecast: Any = None) -> TrustReport:
     """Every finding of one computation, in one report.
 
     Args:
@@ -182,6 +217,8 @@ def trust_report(*, model: Any = None, estimate: Any = None, loo: Any = None, no
             (the compared values and their training indices) when given. ``test_index`` picks
             the noise floor of a ``NoiseResult`` for the comparison.
         extra: further findings (e.g. a setting the caller picked).
+        forecast: the trust forecast of this test point (:func:`forecast_findings`: its
+            expectation, and whether the measured Spearman of ``comparison`` fell outside it).
 
     A part left out adds nothing. Of two findings with the same source and code (the model's
     stationarity measured by training and again by the estimate), the first is kept unless the
@@ -194,5 +231,8 @@ def trust_report(*, model: Any = None, estimate: Any = None, loo: Any = None, no
         parts.append(comparison_findings(comparison, estimated=estimated, actual=actual,
                                          indices=indices, noise_std=_noise_std(noise, test_index),
                                          collapsed=collapsed))
+    if forecast is not None:
+        measured = None if comparison is None else comparison.get("spearman")
+        parts.append(forecast_findings(forecast, None if measured is None else float(measured)))
     parts.append(tuple(extra))
     return TrustReport().merge(*parts)
