@@ -21,6 +21,7 @@ import pytest
 from test_browser import (
     ARTIFACTS,
     CHROMIUM_ARGS,
+    _check_data_drawn,
     _check_image,
     _chromium,
     _free_port,
@@ -32,7 +33,7 @@ from test_main_command import _get, _start_make, _stop, _wait_for_printed
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-DEADLINE_S = 150.0
+DEADLINE_S = 300.0  # two visitors, one after the other
 START_TIMEOUT_S = 60.0
 # The URL Voila prints once it listens, e.g. http://localhost:8866/?token=abc...
 URL_RE = re.compile(r"(http://(?:localhost|127\.0\.0\.1):\d+/)\?token=([0-9a-f]+)")
@@ -97,6 +98,17 @@ def _compute(page, t_end: float) -> dict[str, float]:
     return {"explorer_s": t1 - t0, "compute_s": time.monotonic() - t1}
 
 
+def _check_scatter(page, t_end: float, name: str) -> None:
+    """The scatter after the first Compute: not blank, and its dots drawn inside the axes."""
+    scatter = page.locator(".iw-scatter img, .iw-scatter canvas").first
+    scatter.wait_for(timeout=_remaining(t_end))
+    page.wait_for_timeout(1000)  # a frame asked for by the browser lands
+    shot = scatter.screenshot()
+    (ARTIFACTS / name).write_bytes(shot)
+    _check_image(shot)
+    _check_data_drawn(shot)
+
+
 def test_workshop_mode_serves_the_quickstart_as_an_app(tmp_path: Path) -> None:
     chromium = _chromium()
     make = shutil.which("make")
@@ -144,9 +156,7 @@ def test_workshop_mode_serves_the_quickstart_as_an_app(tmp_path: Path) -> None:
                     # A result: statistics and a scatter that is not blank.
                     stats = page.locator(".iw-stats").first.inner_text()
                     assert re.search(r"Pearson", stats) and re.search(r"Spearman", stats), stats
-                    scatter = page.locator(".iw-scatter img, .iw-scatter canvas").first
-                    scatter.wait_for(timeout=_remaining(t_end))
-                    _check_image(scatter.screenshot())
+                    _check_scatter(page, t_end, "workshop-visitor1-scatter.png")
 
                     # No Python error anywhere, and no failed (red) progress bar, e.g. the
                     # training bar of the first cell after an early stop at convergence.
@@ -155,6 +165,17 @@ def test_workshop_mode_serves_the_quickstart_as_an_app(tmp_path: Path) -> None:
                     assert page.locator(".progress-bar-danger").count() == 0, "a red progress bar"
                 finally:
                     page.screenshot(path=str(ARTIFACTS / "workshop.png"), full_page=True)
+                # A second fresh visitor (own browser context, own kernel): the first Compute
+                # draws the scatter for every visitor, not only for one.
+                second = browser.new_context(viewport={"width": 1500, "height": 1300}).new_page()
+                second.on("pageerror", lambda exc: page_errors.append(str(exc)))
+                try:
+                    second.goto(url, timeout=_remaining(t_end))
+                    timings.update({f"visitor2_{k}": v for k, v in _compute(second, t_end).items()})
+                    _check_scatter(second, t_end, "workshop-visitor2-scatter.png")
+                finally:
+                    second.screenshot(path=str(ARTIFACTS / "workshop-visitor2.png"),
+                                      full_page=True)
             finally:
                 browser.close()
         assert not page_errors, f"JavaScript errors in the page: {page_errors}"

@@ -30,18 +30,12 @@ from .session import (
     Outcome,
     Request,
     describe_gt,
+    expected_text,
     is_heavy,
     model_defaults,
 )
 
-INTRO = (
-    "<b>Influence explorer</b> — each dot is one training point. x: <i>estimated</i> change in the "
-    "test point's loss if that point is removed; y: <i>actual</i> change after leave-one-out "
-    "retraining. Dots on the dashed y = x line are estimated right; the shaded horizontal band "
-    "holds the dots whose actual change is below the retraining noise floor (indistinguishable "
-    "from 0). Positive: the point was helping the test point. Click a dot to see its point; "
-    "hover a number for its meaning."
-)
+INTRO = panels.intro_html()
 EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models (and conv nets) start with CG, not exact
 STAGE_PARTS = {"estimating": "estimate", "retraining": "retraining", "noise floor": "noise"}
 LINKED = (
@@ -76,6 +70,23 @@ def _interactive_canvas() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _locked_canvas(figure: Figure, lock: threading.RLock) -> Any:
+    """An ipympl canvas on ``figure`` whose every draw holds ``lock``.
+
+    The explorer changes the figure in its worker thread while the browser may ask the kernel
+    for a frame at any moment (ipympl answers such a request on the kernel's main thread): a
+    frame drawn in the middle of a change shows a half-built figure (cleared, or axes with no
+    data yet). Holding one lock for a change and for every draw keeps each frame whole."""
+    from ipympl.backend_nbagg import Canvas
+
+    class LockedCanvas(Canvas):
+        def draw(self) -> None:
+            with lock:
+                super().draw()
+
+    return LockedCanvas(figure)
 
 
 def _model_names(models: dict[str, TrainedModel]) -> list[str]:
@@ -244,10 +255,12 @@ class InfluenceExplorer(W.VBox):
         self.scatter_out = W.Output(layout=W.Layout(min_height="425px", width="520px"))
         self.last_figure = Figure(figsize=(5.2, 5.7), dpi=100, layout="constrained")
         self.canvas = None
+        # held while the figure changes and while it is drawn (see ``_locked_canvas``)
+        self.figure_lock = threading.RLock()
         if self.interactive:
-            from ipympl.backend_nbagg import Canvas, FigureManager
+            from ipympl.backend_nbagg import FigureManager
 
-            self.canvas = Canvas(self.last_figure)
+            self.canvas = _locked_canvas(self.last_figure, self.figure_lock)
             FigureManager(self.canvas, 0)  # the canvas's manager; never registered with pyplot
             self.canvas.header_visible = False
             self.canvas.footer_visible = False
@@ -279,6 +292,7 @@ class InfluenceExplorer(W.VBox):
         self.export_button.on_click(lambda _b: self._guard(self._export_click, "exporting"))
         self.history_box = W.HBox([self.overlay_pick, self.export_button],
                                   layout=W.Layout(width="520px"))
+        self.intro = W.HTML(INTRO)
         self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
         self.test_html = W.HTML()
         self.test_out = W.Output()
@@ -334,7 +348,7 @@ class InfluenceExplorer(W.VBox):
         tabs.set_title(0, "helpful / harmful")
         tabs.set_title(1, "diagnostics")
         row = W.HBox([c.box(), center, side], layout=W.Layout(flex_flow="row wrap"))
-        return [W.HTML(INTRO), row, tabs, self.error_box, self.traceback]
+        return [self.intro, row, tabs, self.error_box, self.traceback]
 
     # ------------------------------------------------------------------ jobs, errors, progress
     def _start(self, job: Callable[[], Any], context: str) -> None:
@@ -447,7 +461,7 @@ class InfluenceExplorer(W.VBox):
         total = eta.seconds
         overall = (before + fraction * expected) / total if total > 0 else fraction
         return min(1.0, overall), (
-            f" · {now - start:.0f} s elapsed, ~{left:.0f} s left (expected {total:.0f} s)"
+            f" · {now - start:.0f} s elapsed, ~{left:.0f} s left ({expected_text(total)})"
         )
 
     # ------------------------------------------------------------------ observers
@@ -548,6 +562,14 @@ class InfluenceExplorer(W.VBox):
         self.controls.selection.layout.display = "none" if cls.draws_units else None
         self.controls.k.description = f"k ({cls.dot}s)" if cls.draws_units else "k (points)"
         self.controls.truth_settings.show_for(change["new"])
+        self.intro.value = panels.intro_html(cls.dot, cls.draws_units)
+        if self.outcome is None:
+            self._name_point_control()
+
+    def _name_point_control(self) -> None:
+        """The point selector's name: what one dot is under the current ground truth."""
+        cls = truth_class(self.gt_mode)
+        self.controls.point.description = cls.dot if cls.draws_units else "training point"
 
     @observe("busy")
     def _on_busy(self, change: dict[str, Any]) -> None:
@@ -635,7 +657,7 @@ class InfluenceExplorer(W.VBox):
             self._show_outcome(out, scatter_only=True)
         self.controls.progress.value = 1.0
         self.controls.status.value = (
-            f"done in {out.seconds['total']:.2f} s (expected {eta.seconds:.1f} s) · "
+            f"done in {out.seconds['total']:.2f} s ({expected_text(eta.seconds)}) · "
             f"{out.retrains} new retrains"
         )
         return out
@@ -754,6 +776,7 @@ class InfluenceExplorer(W.VBox):
 
     def _on_setting(self, change: dict[str, Any]) -> None:
         self._hide_confirm()  # its question was about other settings
+        self._reset_hover()  # a dot's numbers named under the scatter belong to the old settings
         self._update_stale()
 
     def _update_stale(self, reason: str | None = None) -> None:
@@ -821,15 +844,17 @@ class InfluenceExplorer(W.VBox):
         self.outcome = None
         self._artists = {}
         self.scatter_out.outputs = ()
-        self.last_figure.clear()
-        if self.canvas is not None:
-            self.canvas.draw_idle()
+        with self.figure_lock:
+            self.last_figure.clear()
+            self._draw_canvas()
         self.extremes_out.outputs = ()
         self.extremes_html.value = ""
         self.trace_out.outputs = ()
         self.stats.value = "<i>Press Compute.</i>"
         self.diag_html.value = "<i>Diagnostics appear after a compute.</i>"
         self.controls.point.options = [("(none)", -1)]
+        self._name_point_control()
+        self._reset_hover()
         self.point_html.value = ""
         self.point_out.outputs = ()
         self.report_box.children = (W.HTML("<i>The trust report appears after a compute.</i>"),)
@@ -846,20 +871,21 @@ class InfluenceExplorer(W.VBox):
     def _render_scatter(self, out: Outcome) -> None:
         req = out.request
         fig = self.last_figure
-        fig.clear()
         subsets = req.draws_units
-        self._artists = scatter_estimated_vs_actual(
-            out.estimated.numpy(),
-            out.actual.numpy(),
-            ax=fig.add_subplot(),
-            noise=out.noise_std,
-            stats=out.stats,
-            title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
-            overlay=self._overlay_series(out),
-            yerr=out.actual_se,
-            **panels.unit_labels(req),
-        )
-        self._show_scatter()
+        with self.figure_lock:  # no frame is drawn from a half-built figure
+            fig.clear()
+            self._artists = scatter_estimated_vs_actual(
+                out.estimated.numpy(),
+                out.actual.numpy(),
+                ax=fig.add_subplot(),
+                noise=out.noise_std,
+                stats=out.stats,
+                title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
+                overlay=self._overlay_series(out),
+                yerr=out.actual_se,
+                **panels.unit_labels(req),
+            )
+            self._show_scatter()
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
@@ -876,9 +902,26 @@ class InfluenceExplorer(W.VBox):
     def _show_scatter(self) -> None:
         """Draw the figure where the scatter lives: the live canvas, or a static image."""
         if self.canvas is not None:
-            self.canvas.draw_idle()
+            self._draw_canvas()
         else:
             panels.show_figure(self.scatter_out, self.last_figure)
+
+    def _draw_canvas(self) -> None:
+        """Draw the live canvas now and send the frame to the browser.
+
+        Not ``draw_idle()``: with ipympl that only asks the browser to request a frame, and the
+        browser drops the request while it still waits for an earlier frame (one it asked for
+        while the figure was being changed), so the first Compute could leave a blank frame
+        until the next draw. A frame sent without being asked for is always shown.
+
+        Nothing is sent before a browser has shown the canvas (ipympl's ``syncing_data_url``
+        is then still set): such a frame would become the canvas's first image without the
+        prefix of a data URL, a broken image that stops the browser from ever sizing the
+        canvas. A browser showing the canvas asks for a full frame itself."""
+        if self.canvas is None or self.canvas.syncing_data_url:
+            return
+        with self.figure_lock:
+            self.canvas.draw()
 
     # ------------------------------------------------------------------ keep and compare
     def _remember(self, out: Outcome) -> None:
@@ -948,7 +991,8 @@ class InfluenceExplorer(W.VBox):
         paths = {"csv": folder / f"{stem}.csv", "png": folder / f"{stem}.png"}
         atomic_write_text(paths["csv"], self.to_frame().to_csv(index=False))
         png = io.BytesIO()
-        self.last_figure.savefig(png, format="png", dpi=120)
+        with self.figure_lock:
+            self.last_figure.savefig(png, format="png", dpi=120)
         atomic_write_bytes(paths["png"], png.getvalue())
         return paths
 
@@ -964,6 +1008,15 @@ class InfluenceExplorer(W.VBox):
         points = self._artists.get("points")
         if points is None or event.inaxes is not points.axes:
             return None
+        if not self.figure_lock.acquire(timeout=0.05):  # the figure is being redrawn
+            return None
+        try:
+            return self._nearest_dot(points, event)
+        finally:
+            self.figure_lock.release()
+
+    @staticmethod
+    def _nearest_dot(points: Any, event: Any) -> int | None:
         hit, info = points.contains(event)
         if not hit or not len(info.get("ind", ())):
             return None
@@ -981,15 +1034,27 @@ class InfluenceExplorer(W.VBox):
             pos = int(np.asarray(event.ind)[0])
         self.controls.point.value = pos  # sets ``selected`` and shows the point
 
+    def _reset_hover(self) -> None:
+        """The hover line's prompt, for what the dots are now (no dot's numbers: they would
+        belong to results that changed)."""
+        if not self.interactive:
+            self.hover_html.value = ""
+            return
+        cls = truth_class(self.gt_mode)
+        what = cls.dot if cls.draws_units else "training point"
+        self.hover_html.value = f"<span style='color:#666'>Click a dot to select its {what}.</span>"
+
     def _on_hover(self, event: Any) -> None:
         """Hovering a dot names it below the scatter (nothing is drawn over the data)."""
         out = self.outcome
         pos = None if out is None else self._dot_at(event)
         if pos is None:
-            what = "training point" if out is None else (
-                out.request.truth.dot if out.request.draws_units else "training point")
-            text = f"Click a dot to select its {what}."
-            self.hover_html.value = f"<span style='color:#666'>{text}</span>"
+            if out is None:
+                self._reset_hover()
+            else:
+                what = out.request.truth.dot if out.request.draws_units else "training point"
+                self.hover_html.value = (
+                    f"<span style='color:#666'>Click a dot to select its {what}.</span>")
             return
         self.hover_html.value = panels.dot_html(out, pos) + (
             " <span style='color:#666'>(click to select)</span>")
@@ -1070,8 +1135,9 @@ class InfluenceExplorer(W.VBox):
         out, pos = self.outcome, self.selected
         if out is None or not self._artists:
             return
-        set_highlight(self._artists, pos)
-        self._show_scatter()
+        with self.figure_lock:
+            set_highlight(self._artists, pos)
+            self._show_scatter()
         if pos is None:
             self.point_html.value, self.point_out.outputs = "", ()
             return

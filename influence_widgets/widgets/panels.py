@@ -479,10 +479,44 @@ def describe_request(req: Any) -> str:
     )
 
 
+FISHER_NAMES = {"sampled": "sampled Fisher", "empirical": "empirical Fisher", "ggn": "GGN"}
+
+
+def curvature_label(req: Any) -> str:
+    """The curvature the estimate really inverts: the Hessian or the GGN (``curvature=``), or the
+    solver's own (a factored solver's Fisher, the identity), which ``curvature=`` does not
+    change."""
+    fisher = getattr(req.settings, "fisher", None)
+    if fisher is not None:
+        return FISHER_NAMES.get(fisher, f"{fisher} Fisher")
+    if req.solver == "identity":
+        return "no curvature (identity)"
+    return "Hessian" if req.curvature == "hessian" else "GGN"
+
+
+def intro_html(dot: str = "training point", draws_units: bool = False) -> str:
+    """The explorer's header: what one dot is (a training point, or a random subset for a truth
+    that draws its own units) and how to read the scatter."""
+    if draws_units:
+        what = (f"each dot is one {dot} of the training set. x: the <i>predicted</i> change in "
+                "the test point's loss when the points outside it are removed (the sum of their "
+                "estimates); y: the <i>actual</i> change after retraining on it. The Spearman "
+                "correlation across the dots is the LDS.")
+    else:
+        what = ("each dot is one training point. x: <i>estimated</i> change in the test point's "
+                "loss if that point is removed; y: <i>actual</i> change after leave-one-out "
+                "retraining. Dots on the dashed y = x line are estimated right; the shaded "
+                "horizontal band holds the dots whose actual change is below the retraining "
+                "noise floor (indistinguishable from 0). Positive: the point was helping the "
+                "test point.")
+    return (f"<div class='iw-intro'><b>Influence explorer</b> — {what} Click a dot to see it; "
+            "hover a number for its meaning.</div>")
+
+
 def plot_title(req: Any, dtype: str, k: int) -> str:
     """What produced a scatter, in its title: model, test point, solver (with the settings that
     differ from its defaults), damping, curvature, parameters; then the ground truth."""
-    curv = "Hessian" if req.curvature == "hessian" else "GGN"
+    curv = curvature_label(req)
     params = "all params" if req.params == "all" else f"{req.params.replace('_', ' ')} params"
     solver = solver_label(req)
     return (f"{req.model} · test #{req.test_index}\n{solver} · damping {req.damping:g} · {curv} · "

@@ -235,7 +235,7 @@ class ComputeETA:
         """``expected ~N s (estimate a s, retraining b s, noise c s)``."""
         p = self.parts
         return (
-            f"expected ~{_secs(self.seconds)} (estimate {_secs(p['estimate'])}, retraining "
+            f"{expected_text(self.seconds)} (estimate {_secs(p['estimate'])}, retraining "
             f"{_secs(p['retraining'])}, noise {_secs(p['noise'])})"
         )
 
@@ -258,7 +258,15 @@ def _fewer(steps: int) -> list[int]:
 
 
 def _secs(x: float) -> str:
+    """A duration as people read it: "under 1 s", "4.2 s", "35 s" (never "0.0 s")."""
+    if x < 0.95:
+        return "under 1 s"
     return f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
+
+
+def expected_text(seconds: float) -> str:
+    """``expected ~4.2 s`` or ``expected under 1 s``."""
+    return f"expected {'' if seconds < 0.95 else '~'}{_secs(seconds)}"
 
 
 def gt_config(tm: TrainedModel, truth: Request | GroundTruth | str, steps: int | None = None,
