@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -15,8 +16,8 @@ from matplotlib.figure import Figure
 from traitlets import Bool, Int, TraitError, Unicode, link, observe, validate
 
 from .._findings import TrustReport
-from ..ground_truth.truths import TRUTHS, truth_class
-from ..influence.solvers import SOLVERS, HessianTooLargeError, SolverError
+from ..ground_truth.truths import truth_class
+from ..influence.solvers import HessianTooLargeError, SolverError
 from ..models.training import TrainedModel
 from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
 from . import panels
@@ -51,6 +52,25 @@ LINKED = (
     "k",
     "device",
 )
+
+
+# the restricted settings, each with the control that lists its choices
+CHOICES = {
+    "model_name": "model",
+    "test_pick": "test_pick",
+    "solver": "solver",
+    "curvature": "curvature",
+    "params": "params",
+    "gt_mode": "gt_mode",
+    "selection": "selection",
+    "device": "device",
+}
+CHOICE_HINTS = {
+    "model_name": " (another model is added with models={name: TrainedModel} or iw.zoo.register)",
+    "solver": " (a new one is added with influence_widgets.influence.register_solver)",
+    "gt_mode": " (a new one is added with iw.ground_truth.register_truth)",
+    "device": " (cuda is listed only where torch sees a CUDA GPU)",
+}
 
 
 def _in_kernel() -> bool:
@@ -228,6 +248,15 @@ class InfluenceExplorer(W.VBox):
                 "no models to explore: pass models={name: TrainedModel} or register "
                 "one with iw.zoo.register"
             )
+        if initial not in names:
+            raise ValueError(
+                f"model={initial!r} is not a model of this explorer; its models are: "
+                f"{', '.join(names)} (pass your own with models={{name: TrainedModel}} or "
+                "model=TrainedModel)")
+        if device is not None and device not in devices:
+            raise ValueError(
+                f"device={device!r} is not available here; choose one of: {', '.join(devices)}"
+                + ("" if "cuda" in devices else " (torch sees no CUDA GPU on this machine)"))
         self.controls = Controls(names, devices, DEFAULT_GT_STEPS)
         self.controls.model.value = initial
         if device is not None:
@@ -240,6 +269,7 @@ class InfluenceExplorer(W.VBox):
         link((self.controls.model, "value"), (self, "model_name"))  # last: loads the model
         self.controls.compute.on_click(lambda _b: self._start(self._asking_job, "computing"))
         self.controls.cancel.on_click(lambda _b: self.cancel())
+        self.controls.reset.on_click(lambda _b: self._guard(self.reset_settings, "resetting"))
         self.controls.point.observe(self._on_point_choice, names="value")
         # any setting that the results depend on: they turn stale when it no longer matches
         self.observe(self._on_setting, names=[n for n in LINKED if n != "model_name"])
@@ -264,7 +294,10 @@ class InfluenceExplorer(W.VBox):
             FigureManager(self.canvas, 0)  # the canvas's manager; never registered with pyplot
             self.canvas.header_visible = False
             self.canvas.footer_visible = False
-            self.canvas.toolbar_visible = False
+            self.canvas.toolbar_visible = True  # zoom and pan into the cluster at the origin
+            self.canvas.toolbar_position = "left"
+            self.canvas.tooltip = ("scatter of estimated (x) against actual (y) influence; "
+                                   "press Compute to draw it")
             self.canvas.resizable = False
             self.canvas.capture_scroll = False
             self.canvas.mpl_connect("pick_event", self._on_pick)
@@ -286,12 +319,14 @@ class InfluenceExplorer(W.VBox):
             style={"description_width": "56px"}, layout=W.Layout(width="350px"))
         self.overlay_pick.observe(self._on_overlay, names="value")
         self.export_button = W.Button(
-            description="Export CSV + PNG", icon="download", layout=W.Layout(width="165px"),
-            tooltip="write the comparison (one row per dot, with the settings) as a CSV and the "
-            "figure as a PNG into ./influence_exports")
-        self.export_button.on_click(lambda _b: self._guard(self._export_click, "exporting"))
-        self.history_box = W.HBox([self.overlay_pick, self.export_button],
-                                  layout=W.Layout(width="520px"))
+            description="Download CSV + PNG", icon="download", layout=W.Layout(width="165px"),
+            tooltip="the comparison (one row per dot, with its features, the statistics and the "
+            "settings) as a CSV and the figure as a PNG, saved by your browser")
+        self.export_button.on_click(lambda _b: self._guard(self._download_click, "exporting"))
+        self.download_html = W.HTML(layout=W.Layout(width="520px"))
+        self.visitor = secrets.token_hex(3)  # this explorer's own id in exported file names
+        self.history_box = W.VBox([W.HBox([self.overlay_pick, self.export_button]),
+                                   self.download_html], layout=W.Layout(width="520px"))
         self.intro = W.HTML(INTRO)
         self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
         self.test_html = W.HTML()
@@ -533,25 +568,51 @@ class InfluenceExplorer(W.VBox):
         if self.model_name in self.session.models:
             self._guard(self._show_test_point, "showing the test point")
 
-    @validate("solver")
-    def _valid_solver(self, proposal: dict[str, Any]) -> str:
-        name = proposal["value"]
-        if name not in SOLVERS:
-            raise TraitError(f"unknown solver {name!r}; valid names: {', '.join(SOLVERS)} (a new "
-                             "one is added with influence_widgets.influence.register_solver)")
-        return name
+    @validate(*CHOICES)
+    def _valid_choice(self, proposal: dict[str, Any]) -> str:
+        """A restricted setting takes one of its control's choices; anything else is refused
+        (the value is not kept) with the valid ones named."""
+        name, value = proposal["trait"].name, proposal["value"]
+        control = getattr(self.controls, CHOICES[name])
+        valid = list(control._options_values)
+        if value not in valid:
+            raise TraitError(
+                f"{name} = {value!r} is not one of its choices: "
+                f"{', '.join(repr(v) for v in valid)}{CHOICE_HINTS.get(name, '')}")
+        return value
+
+    @validate("test_index")
+    def _valid_test_index(self, proposal: dict[str, Any]) -> int:
+        value, top = int(proposal["value"]), self.controls.test_index.max
+        if not 0 <= value <= top:
+            raise TraitError(f"test_index = {value} is out of range: {self.model_name!r} has "
+                             f"{top + 1} test points, 0 to {top}")
+        return value
+
+    @validate("selected")
+    def _valid_selected(self, proposal: dict[str, Any]) -> int | None:
+        value = proposal["value"]
+        if value is None:
+            return None
+        n = 0 if self.outcome is None else len(self.outcome.estimated)
+        if not 0 <= value < n:
+            what = ("nothing is computed yet: press Compute first" if self.outcome is None
+                    else f"the scatter has {n} dots: 0 to {n - 1} (None: no selection)")
+            raise TraitError(f"selected = {value} is out of range: {what}")
+        return int(value)
+
+    @validate("k", "gt_steps")
+    def _valid_count(self, proposal: dict[str, Any]) -> int:
+        name, value = proposal["trait"].name, int(proposal["value"])
+        low = 3 if name == "k" else 1
+        if value < low:
+            what = "points to compare" if name == "k" else "retraining steps"
+            raise TraitError(f"{name} = {value} is too small: at least {low} {what}")
+        return value
 
     @observe("solver")
     def _on_solver(self, change: dict[str, Any]) -> None:
         self.controls.settings.show_for(change["new"])
-
-    @validate("gt_mode")
-    def _valid_gt_mode(self, proposal: dict[str, Any]) -> str:
-        name = proposal["value"]
-        if name not in TRUTHS:
-            raise TraitError(f"unknown ground truth {name!r}; valid names: {', '.join(TRUTHS)} "
-                             "(a new one is added with iw.ground_truth.register_truth)")
-        return name
 
     @observe("gt_mode")
     def _on_gt_mode(self, change: dict[str, Any]) -> None:
@@ -716,6 +777,7 @@ class InfluenceExplorer(W.VBox):
             self._start(self._asking_job, "computing")
 
     def _show_outcome(self, out: Outcome, scatter_only: bool = False) -> None:
+        self.download_html.value = ""  # the links were for the results before these
         self.retrain_count = self.session.retrain_count
         self.outcome = out
         self._remember(out)
@@ -748,6 +810,32 @@ class InfluenceExplorer(W.VBox):
             return
         if self._guard(lambda: self.apply_action(action) or True, "applying a fix"):
             self._start(self._asking_job, "computing")
+
+    def reset_settings(self) -> None:
+        """Every control back to its default for the model shown (the Reset button): test point
+        of highest loss, the model's default solver, no damping, Hessian, all parameters, LOO
+        warm start with the model's steps and k, top-k, no overlay. The results stay, marked
+        stale where they no longer match."""
+        c = self.controls
+        tm = self.session.models.get(self.model_name)
+        defaults = {"k": DEFAULT_K, "gt_steps": DEFAULT_GT_STEPS}
+        solver = "exact"
+        if tm is not None:
+            defaults.update(model_defaults(tm))
+            n_params = sum(p.numel() for p in tm.model.parameters())
+            if n_params > EXACT_DEFAULT_MAX_PARAMS or is_heavy(tm):
+                solver = "cg"
+        c.settings.reset()
+        c.truth_settings.reset()
+        c.settings.damping.value = 0.0
+        for name, value in (("solver", solver), ("curvature", "hessian"), ("params", "all"),
+                            ("gt_mode", "warm_start"), ("selection", "top"),
+                            ("k", defaults["k"]), ("gt_steps", defaults["gt_steps"]),
+                            ("test_pick", "highest")):
+            getattr(c, name).value = value
+        self._defaults = {"k": defaults["k"], "gt_steps": defaults["gt_steps"]}
+        self.overlay(None)
+        c.status.value = "settings reset to their defaults"
 
     def apply_action(self, action: Mapping[str, Any]) -> None:
         """Set the controls a finding's ``action`` names (``{"damping": 0.12}``,
@@ -851,6 +939,7 @@ class InfluenceExplorer(W.VBox):
         self.extremes_html.value = ""
         self.trace_out.outputs = ()
         self.stats.value = "<i>Press Compute.</i>"
+        self.download_html.value = ""
         self.diag_html.value = "<i>Diagnostics appear after a compute.</i>"
         self.controls.point.options = [("(none)", -1)]
         self._name_point_control()
@@ -885,7 +974,10 @@ class InfluenceExplorer(W.VBox):
                 yerr=out.actual_se,
                 **panels.unit_labels(req),
             )
+            panels.style_for_projector(self._artists)
             self._show_scatter()
+        if self.canvas is not None:
+            self.canvas.tooltip = panels.scatter_alt_text(out)
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
@@ -898,6 +990,9 @@ class InfluenceExplorer(W.VBox):
             vs_exact=out.vs_exact,
             noise_source=self.session.noise_source(req),
         )
+        other = self._overlay
+        if other is not None and other is not out:
+            self.stats.value += panels.overlay_html(other)
 
     def _show_scatter(self) -> None:
         """Draw the figure where the scatter lives: the live canvas, or a static image."""
@@ -949,7 +1044,7 @@ class InfluenceExplorer(W.VBox):
         other = self._overlay
         if other is None or other is out:
             return []
-        return [(panels.run_label(other), other.estimated.numpy(), other.actual.numpy())]
+        return [(panels.overlay_label(other), other.estimated.numpy(), other.actual.numpy())]
 
     def overlay(self, run: int | None) -> None:
         """Draw run ``run`` of :attr:`history` (0 = the newest) on the scatter beside the
@@ -957,6 +1052,7 @@ class InfluenceExplorer(W.VBox):
         self.overlay_pick.value = -1 if run is None else int(run)
 
     def _on_overlay(self, change: dict[str, Any]) -> None:
+        self.download_html.value = ""  # the figure changes
         if self.outcome is not None:
             self._guard(lambda: self._render_scatter(self.outcome), "drawing the overlay")
             if self.selected is not None:
@@ -970,36 +1066,79 @@ class InfluenceExplorer(W.VBox):
             return None
         return out.to_frame(self.session.model(out.request.model).data)
 
-    def export(self, folder: Any = "influence_exports") -> dict[str, Any]:
-        """Write the comparison shown as a CSV (one row per dot, with the settings) and the
-        figure as a PNG into ``folder``; both written atomically (a temporary file, then a
-        rename), named by model, test point, solver, ground truth and a hash of every setting.
-        Returns ``{"csv": path, "png": path}``."""
-        import io
-        from pathlib import Path
-
-        from .._cache import atomic_write_bytes, atomic_write_text, hash_settings
+    def export_stem(self) -> str:
+        """The exported files' name (without suffix): model, test point, solver, ground truth, a
+        hash of every setting, and this explorer's own id (each Voila visitor has an explorer
+        of their own, so two visitors never write the same file)."""
+        from .._cache import hash_settings
 
         out = self.outcome
         if out is None:
             raise ValueError("nothing to export yet: press Compute first")
         req = out.request
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in (
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in (
             f"{req.model}-test{req.test_index}-{req.solver}-{req.gt_mode}-"
-            f"{hash_settings(out.settings(), length=8)}"))
-        folder = Path(folder)
-        paths = {"csv": folder / f"{stem}.csv", "png": folder / f"{stem}.png"}
-        atomic_write_text(paths["csv"], self.to_frame().to_csv(index=False))
+            f"{hash_settings(out.settings(), length=8)}-{self.visitor}"))
+
+    def export_bytes(self) -> dict[str, bytes]:
+        """The comparison shown as CSV bytes (one row per dot: its features, estimate, actual
+        change, the statistics and every setting) and the figure as PNG bytes."""
+        import io
+
+        if self.outcome is None:
+            raise ValueError("nothing to export yet: press Compute first")
         png = io.BytesIO()
         with self.figure_lock:
             self.last_figure.savefig(png, format="png", dpi=120)
-        atomic_write_bytes(paths["png"], png.getvalue())
+        return {"csv": self.to_frame().to_csv(index=False).encode(), "png": png.getvalue()}
+
+    def export(self, folder: Any = "influence_exports") -> dict[str, Any]:
+        """Write the comparison shown as a CSV (one row per dot, with its features, the
+        statistics and the settings) and the figure as a PNG into ``folder`` (``~`` is your
+        home folder; created if missing); both written atomically (a temporary file, then a
+        rename), named by :meth:`export_stem`, readable as any file you create. Returns
+        ``{"csv": path, "png": path}``. In the browser, the Download button gives the same
+        two files without writing on the server."""
+        import os
+        from pathlib import Path
+
+        from .._cache import atomic_write_bytes
+
+        data = self.export_bytes()
+        stem = self.export_stem()
+        folder = Path(folder).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"export() writes two files into a folder, and {folder} is a file: give a "
+                "folder (it is created if missing), e.g. export('~/influence_exports')")
+        paths = {kind: folder / f"{stem}.{kind}" for kind in data}
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            for kind, path in paths.items():
+                atomic_write_bytes(path, data[kind])
+                os.chmod(path, 0o666 & ~umask)  # as any file you create, not private
+        except PermissionError as e:
+            raise PermissionError(
+                f"cannot write into {folder} ({e.strerror}): choose a folder you can write to, "
+                "e.g. export('~/influence_exports'), or use the Download button") from None
         return paths
 
-    def _export_click(self) -> None:
-        paths = self.export()
-        self.controls.status.value = (
-            f"exported {html.escape(str(paths['csv']))} and {html.escape(paths['png'].name)}")
+    def _download_click(self) -> None:
+        """The Download button: two links that save the CSV and the PNG in the browser."""
+        import base64
+
+        data = self.export_bytes()
+        stem = self.export_stem()
+        links = []
+        for kind, mime in (("csv", "text/csv"), ("png", "image/png")):
+            uri = f"data:{mime};base64,{base64.b64encode(data[kind]).decode()}"
+            links.append(f"<a class='iw-download-{kind}' download='{html.escape(stem)}.{kind}' "
+                         f"href='{uri}' style='margin-right:12px'>⬇ save {kind.upper()}</a>")
+        self.download_html.value = (
+            "<div class='iw-downloads'>" + "".join(links) +
+            "<span style='color:#666'>(saved by your browser)</span></div>")
+        self.controls.status.value = f"ready to save: {html.escape(stem)}.csv and .png"
 
     # ------------------------------------------------------------------ clicking and hovering
     def _dot_at(self, event: Any) -> int | None:

@@ -195,6 +195,61 @@ def run_label(out: Any) -> str:
             f"{req.params} · {req.gt_mode} (ρ {rho})")
 
 
+PLOT_FONT = {"title": 11, "labels": 11, "ticks": 10.5, "legend": 10}  # readable on a projector
+
+
+def style_for_projector(artists: dict[str, Any]) -> None:
+    """Larger fonts on the explorer's scatter, and at most five ticks per axis, as a power of
+    ten on the axis's end instead of long tick labels that collide (1e-4 scales)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax = artists["ax"]
+    ax.title.set_fontsize(PLOT_FONT["title"])
+    ax.xaxis.label.set_fontsize(PLOT_FONT["labels"])
+    ax.yaxis.label.set_fontsize(PLOT_FONT["labels"])
+    ax.tick_params(labelsize=PLOT_FONT["ticks"])
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=5))
+    ax.ticklabel_format(style="sci", scilimits=(-2, 3), useMathText=True)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.get_offset_text().set_fontsize(PLOT_FONT["ticks"])
+    legend = artists.get("legend")
+    if legend is not None:
+        for text in legend.get_texts():
+            text.set_fontsize(PLOT_FONT["legend"])
+
+
+def scatter_alt_text(out: Any) -> str:
+    """The scatter in words, for screen readers and as the canvas's tooltip."""
+    req, stats = out.request, out.stats
+    dots = req.truth.dots(len(out.estimated)) if req.draws_units else "training points"
+    return (f"Scatter of {len(out.estimated)} {dots} of {req.model}, test point "
+            f"#{req.test_index}: estimated change in test loss (x, {req.solver}) against the "
+            f"actual change ({req.truth.short or req.gt_mode}, y); Pearson "
+            f"{_fmt(stats.get('pearson'), '.2f')}, Spearman {_fmt(stats.get('spearman'), '.2f')}")
+
+
+def overlay_label(out: Any) -> str:
+    """An overlaid run in the legend: short enough that the legend stays inside the figure and
+    the axes keep their size (the full settings and statistics are in :func:`overlay_html`)."""
+    req = out.request
+    rho = out.stats.get("spearman")
+    rho = "–" if rho is None else f"{rho:.2f}"
+    return f"earlier: {req.solver} · {req.truth.short or req.gt_mode} (ρ {rho})"
+
+
+def overlay_html(out: Any) -> str:
+    """The overlaid run's settings and statistics, under the current run's."""
+    stats = out.stats
+    return (
+        "<div class='iw-overlay-stats' style='color:#444;border-left:3px solid #888;"
+        "padding-left:6px;margin:2px 0'><b>overlaid run</b> (grey ×): "
+        f"{html.escape(describe_request(out.request))}<br><b>Pearson</b> "
+        f"{_fmt(stats.get('pearson'), '.3f')}{_ci(stats, 'pearson')} · <b>Spearman</b> "
+        f"{_fmt(stats.get('spearman'), '.3f')}{_ci(stats, 'spearman')} · n = "
+        f"{stats.get('n', '–')}</div>")
+
+
 def dot_label(out: Any, pos: int) -> str:
     """One dot in a line: its training point (or subset), estimate and actual change."""
     est, act = float(out.estimated[pos]), float(out.actual[pos])
@@ -479,6 +534,13 @@ def describe_request(req: Any) -> str:
     )
 
 
+# Readable on a projector: 15 px text in every control of the explorer (ipywidgets reads the
+# variable), the digit gallery's headings never cut off.
+EXPLORER_CSS = (
+    "<style>.iw-explorer{--jp-widgets-font-size:15px;--jp-widgets-inline-height:30px;"
+    "font-size:15px}.iw-explorer .widget-html-content{font-size:15px;line-height:1.45}"
+    ".iw-explorer .jupyter-matplotlib-toolbar{opacity:1}</style>")
+
 FISHER_NAMES = {"sampled": "sampled Fisher", "empirical": "empirical Fisher", "ggn": "GGN"}
 
 
@@ -509,8 +571,8 @@ def intro_html(dot: str = "training point", draws_units: bool = False) -> str:
                 "horizontal band holds the dots whose actual change is below the retraining "
                 "noise floor (indistinguishable from 0). Positive: the point was helping the "
                 "test point.")
-    return (f"<div class='iw-intro'><b>Influence explorer</b> — {what} Click a dot to see it; "
-            "hover a number for its meaning.</div>")
+    return (f"{EXPLORER_CSS}<div class='iw-intro'><b>Influence explorer</b> — {what} Click a dot "
+            "to see it; hover a number for its meaning.</div>")
 
 
 def plot_title(req: Any, dtype: str, k: int) -> str:

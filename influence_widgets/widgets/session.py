@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -139,9 +140,9 @@ def _field_names(cls: type[GroundTruth]) -> set[str]:
     return {f.name for f in cls.Settings.fields()}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Outcome:
-    """One compute's results, with what produced them."""
+    """One compute's results, with what produced them (built by keyword only)."""
 
     request: Request
     estimate: InfluenceResult
@@ -183,9 +184,34 @@ class Outcome:
             frame.insert(1, "label", [names[v] if 0 <= v < len(names) else str(v) for v in y])
         if self.noise_std is not None:
             frame["within_noise"] = frame["actual"].abs() < self.noise_std
+        if not subsets and data is not None and not data.is_image:
+            from .panels import for_display
+
+            X = data.X_train[self.indices]
+            names = list(data.info.get("feature_names") or
+                         [f"x{j}" for j in range(X[0].numel())])
+            values = np.stack([for_display(x, data.info) for x in X]) if len(X) else \
+                np.empty((0, len(names)))
+            for j, name in enumerate(names):  # in the data's own units
+                frame[f"feature: {name}"] = values[:, j]
+        for key, value in self.stats_row().items():
+            frame[key] = value
         for key, value in self.settings().items():
             frame[key] = value
         return frame
+
+    def stats_row(self) -> dict[str, Any]:
+        """The agreement statistics as plain values (``stat: pearson``, ``stat: pearson CI
+        low`` ...), for a table that stands alone."""
+        out = {}
+        for key, value in self.stats.items():
+            if isinstance(value, tuple | list) and len(value) == 2:
+                name = f"{key.removesuffix('_ci')} CI" if key.endswith("_ci") else key
+                out[f"stat: {name} low"], out[f"stat: {name} high"] = (float(v) for v in value)
+            elif isinstance(value, int | float | np.floating | np.integer) and \
+                    not isinstance(value, bool):
+                out[f"stat: {key}"] = float(value)
+        return out
 
     def settings(self) -> dict[str, Any]:
         """What produced this outcome, as plain values (the request, solver settings flat)."""
@@ -777,18 +803,18 @@ class ExplorerSession:
             estimated = group_estimate(row, [list(u) for u in units]).double()
             vs_exact = self.against_exact(req, est)
             out = Outcome(
-                req,
-                est,
-                idx,
-                estimated,
-                actual,
-                loo,
-                None,
-                compare(estimated, actual, drop_nan=True),
-                note,
-                self.eigen(req, est),
-                self.retrain_count - before,
-                {
+                request=req,
+                estimate=est,
+                indices=idx,
+                estimated=estimated,
+                actual=actual,
+                loo=loo,
+                noise_std=None,
+                stats=compare(estimated, actual, drop_nan=True),
+                index_note=note,
+                eigen=self.eigen(req, est),
+                retrains=self.retrain_count - before,
+                seconds={
                     "estimate": t1 - t0,
                     "retrain": t2 - t1,
                     "noise": 0.0,

@@ -1,0 +1,75 @@
+"""Issue 21 (9): readable on a projector and accessible: a reset button, larger fonts, the zoom
+toolbar shown, a label on the canvas, tick labels that never collide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from test_explorer_view import MODEL, K, iris_model  # noqa: F401  (a module fixture)
+
+import influence_widgets as iw
+from influence_widgets.influence import SOLVERS
+from influence_widgets.plots.scatter import scatter_estimated_vs_actual
+from influence_widgets.widgets import panels
+
+
+def test_reset_puts_every_control_back(iris_model, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(iw.InfluenceExplorer, "INTERACTIVE", False)
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    before = {name: getattr(ex, name) for name in
+              ("solver", "curvature", "params", "gt_mode", "selection", "k", "gt_steps",
+               "test_pick")}
+    c = ex.controls
+    c.solver.value = "lissa"
+    c.settings.widgets["lissa"]["steps"].value = 77
+    c.settings.damping.value = 0.3
+    c.curvature.value = "ggn"
+    c.params.value = "last_layer"
+    c.gt_mode.value = "lds"
+    c.selection.value = "random"
+    c.k.value = 9
+    c.test_pick.value = "median"
+    c.reset.click()
+    assert ex.error is None, ex.error
+    assert {name: getattr(ex, name) for name in before} == before
+    assert c.settings.damping.value == 0.0
+    assert c.settings.widgets["lissa"]["steps"].value == SOLVERS["lissa"].Settings().steps
+
+
+def _tick_boxes(ax, renderer):
+    return [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+
+
+@pytest.mark.parametrize("scale", [1e-4, 3e-6, 1.0])
+def test_tick_labels_never_collide(scale):
+    rng = np.random.default_rng(1)
+    est = scale * rng.normal(size=40)
+    fig = Figure(figsize=(5.2, 5.7), dpi=100, layout="constrained")
+    artists = scatter_estimated_vs_actual(est, est + 0.3 * scale * rng.normal(size=40),
+                                          ax=fig.add_subplot(), noise=0.2 * scale,
+                                          stats={"pearson": 0.9, "spearman": 0.9, "n": 40})
+    panels.style_for_projector(artists)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    boxes = _tick_boxes(artists["ax"], canvas.get_renderer())
+    assert len(boxes) >= 3
+    for a, b in zip(boxes, boxes[1:]):
+        assert a.x1 + 2 <= b.x0, f"tick labels collide at scale {scale}: {a} {b}"
+    assert min(t.get_fontsize() for t in artists["ax"].get_xticklabels()) >= 10
+    assert artists["ax"].title.get_fontsize() >= 11
+
+
+def test_the_live_canvas_shows_its_toolbar_and_is_labelled(iris_model, monkeypatch):  # noqa: F811
+    pytest.importorskip("ipympl")
+    monkeypatch.setattr(iw.InfluenceExplorer, "INTERACTIVE", True)
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    ex.controls.k.value = K
+    ex.controls.gt_steps.value = 150
+    assert ex.canvas.toolbar_visible in (True, "visible")
+    assert "scatter" in ex.canvas.tooltip
+    ex.compute(raise_errors=True)
+    assert f"Scatter of {K} training points" in ex.canvas.tooltip
+    assert "Spearman" in ex.canvas.tooltip
+    assert "--jp-widgets-font-size:15px" in ex.intro.value
