@@ -73,3 +73,35 @@ def test_the_live_canvas_shows_its_toolbar_and_is_labelled(iris_model, monkeypat
     assert f"Scatter of {K} training points" in ex.canvas.tooltip
     assert "Spearman" in ex.canvas.tooltip
     assert "--jp-widgets-font-size:15px" in ex.intro.value
+
+
+def test_agreement_per_test_point_reuses_the_retrains(iris_model, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(iw.InfluenceExplorer, "INTERACTIVE", False)
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    ex.controls.k.value = K
+    ex.controls.gt_steps.value = 150
+    ex.compute(raise_errors=True)
+    retrains = ex.retrain_count
+    ex.agreement_button.click()
+    assert ex.error is None, ex.error
+    frame = ex.last_agreement
+    assert len(frame) == iris_model.data.X_test.shape[0] and frame["shown"].sum() == 1
+    shown = frame.loc[frame["shown"]].iloc[0]
+    assert shown["test_index"] == ex.test_index
+    assert shown["spearman"] == pytest.approx(ex.last_stats["spearman"], abs=1e-9)
+    assert ex.retrain_count == retrains  # nothing retrained
+    assert "on 30 test points" in ex.agreement_html.value
+    assert ex.agreement_out.outputs[0]["data"]["image/png"]
+    ex.controls.model.value = MODEL
+    ex._clear_results()
+    assert ex.last_agreement is None and "press the button" in ex.agreement_html.value
+
+
+def test_agreement_per_test_point_explains_itself_for_subsets(iris_model, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(iw.InfluenceExplorer, "INTERACTIVE", False)
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    ex.controls.k.value = 8
+    ex.controls.gt_mode.value = "lds"
+    ex.compute(raise_errors=True)
+    ex.agreement_button.click()
+    assert "choose a LOO ground truth" in ex.error

@@ -37,6 +37,10 @@ from .session import (
 )
 
 INTRO = panels.intro_html()
+AGREEMENT_PROMPT = (
+    "<i>After a compute: does the agreement hold on other test points? This compares the "
+    "current solver with the current ground truth on every test point, reusing the retrains "
+    "(press the button).</i>")
 EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models (and conv nets) start with CG, not exact
 STAGE_PARTS = {"estimating": "estimate", "retraining": "retraining", "noise floor": "noise"}
 LINKED = (
@@ -336,6 +340,17 @@ class InfluenceExplorer(W.VBox):
         self.extremes_out = W.Output()
         self.extremes_html = W.HTML()
         self.diag_html = W.HTML("<i>Diagnostics appear after a compute.</i>")
+        self.agreement_button = W.Button(
+            description="Agreement per test point", icon="bar-chart",
+            layout=W.Layout(width="230px"),
+            tooltip="Spearman of this solver against this ground truth on every test point, over "
+            "the training points evaluated now (nothing is retrained)")
+        self.agreement_button.add_class("iw-agreement-button")
+        self.agreement_button.on_click(
+            lambda _b: self._start(self._agreement_job, "computing the agreement per test point"))
+        self.agreement_html = W.HTML(AGREEMENT_PROMPT)
+        self.agreement_out = W.Output()
+        self.last_agreement = None  # the last agreement per test point (a DataFrame)
         self.trace_out = W.Output()
         self.error_box = W.HTML()
         self.traceback_out = W.Output()
@@ -378,10 +393,12 @@ class InfluenceExplorer(W.VBox):
             children=[
                 W.VBox([self.extremes_html, self.extremes_out]),
                 W.VBox([self.diag_html, self.trace_out]),
+                W.VBox([self.agreement_button, self.agreement_html, self.agreement_out]),
             ]
         )
         tabs.set_title(0, "helpful / harmful")
         tabs.set_title(1, "diagnostics")
+        tabs.set_title(2, "across test points")
         row = W.HBox([c.box(), center, side], layout=W.Layout(flex_flow="row wrap"))
         return [self.intro, row, tabs, self.error_box, self.traceback]
 
@@ -938,6 +955,9 @@ class InfluenceExplorer(W.VBox):
         self.extremes_out.outputs = ()
         self.extremes_html.value = ""
         self.trace_out.outputs = ()
+        self.agreement_out.outputs = ()
+        self.agreement_html.value = AGREEMENT_PROMPT
+        self.last_agreement = None
         self.stats.value = "<i>Press Compute.</i>"
         self.download_html.value = ""
         self.diag_html.value = "<i>Diagnostics appear after a compute.</i>"
@@ -1197,6 +1217,27 @@ class InfluenceExplorer(W.VBox):
             return
         self.hover_html.value = panels.dot_html(out, pos) + (
             " <span style='color:#666'>(click to select)</span>")
+
+    def agreement_by_test_point(self) -> Any:
+        """The agreement of the results shown, per test point (see
+        :meth:`~influence_widgets.widgets.session.ExplorerSession.agreement_by_test_point`),
+        drawn in the "across test points" tab; what its button does, synchronously."""
+        self.wait()
+        return self._guard(self._agreement_job, "computing the agreement per test point",
+                           raise_errors=True)
+
+    def _agreement_job(self) -> Any:
+        out = self.outcome
+        if out is None:
+            raise ValueError("nothing computed yet: press Compute first, then this button")
+        self.controls.status.value = "agreement per test point: estimating every test point…"
+        frame = self.session.agreement_by_test_point(
+            out, progress=self._progress("estimating every test point"))
+        self.last_agreement = frame
+        self.agreement_html.value = panels.agreement_html(frame, out)
+        panels.show_figure(self.agreement_out, panels.agreement_figure(frame, out))
+        self.controls.status.value = "agreement per test point: done (nothing was retrained)"
+        return frame
 
     def _data_view(self) -> dict[str, Any]:
         data = self.session.model(self.model_name).data

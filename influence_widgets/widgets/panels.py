@@ -229,6 +229,39 @@ def scatter_alt_text(out: Any) -> str:
             f"{_fmt(stats.get('pearson'), '.2f')}, Spearman {_fmt(stats.get('spearman'), '.2f')}")
 
 
+def agreement_html(frame: Any, out: Any) -> str:
+    """What the agreement per test point shows, in words."""
+    rho = frame["spearman"].dropna()
+    req = out.request
+    if rho.empty:
+        return note_html("no test point had enough distinct values to rank")
+    shown = frame.loc[frame["shown"], "spearman"]
+    here = "–" if shown.empty or not np.isfinite(shown.iloc[0]) else f"{shown.iloc[0]:.2f}"
+    return (
+        f"<div class='iw-agreement'><b>{html.escape(req.solver)} against "
+        f"{html.escape(req.truth.short or req.gt_mode)} on {len(frame)} test points</b> of "
+        f"{html.escape(req.model)}: Spearman median {rho.median():.2f}, from {rho.min():.2f} to "
+        f"{rho.max():.2f} (test #{req.test_index}: {here}). Every test point is compared over "
+        f"the same {len(out.indices)} training points, those evaluated for test "
+        f"#{req.test_index}; nothing was retrained.</div>")
+
+
+def agreement_figure(frame: Any, out: Any) -> Figure:
+    """One bar per test point (sorted), the one shown in crimson."""
+    fig = Figure(figsize=(6.4, 2.8), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    order = frame.sort_values("spearman", na_position="first").reset_index(drop=True)
+    colours = ["crimson" if s else "tab:blue" for s in order["shown"]]
+    ax.bar(np.arange(len(order)), order["spearman"].fillna(0.0), color=colours)
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xticks([])
+    ax.set_xlabel(f"test points, sorted (crimson: #{out.request.test_index})", fontsize=11)
+    ax.set_ylabel("Spearman ρ", fontsize=11)
+    ax.tick_params(labelsize=10)
+    return fig
+
+
 def overlay_label(out: Any) -> str:
     """An overlaid run in the legend: short enough that the legend stays inside the figure and
     the axes keep their size (the full settings and statistics are in :func:`overlay_html`)."""

@@ -485,6 +485,51 @@ class ExplorerSession:
             self._fitted.add((req.engine_key, req.solver, req.settings))
         return res
 
+    def agreement_by_test_point(self, out: Outcome, max_points: int = 60,
+                                progress: Progress | None = None) -> Any:
+        """How well ``out``'s solver agrees with its ground truth on each test point: a
+        ``pandas.DataFrame`` with ``test_index``, ``spearman``, ``pearson``, ``test_loss`` and
+        ``shown`` (the test point of ``out``), one row per test point (at most ``max_points``,
+        evenly spaced, always with ``out``'s).
+
+        Nothing is retrained: every test point is compared over the same training points, those
+        evaluated for ``out``'s test point, whose retrains gave every test point's loss. Only
+        the estimate is solved for the other test points (one batch, same solver and settings).
+        """
+        import pandas as pd
+        from scipy.stats import pearsonr, spearmanr
+
+        req = out.request
+        if req.draws_units:
+            raise ValueError(
+                f"the agreement per test point compares training points one by one: with the "
+                f"{req.truth.short or req.gt_mode} ground truth each dot is a {req.truth.dot}; "
+                "choose a LOO ground truth (e.g. LOO warm start) and compute again")
+        tm = self.model(req.model)
+        n_test = int(tm.data.X_test.shape[0])
+        ts = list(range(n_test)) if n_test <= max_points else sorted(
+            {int(t) for t in np.linspace(0, n_test - 1, max_points).round()} | {req.test_index})
+        with self.lock, few_threads(tm):
+            res = self.engine(req).scores(tm.data.test, solver=req.solver, damping=req.damping,
+                                          settings=req.settings, test_indices=ts,
+                                          progress=progress)
+        est = res.values.detach().double().cpu()[:, out.indices].numpy()
+        act = torch.as_tensor(out.loo.values).detach().double().cpu()[ts].numpy()
+        losses = self.test_losses(req.model)
+        rows = []
+        for j, t in enumerate(ts):
+            ok = np.isfinite(est[j]) & np.isfinite(act[j])
+            a, b = est[j][ok], act[j][ok]
+            flat = ok.sum() < 3 or np.ptp(a) == 0 or np.ptp(b) == 0
+            rows.append({
+                "test_index": t,
+                "spearman": float("nan") if flat else float(spearmanr(a, b).statistic),
+                "pearson": float("nan") if flat else float(pearsonr(a, b).statistic),
+                "test_loss": float(losses[t]),
+                "shown": t == req.test_index,
+            })
+        return pd.DataFrame(rows)
+
     def eigen(self, req: Request, res: InfluenceResult) -> dict[str, Any]:
         """Top / most negative curvature eigenvalues: from the solver, an exact fit when small,
         else the top one by power iteration."""
