@@ -115,3 +115,29 @@ def test_a_wrapped_model_is_titled_with_the_name_given_to_wrap(iris_model):  # n
                                   weight_decay=0.0, name="direct net", threaded=False,
                                   interactive=False)
     assert direct.model_name == "direct net"
+
+
+def test_one_noise_floor_number_and_definition_on_the_screen(iris_model, monkeypatch):  # noqa: F811
+    """Item 6: the band in the legend and the line under the scatter show the same number, the
+    real retraining noise of the ground-truth layer; no other floor appears in the report."""
+    import re
+
+    ex = _explorer(iris_model, monkeypatch, interactive=False)
+    ex.compute(raise_errors=True)
+    assert ex.session.noise_kind(ex.outcome.request) == "retraining"
+    band = ex._artists["band"].get_label()
+    [in_legend] = re.findall(r"noise floor ([0-9.e+-]+)", band)
+    [in_stats] = re.findall(r"noise floor</span> ±([0-9.e+-]+)", ex.stats.value)
+    assert in_legend == in_stats == f"{ex.outcome.noise_std:.2g}"
+    words = " ".join(f"{f.what} {f.why}" for f in ex.last_report)
+    assert "median" not in words and "perturb" not in words
+
+
+def test_a_perturbation_only_floor_is_named_and_never_within_noise(iris_model,  # noqa: F811
+                                                                   monkeypatch):
+    ex = _explorer(iris_model, monkeypatch, interactive=False)
+    monkeypatch.setattr(type(ex.session), "noise_kind", lambda self, req: "perturbation")
+    ex.compute(raise_errors=True)
+    assert "perturbation-only floor" in ex.stats.value
+    assert "within noise floor" not in ex.stats.value
+    assert ex._artists["band"] is None

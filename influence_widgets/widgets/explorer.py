@@ -981,13 +981,16 @@ class InfluenceExplorer(W.VBox):
         req = out.request
         fig = self.last_figure
         subsets = req.draws_units
+        noise_kind = self.session.noise_kind(req)
+        # a perturbation-only floor is not retraining noise: no band ("no different from 0")
+        band = None if noise_kind == "perturbation" else out.noise_std
         with self.figure_lock:  # no frame is drawn from a half-built figure
             fig.clear()
             self._artists = scatter_estimated_vs_actual(
                 out.estimated.numpy(),
                 out.actual.numpy(),
                 ax=fig.add_subplot(),
-                noise=out.noise_std,
+                noise=band,
                 stats=out.stats,
                 title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
                 overlay=self._overlay_series(out),
@@ -1009,6 +1012,7 @@ class InfluenceExplorer(W.VBox):
             lds=subsets,
             vs_exact=out.vs_exact,
             noise_source=self.session.noise_source(req),
+            noise_kind=noise_kind,
         )
         other = self._overlay
         if other is not None and other is not out:

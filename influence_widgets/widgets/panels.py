@@ -114,6 +114,12 @@ def unit_labels(req: Any) -> dict[str, str]:
             "points_label": truth.dots()}
 
 
+def noise_number(noise: float) -> str:
+    """The noise floor as the scatter's band names it (two significant digits), so the screen
+    shows one number for it."""
+    return f"{noise:.2g}"
+
+
 def _hint(label: str, key: str) -> str:
     """``label`` with its explanation on hover (dotted underline)."""
     return (f"<span title='{html.escape(EXPLAIN[key], quote=True)}' "
@@ -131,6 +137,7 @@ def stats_html(
     lds: bool = False,
     vs_exact: dict[str, Any] | None = None,
     noise_source: str | None = None,
+    noise_kind: str | None = None,
 ) -> str:
     """Correlations with bootstrap CIs and the settings that produced them; every number with
     its explanation on hover and in a "what the numbers mean" section."""
@@ -147,6 +154,8 @@ def stats_html(
         ("sign_agreement", "sign agreement"),
         ("frac_within_noise", "within noise floor"),
     ):
+        if key == "frac_within_noise" and noise_kind == "perturbation":
+            continue  # a perturbation-only floor is not retraining noise: nothing is "within" it
         if stats.get(key) is not None:
             extra.append(f"{_hint(label, key)} {_fmt(stats[key], '.2f')}")
     rows.append(" · ".join(extra))
@@ -164,10 +173,15 @@ def stats_html(
         f"<span style='color:#555'>{html.escape(index_note)} · {_hint('n', 'n')} = "
         f"{stats.get('n', '–')}</span>"
     )
-    noise_txt = (
-        f"{_hint('noise floor', 'noise')} ±{noise:.3g} (std over "
-        f"{html.escape(noise_source or 'seeds')})" if noise is not None else "no noise floor"
-    )
+    if noise is None:
+        noise_txt = "no noise floor"
+    elif noise_kind == "perturbation":
+        noise_txt = (f"perturbation-only floor ±{noise_number(noise)} (how reproducible the "
+                     f"optimiser is from a nudged start: {html.escape(noise_source or 'seeds')}; "
+                     "not retraining noise, so no band and nothing called within noise)")
+    else:  # the same number, in the same format, as the band in the scatter's legend
+        noise_txt = (f"{_hint('noise floor', 'noise')} ±{noise_number(noise)} (std over "
+                     f"{html.escape(noise_source or 'seeds')})")
     rows.append(f"<span style='color:#555'>{html.escape(gt_note)} · {noise_txt}</span>")
     rows.append(
         f"<span style='color:#555'>{retrains} retrains computed now · "
@@ -177,6 +191,8 @@ def stats_html(
     )
     keys = ["pearson", "lds" if lds else "spearman", "ci", "topk_overlap", "sign_agreement",
             "frac_within_noise", "noise", "n"] + (["vs_exact"] if vs_exact is not None else [])
+    if noise_kind == "perturbation":
+        keys = [k for k in keys if k not in ("frac_within_noise", "noise")]
     legend = "".join(f"<li>{html.escape(EXPLAIN[k])}</li>" for k in keys)
     rows.append(
         "<details class='iw-explain'><summary style='cursor:pointer;color:#2a6f97'>What do "

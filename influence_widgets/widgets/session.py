@@ -816,6 +816,12 @@ class ExplorerSession:
         res = self._noise.get(self.noise_key(req))
         return None if res is None else res.describe()
 
+    def noise_kind(self, req: Request) -> str | None:
+        """"retraining" (real retraining randomness: new initialisations, batch orders) or
+        "perturbation" (only a nudged start of a deterministic retrain); None if unknown."""
+        res = self._noise.get(self.noise_key(req))
+        return None if res is None else getattr(res, "kind", None)
+
     def noise_known(self, req: Request) -> bool:
         """Whether the noise floor of ``req``'s model and ground truth is already in memory."""
         return self.noise_key(req) in self._noise
