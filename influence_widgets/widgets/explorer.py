@@ -41,6 +41,7 @@ AGREEMENT_PROMPT = (
     "<i>After a compute: does the agreement hold on other test points? This compares the "
     "current solver with the current ground truth on every test point, reusing the retrains "
     "(press the button).</i>")
+VIEWS = ("full", "participant")
 EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models (and conv nets) start with CG, not exact
 STAGE_PARTS = {"estimating": "estimate", "retraining": "retraining", "noise floor": "noise"}
 LINKED = (
@@ -113,11 +114,18 @@ def _locked_canvas(figure: Figure, lock: threading.RLock) -> Any:
     return LockedCanvas(figure)
 
 
-def _model_names(models: dict[str, TrainedModel]) -> list[str]:
+def _model_names(models: dict[str, TrainedModel], available_only: bool = False
+                 ) -> tuple[list[str], list[str]]:
+    """The models to list (given ones first, then the zoo's) and the zoo models left out
+    because their data are not on this machine (only with ``available_only``)."""
     from ..models import zoo
 
     names = list(models)
-    return names + [n for n in zoo.names() if n not in models]
+    zoo_names = [n for n in zoo.names() if n not in models]
+    if not available_only:
+        return names + zoo_names, []
+    here = set(zoo.available_names())
+    return names + [n for n in zoo_names if n in here], [n for n in zoo_names if n not in here]
 
 
 class InfluenceExplorer(W.VBox):
@@ -205,6 +213,7 @@ class InfluenceExplorer(W.VBox):
         feature_names: Any = None,
         class_names: Any = None,
         weight_decay: float | None = None,
+        view: str = "full",
         **wrap_options: Any,
     ) -> None:
         """The explorer, on the zoo's models (no arguments), on ``models`` / ``model`` (a name
@@ -215,6 +224,9 @@ class InfluenceExplorer(W.VBox):
         ``help(InfluenceExplorer)``, above."""
         from ..models.wrap import explorer_model
 
+        if view not in VIEWS:
+            raise ValueError(f"view={view!r} is not one of: {', '.join(map(repr, VIEWS))} "
+                             "(participant: the workshop app's simpler view)")
         model = explorer_model(model, train=train, test=test, data=data,
                                feature_names=feature_names, class_names=class_names,
                                weight_decay=weight_decay, **wrap_options)
@@ -229,6 +241,7 @@ class InfluenceExplorer(W.VBox):
             models[name] = model
             model = name
         self._interactive = interactive
+        self.view = view
         self.session = ExplorerSession(models)
         self.threaded = _in_kernel() if threaded is None else threaded
         self._cancel = threading.Event()
@@ -243,7 +256,7 @@ class InfluenceExplorer(W.VBox):
         self._plan: tuple[ComputeETA, float] | None = None  # (eta, start) while computing
         self._defaults = {"k": DEFAULT_K, "gt_steps": DEFAULT_GT_STEPS}
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        names = _model_names(models)
+        names, self.missing_models = _model_names(models, available_only=view == "participant")
         initial = model or (
             DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
         )
@@ -262,6 +275,10 @@ class InfluenceExplorer(W.VBox):
                 f"device={device!r} is not available here; choose one of: {', '.join(devices)}"
                 + ("" if "cuda" in devices else " (torch sees no CUDA GPU on this machine)"))
         self.controls = Controls(names, devices, DEFAULT_GT_STEPS)
+        if view == "participant":  # models named in words
+            from .workshop import model_words
+
+            self.controls.model.options = [(model_words(n), n) for n in names]
         self.controls.model.value = initial
         if device is not None:
             self.controls.device.value = device
@@ -332,6 +349,7 @@ class InfluenceExplorer(W.VBox):
         self.history_box = W.VBox([W.HBox([self.overlay_pick, self.export_button]),
                                    self.download_html], layout=W.Layout(width="520px"))
         self.intro = W.HTML(INTRO)
+        self.model_line = W.HTML(layout=W.Layout(width="300px"))
         self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
         self.test_html = W.HTML()
         self.test_out = W.Output()
@@ -370,6 +388,8 @@ class InfluenceExplorer(W.VBox):
         self.confirm_buttons: list[tuple[str, dict, W.Button]] = []
 
     def _layout(self) -> list[W.Widget]:
+        if self.view == "participant":
+            return self._participant_layout()
         c = self.controls
         side = W.VBox(
             [
@@ -401,6 +421,39 @@ class InfluenceExplorer(W.VBox):
         tabs.set_title(2, "across test points")
         row = W.HBox([c.box(), center, side], layout=W.Layout(flex_flow="row wrap"))
         return [self.intro, row, tabs, self.error_box, self.traceback]
+
+    def _participant_layout(self) -> list[W.Widget]:
+        """The workshop app: errors first, the explorer at once (no long header), the basic
+        controls, every other setting folded under "Advanced settings"."""
+        from .workshop import missing_note
+
+        c = self.controls
+        advanced = W.VBox([c.settings.box, c.curvature, c.params, c.gt_mode, c.gt_steps,
+                           c.truth_settings.box, c.selection, c.k, c.device])
+        fold = W.Accordion(children=[advanced], selected_index=None)
+        fold.set_title(0, "Advanced settings")
+        fold.add_class("iw-advanced")
+        column = W.VBox([W.HTML("<b>Model</b>"), c.model, self.model_line, c.test_pick,
+                         c.test_index, c.solver, W.HBox([c.compute, c.cancel, c.reset]),
+                         c.progress, c.status, fold,
+                         W.HTML(missing_note(self.missing_models))],
+                        layout=W.Layout(flex="0 0 315px"))
+        side = W.VBox([W.HTML("<b>Test point</b>"), self.test_html, self.test_out,
+                       W.HTML("<b>Selected training point</b>"), self.point_html,
+                       self.point_out],
+                      layout=W.Layout(flex="1 1 200px", min_width="200px", max_width="340px",
+                                      padding="0 0 0 10px"))
+        center = W.VBox([self.confirm_box, self.stale_html, self.scatter_box, self.hover_html,
+                         self.stats, self.history_box, self.report_box, c.point],
+                        layout=W.Layout(flex="0 0 525px"))
+        tabs = W.Tab(children=[W.VBox([self.extremes_html, self.extremes_out]),
+                               W.VBox([self.agreement_button, self.agreement_html,
+                                       self.agreement_out])])
+        tabs.set_title(0, "helpful / harmful")
+        tabs.set_title(1, "across test points")
+        self.add_class("iw-participant")
+        row = W.HBox([column, center, side], layout=W.Layout(flex_flow="row wrap"))
+        return [self.intro, self.error_box, row, tabs]
 
     # ------------------------------------------------------------------ jobs, errors, progress
     def _start(self, job: Callable[[], Any], context: str) -> None:
@@ -460,6 +513,9 @@ class InfluenceExplorer(W.VBox):
             self.traceback_out.outputs = ()
             return
         self.error = f"{type(exc).__name__}: {exc}"
+        if self.view == "participant":  # plain words at the top, no traceback
+            self.error_box.value = panels.plain_error_html(exc, context)
+            return
         self.error_box.value = panels.error_html(exc, context)
         if isinstance(exc, SolverError | HessianTooLargeError):  # where solvers are judged:
             self.diag_html.value = panels.note_html(  # a pointer, not the message a second time
@@ -481,6 +537,9 @@ class InfluenceExplorer(W.VBox):
         def report(step: int, total: int, info: dict[str, Any]) -> None:
             if self._cancel.is_set():
                 raise InterruptedError(f"cancelled while {stage}")
+            if "note" in info:  # e.g. waiting for the same job started elsewhere
+                self.controls.status.value = f"{html.escape(stage)}: {html.escape(info['note'])}"
+                return
             now = time.monotonic()
             if step < total and now - self._last_report < 0.1:
                 return
@@ -531,6 +590,10 @@ class InfluenceExplorer(W.VBox):
         tm = self.session.model(name, progress=self._progress(f"training {name}"))
         self.controls.test_index.max = tm.data.X_test.shape[0] - 1
         self.controls.progress.value = 1.0
+        if self.view == "participant":
+            from .workshop import model_line
+
+            self.model_line.value = model_line(tm)
         n_params = sum(p.numel() for p in tm.model.parameters())
         note = ""
         if (n_params > EXACT_DEFAULT_MAX_PARAMS or is_heavy(tm)) and self.solver == "exact":

@@ -58,6 +58,16 @@ def error_html(exc: BaseException, context: str = "") -> str:
     )
 
 
+def plain_error_html(exc: BaseException, context: str = "") -> str:
+    """An error for someone who does not read Python: what failed and the message's first
+    lines, no exception type, no traceback."""
+    lines = [line for line in str(exc).splitlines() if line.strip()][:3]
+    message = " ".join(lines)[:400] or "no details were given"
+    where = f" while {html.escape(context)}" if context else ""
+    return (f'<div class="iw-error" role="alert" style="{ERROR_STYLE}"><b>Something went wrong'
+            f"{where}.</b> {html.escape(message)}</div>")
+
+
 def note_html(text: str) -> str:
     return f'<div class="iw-note" style="{NOTE_STYLE}">{html.escape(text)}</div>'
 

@@ -379,6 +379,57 @@ def retrain_options(tm: TrainedModel, req: Request) -> dict[str, Any]:
     return {"dtype": dtype, "batch_width": width}
 
 
+def one_at_a_time(what: Any, should_stop: ShouldStop | None = None,
+                  waiting: Callable[[], None] | None = None) -> Any:
+    """A context in which the job ``what`` (any value with a stable ``repr``) runs in one
+    process or thread at a time, across every kernel of this machine that shares the cache
+    folder: two visitors asking for the same retrains at once compute them once, the second
+    waiting (``waiting()`` is called once when it starts to) and then loading them from the
+    store. A file lock in the cache folder; where file locks are not available (no ``fcntl``)
+    the job simply runs. ``should_stop`` is polled while waiting."""
+    return _one_at_a_time(what, should_stop, waiting)
+
+
+@contextmanager
+def _one_at_a_time(what: Any, should_stop: ShouldStop | None,
+                   waiting: Callable[[], None] | None) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    from .._cache import cache_dir, hash_settings
+
+    folder = cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{hash_settings(repr(what))}.lock", "a+") as handle:
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if should_stop is not None and should_stop():
+                    raise InterruptedError(
+                        "cancelled while waiting for the same computation started elsewhere"
+                    ) from None
+                if not told and waiting is not None:
+                    waiting()
+                    told = True
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _waiting_note(progress: Progress | None) -> Callable[[], None] | None:
+    if progress is None:
+        return None
+    return lambda: progress(0, 1, {"note": "the same retrains are running for someone else "
+                                           "(another visitor or notebook): waiting to reuse them"})
+
+
 @contextmanager
 def few_threads(tm: TrainedModel) -> Iterator[None]:
     """One torch thread while computing on a small model, restored after: tiny tensors gain
@@ -639,9 +690,11 @@ class ExplorerSession:
         res = self._loo.get(key)
         if res is None:
             tm = self.model(req.model)
-            res = req.truth.measure(tm, tm.train, tm.data.test, units, config=gt_config(tm, req),
-                                    options=self._options(req, progress, should_stop),
-                                    estimate=self._estimate_of(req))
+            with one_at_a_time(("loo", key), should_stop, _waiting_note(progress)):
+                res = req.truth.measure(tm, tm.train, tm.data.test, units,
+                                        config=gt_config(tm, req),
+                                        options=self._options(req, progress, should_stop),
+                                        estimate=self._estimate_of(req))
             self.retrain_count += int(res.n_retrains_computed)
             self._loo[key] = res
         return res
@@ -671,8 +724,9 @@ class ExplorerSession:
         key = self.noise_key(req)
         if key not in self._noise:
             tm = self.model(req.model)
-            res = req.truth.noise_floor(tm, tm.train, tm.data.test, n_seeds=NOISE_SEEDS,
-                                        options=self._options(req, progress, should_stop))
+            with one_at_a_time(("noise", key), should_stop, _waiting_note(progress)):
+                res = req.truth.noise_floor(tm, tm.train, tm.data.test, n_seeds=NOISE_SEEDS,
+                                            options=self._options(req, progress, should_stop))
             if res is not None:
                 self.retrain_count += int(res.n_retrains_computed)
             self._noise[key] = res
