@@ -52,7 +52,7 @@ CODE_SNIPPETS = (
 ERROR_STATE_JS = """() => {
   const text = document.body.innerText;
   const found = [];
-  for (const s of ['Traceback', 'There was an error when executing cell',
+  for (const s of ['Traceback', 'There was an error when executing cell', 'javascript error',
                    'Error displaying widget', 'Failed to load model class']) {
     if (text.includes(s)) found.push(s);
   }

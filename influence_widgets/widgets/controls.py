@@ -206,12 +206,14 @@ class Controls:
             button_style="primary",
             icon="play",
             tooltip="estimate, retrain the evaluated points (only what is new), compare",
+            layout=W.Layout(width="118px"),
         )
         self.cancel = W.Button(
-            description="Cancel", icon="stop", disabled=True, tooltip="stop the running computation"
+            description="Cancel", icon="stop", disabled=True, tooltip="stop the running computation",
+            layout=W.Layout(width="92px"),
         )
         self.reset = W.Button(
-            description="Reset", icon="undo", layout=W.Layout(width="80px"),
+            description="Reset", icon="undo", layout=W.Layout(width="86px"),
             tooltip="every setting back to its default for this model (the model stays)")
         self.progress = W.FloatProgress(  # shown while a job runs
             value=0.0, min=0.0, max=1.0, layout=W.Layout(width="296px", visibility="hidden"))

@@ -316,17 +316,23 @@ class InfluenceExplorer(W.VBox):
             self.canvas.header_visible = False
             self.canvas.footer_visible = False
             self.canvas.toolbar_visible = True  # zoom and pan into the cluster at the origin
-            self.canvas.toolbar_position = "left"
-            self.canvas.tooltip = ("scatter of estimated (x) against actual (y) influence; "
-                                   "press Compute to draw it")
+            self.canvas.toolbar_position = "top"  # above the figure, never over its labels
+            # (no tooltip on the canvas itself: ipympl's view fails to render with one)
             self.canvas.resizable = False
             self.canvas.capture_scroll = False
             self.canvas.mpl_connect("pick_event", self._on_pick)
             self.canvas.mpl_connect("motion_notify_event", self._on_hover)
             self.canvas.add_class("iw-canvas")
         view = self.canvas if self.canvas is not None else self.scatter_out
-        self.scatter_box = W.VBox([view], layout=W.Layout(min_height="425px", width="520px"))
+        # the scatter in words, for screen readers (read out when it changes); not a widget
+        # tooltip: Voila's widget manager fails to render a box or canvas that has one
+        self.scatter_alt = W.HTML(layout=W.Layout(width="520px"))
+        self.scatter_alt.add_class("iw-scatter-alt")
+        self.scatter_box = W.VBox([view, self.scatter_alt],
+                                  layout=W.Layout(min_height="425px", width="520px"))
         self.scatter_box.add_class("iw-scatter")
+        self._label_scatter("scatter of estimated (x) against actual (y) influence: press "
+                            "Compute to draw it")
         self.hover_html = W.HTML(
             "<span style='color:#666'>Click a dot to select its training point.</span>"
             if self.interactive else "",
@@ -1062,8 +1068,7 @@ class InfluenceExplorer(W.VBox):
             )
             panels.style_for_projector(self._artists)
             self._show_scatter()
-        if self.canvas is not None:
-            self.canvas.tooltip = panels.scatter_alt_text(out)
+        self._label_scatter(panels.scatter_alt_text(out))
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
@@ -1080,6 +1085,15 @@ class InfluenceExplorer(W.VBox):
         other = self._overlay
         if other is not None and other is not out:
             self.stats.value += panels.overlay_html(other)
+
+    def _label_scatter(self, text: str) -> None:
+        """The accessible label of the scatter: a line that screen readers read (visually
+        hidden), also kept in ``scatter_label``."""
+        self.scatter_label = text
+        self.scatter_alt.value = (
+            f"<span role='img' aria-live='polite' aria-label='{html.escape(text, quote=True)}' "
+            "style='position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)'>"
+            f"{html.escape(text)}</span>")
 
     def _show_scatter(self) -> None:
         """Draw the figure where the scatter lives: the live canvas, or a static image."""

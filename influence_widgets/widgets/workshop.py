@@ -16,12 +16,7 @@ from pathlib import Path
 from typing import Any
 
 TITLE = "Can I trust these influence estimates?"
-APP_INTRO = (
-    f"# {TITLE}\n\n"
-    "Pick a model and press **Compute**. Each dot is one training point: across, how much the "
-    "estimate says removing it changes the test point's loss; up, how much it really changed "
-    "when the model was retrained without it. Dots on the dashed line were estimated right."
-)
+APP_INTRO = f"# {TITLE}\n\nPick a model and press **Compute**; click a dot to see its point."
 APP_CODE = (
     "from influence_widgets.widgets.workshop import participant_app\n\n"
     "participant_app()"
