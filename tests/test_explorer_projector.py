@@ -107,3 +107,21 @@ def test_agreement_per_test_point_explains_itself_for_subsets(iris_model, monkey
     ex.compute(raise_errors=True)
     ex.agreement_button.click()
     assert "choose a LOO ground truth" in ex.error
+
+
+def test_the_live_toolbar_has_a_free_strip_above_the_title(iris_model, monkeypatch):  # noqa: F811
+    """ipympl draws its (now always shown) toolbar over the top of the figure: the title and
+    the axes stay below that strip."""
+    pytest.importorskip("ipympl")
+    from influence_widgets.widgets.scatter_view import TOOLBAR_PX
+
+    monkeypatch.setattr(iw.InfluenceExplorer, "INTERACTIVE", True)
+    ex = iw.InfluenceExplorer({MODEL: iris_model}, model=MODEL, threaded=False)
+    ex.controls.k.value = K
+    ex.controls.gt_steps.value = 150
+    ex.compute(raise_errors=True)
+    canvas = FigureCanvasAgg(ex.last_figure)
+    canvas.draw()
+    top = ex.last_figure.bbox.height - TOOLBAR_PX
+    title = ex._artists["ax"].title.get_window_extent(canvas.get_renderer())
+    assert title.y1 <= top, (title, top)

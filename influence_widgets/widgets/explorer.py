@@ -19,9 +19,9 @@ from .._findings import TrustReport
 from ..ground_truth.truths import truth_class
 from ..influence.solvers import HessianTooLargeError, SolverError
 from ..models.training import TrainedModel
-from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
 from . import panels
 from .controls import Controls
+from .scatter_view import ScatterView
 from .session import (
     DEFAULT_GT_STEPS,
     DEFAULT_K,
@@ -95,23 +95,6 @@ def _interactive_canvas() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _locked_canvas(figure: Figure, lock: threading.RLock) -> Any:
-    """An ipympl canvas on ``figure`` whose every draw holds ``lock``.
-
-    The explorer changes the figure in its worker thread while the browser may ask the kernel
-    for a frame at any moment (ipympl answers such a request on the kernel's main thread): a
-    frame drawn in the middle of a change shows a half-built figure (cleared, or axes with no
-    data yet). Holding one lock for a change and for every draw keeps each frame whole."""
-    from ipympl.backend_nbagg import Canvas
-
-    class LockedCanvas(Canvas):
-        def draw(self) -> None:
-            with lock:
-                super().draw()
-
-    return LockedCanvas(figure)
 
 
 def _model_names(models: dict[str, TrainedModel], available_only: bool = False
@@ -250,7 +233,6 @@ class InfluenceExplorer(W.VBox):
         self._random_draws = 0
         self._last_report = 0.0
         self.outcome: Outcome | None = None
-        self._artists: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.eta: ComputeETA | None = None  # the last compute's expected time
         self._plan: tuple[ComputeETA, float] | None = None  # (eta, start) while computing
@@ -303,42 +285,7 @@ class InfluenceExplorer(W.VBox):
     def _build_outputs(self) -> None:
         live = self.INTERACTIVE if self._interactive is None else self._interactive
         self.interactive = (_in_kernel() and _interactive_canvas()) if live is None else live
-        self.scatter_out = W.Output(layout=W.Layout(min_height="425px", width="520px"))
-        self.last_figure = Figure(figsize=(5.2, 5.7), dpi=100, layout="constrained")
-        self.canvas = None
-        # held while the figure changes and while it is drawn (see ``_locked_canvas``)
-        self.figure_lock = threading.RLock()
-        if self.interactive:
-            from ipympl.backend_nbagg import FigureManager
-
-            self.canvas = _locked_canvas(self.last_figure, self.figure_lock)
-            FigureManager(self.canvas, 0)  # the canvas's manager; never registered with pyplot
-            self.canvas.header_visible = False
-            self.canvas.footer_visible = False
-            self.canvas.toolbar_visible = True  # zoom and pan into the cluster at the origin
-            self.canvas.toolbar_position = "top"  # above the figure, never over its labels
-            # (no tooltip on the canvas itself: ipympl's view fails to render with one)
-            self.canvas.resizable = False
-            self.canvas.capture_scroll = False
-            self.canvas.mpl_connect("pick_event", self._on_pick)
-            self.canvas.mpl_connect("motion_notify_event", self._on_hover)
-            self.canvas.add_class("iw-canvas")
-        view = self.canvas if self.canvas is not None else self.scatter_out
-        # the scatter in words, for screen readers (read out when it changes); not a widget
-        # tooltip: Voila's widget manager fails to render a box or canvas that has one
-        self.scatter_alt = W.HTML(layout=W.Layout(width="520px"))
-        self.scatter_alt.add_class("iw-scatter-alt")
-        self.scatter_box = W.VBox([view, self.scatter_alt],
-                                  layout=W.Layout(min_height="425px", width="520px"))
-        self.scatter_box.add_class("iw-scatter")
-        self._label_scatter("scatter of estimated (x) against actual (y) influence: press "
-                            "Compute to draw it")
-        self.hover_html = W.HTML(
-            "<span style='color:#666'>Click a dot to select its training point.</span>"
-            if self.interactive else "",
-            layout=W.Layout(width="520px"),
-        )
-        self.hover_html.add_class("iw-hover")
+        self.scatter = ScatterView(self.interactive, self._on_pick, self._on_hover)
         self.history: list[Outcome] = []  # the last HISTORY runs, the newest first
         self.overlay_pick = W.Dropdown(
             options=[("(none)", -1)], value=-1, description="overlay",
@@ -982,6 +929,46 @@ class InfluenceExplorer(W.VBox):
         for w in marked:
             w.add_class("iw-stale")
 
+    # ------------------------------------------------------------------ the scatter panel's parts
+    @property
+    def last_figure(self) -> Figure:
+        """The scatter's figure (see :class:`~influence_widgets.widgets.scatter_view.ScatterView`)."""
+        return self.scatter.figure
+
+    @property
+    def canvas(self) -> Any:
+        """The live ipympl canvas, or None (a static image)."""
+        return self.scatter.canvas
+
+    @property
+    def figure_lock(self) -> threading.RLock:
+        return self.scatter.lock
+
+    @property
+    def scatter_box(self) -> W.VBox:
+        return self.scatter.box
+
+    @property
+    def scatter_out(self) -> W.Output:
+        return self.scatter.out
+
+    @property
+    def scatter_alt(self) -> W.HTML:
+        return self.scatter.alt
+
+    @property
+    def scatter_label(self) -> str:
+        """The scatter in words (what screen readers read)."""
+        return self.scatter.label_text
+
+    @property
+    def hover_html(self) -> W.HTML:
+        return self.scatter.hover
+
+    @property
+    def _artists(self) -> dict[str, Any]:
+        return self.scatter.artists
+
     # ------------------------------------------------------------------ results
     @property
     def last_stats(self) -> dict[str, Any] | None:
@@ -1016,11 +1003,7 @@ class InfluenceExplorer(W.VBox):
 
     def _clear_results(self) -> None:
         self.outcome = None
-        self._artists = {}
-        self.scatter_out.outputs = ()
-        with self.figure_lock:
-            self.last_figure.clear()
-            self._draw_canvas()
+        self.scatter.clear()
         self.extremes_out.outputs = ()
         self.extremes_html.value = ""
         self.trace_out.outputs = ()
@@ -1048,27 +1031,21 @@ class InfluenceExplorer(W.VBox):
 
     def _render_scatter(self, out: Outcome) -> None:
         req = out.request
-        fig = self.last_figure
         subsets = req.draws_units
         noise_kind = self.session.noise_kind(req)
         # a perturbation-only floor is not retraining noise: no band ("no different from 0")
         band = None if noise_kind == "perturbation" else out.noise_std
-        with self.figure_lock:  # no frame is drawn from a half-built figure
-            fig.clear()
-            self._artists = scatter_estimated_vs_actual(
-                out.estimated.numpy(),
-                out.actual.numpy(),
-                ax=fig.add_subplot(),
-                noise=band,
-                stats=out.stats,
-                title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
-                overlay=self._overlay_series(out),
-                yerr=out.actual_se,
-                **panels.unit_labels(req),
-            )
-            panels.style_for_projector(self._artists)
-            self._show_scatter()
-        self._label_scatter(panels.scatter_alt_text(out))
+        self.scatter.plot(
+            out.estimated.numpy(),
+            out.actual.numpy(),
+            noise=band,
+            stats=out.stats,
+            title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
+            overlay=self._overlay_series(out),
+            yerr=out.actual_se,
+            **panels.unit_labels(req),
+        )
+        self.scatter.label(panels.scatter_alt_text(out))
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
@@ -1085,39 +1062,6 @@ class InfluenceExplorer(W.VBox):
         other = self._overlay
         if other is not None and other is not out:
             self.stats.value += panels.overlay_html(other)
-
-    def _label_scatter(self, text: str) -> None:
-        """The accessible label of the scatter: a line that screen readers read (visually
-        hidden), also kept in ``scatter_label``."""
-        self.scatter_label = text
-        self.scatter_alt.value = (
-            f"<span role='img' aria-live='polite' aria-label='{html.escape(text, quote=True)}' "
-            "style='position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)'>"
-            f"{html.escape(text)}</span>")
-
-    def _show_scatter(self) -> None:
-        """Draw the figure where the scatter lives: the live canvas, or a static image."""
-        if self.canvas is not None:
-            self._draw_canvas()
-        else:
-            panels.show_figure(self.scatter_out, self.last_figure)
-
-    def _draw_canvas(self) -> None:
-        """Draw the live canvas now and send the frame to the browser.
-
-        Not ``draw_idle()``: with ipympl that only asks the browser to request a frame, and the
-        browser drops the request while it still waits for an earlier frame (one it asked for
-        while the figure was being changed), so the first Compute could leave a blank frame
-        until the next draw. A frame sent without being asked for is always shown.
-
-        Nothing is sent before a browser has shown the canvas (ipympl's ``syncing_data_url``
-        is then still set): such a frame would become the canvas's first image without the
-        prefix of a data URL, a broken image that stops the browser from ever sizing the
-        canvas. A browser showing the canvas asks for a full frame itself."""
-        if self.canvas is None or self.canvas.syncing_data_url:
-            return
-        with self.figure_lock:
-            self.canvas.draw()
 
     # ------------------------------------------------------------------ keep and compare
     def _remember(self, out: Outcome) -> None:
@@ -1184,14 +1128,10 @@ class InfluenceExplorer(W.VBox):
     def export_bytes(self) -> dict[str, bytes]:
         """The comparison shown as CSV bytes (one row per dot: its features, estimate, actual
         change, the statistics and every setting) and the figure as PNG bytes."""
-        import io
 
         if self.outcome is None:
             raise ValueError("nothing to export yet: press Compute first")
-        png = io.BytesIO()
-        with self.figure_lock:
-            self.last_figure.savefig(png, format="png", dpi=120)
-        return {"csv": self.to_frame().to_csv(index=False).encode(), "png": png.getvalue()}
+        return {"csv": self.to_frame().to_csv(index=False).encode(), "png": self.scatter.png()}
 
     def export(self, folder: Any = "influence_exports") -> dict[str, Any]:
         """Write the comparison shown as a CSV (one row per dot, with its features, the
@@ -1242,34 +1182,11 @@ class InfluenceExplorer(W.VBox):
         self.controls.status.value = f"ready to save: {html.escape(stem)}.csv and .png"
 
     # ------------------------------------------------------------------ clicking and hovering
-    def _dot_at(self, event: Any) -> int | None:
-        """The position (into the evaluated arrays) of the dot under a mouse event, or None;
-        of several, the nearest."""
-        points = self._artists.get("points")
-        if points is None or event.inaxes is not points.axes:
-            return None
-        if not self.figure_lock.acquire(timeout=0.05):  # the figure is being redrawn
-            return None
-        try:
-            return self._nearest_dot(points, event)
-        finally:
-            self.figure_lock.release()
-
-    @staticmethod
-    def _nearest_dot(points: Any, event: Any) -> int | None:
-        hit, info = points.contains(event)
-        if not hit or not len(info.get("ind", ())):
-            return None
-        ind = np.asarray(info["ind"])
-        xy = points.get_offset_transform().transform(np.asarray(points.get_offsets())[ind])
-        near = np.hypot(xy[:, 0] - event.x, xy[:, 1] - event.y)
-        return int(ind[int(np.argmin(near))])
-
     def _on_pick(self, event: Any) -> None:
         """A click on a dot selects it (as choosing it in the dropdown does)."""
         if event.artist is not self._artists.get("points"):
             return
-        pos = self._dot_at(event.mouseevent)
+        pos = self.scatter.dot_at(event.mouseevent)
         if pos is None:
             pos = int(np.asarray(event.ind)[0])
         self.controls.point.value = pos  # sets ``selected`` and shows the point
@@ -1277,24 +1194,19 @@ class InfluenceExplorer(W.VBox):
     def _reset_hover(self) -> None:
         """The hover line's prompt, for what the dots are now (no dot's numbers: they would
         belong to results that changed)."""
-        if not self.interactive:
-            self.hover_html.value = ""
-            return
         cls = truth_class(self.gt_mode)
-        what = cls.dot if cls.draws_units else "training point"
-        self.hover_html.value = f"<span style='color:#666'>Click a dot to select its {what}.</span>"
+        self.scatter.prompt(cls.dot if cls.draws_units else "training point")
 
     def _on_hover(self, event: Any) -> None:
         """Hovering a dot names it below the scatter (nothing is drawn over the data)."""
         out = self.outcome
-        pos = None if out is None else self._dot_at(event)
+        pos = None if out is None else self.scatter.dot_at(event)
         if pos is None:
             if out is None:
                 self._reset_hover()
             else:
-                what = out.request.truth.dot if out.request.draws_units else "training point"
-                self.hover_html.value = (
-                    f"<span style='color:#666'>Click a dot to select its {what}.</span>")
+                self.scatter.prompt(out.request.truth.dot if out.request.draws_units
+                                    else "training point")
             return
         self.hover_html.value = panels.dot_html(out, pos) + (
             " <span style='color:#666'>(click to select)</span>")
@@ -1394,11 +1306,9 @@ class InfluenceExplorer(W.VBox):
 
     def _render_selection(self) -> None:
         out, pos = self.outcome, self.selected
-        if out is None or not self._artists:
+        if out is None or not self.scatter.artists:
             return
-        with self.figure_lock:
-            set_highlight(self._artists, pos)
-            self._show_scatter()
+        self.scatter.highlight(pos)
         if pos is None:
             self.point_html.value, self.point_out.outputs = "", ()
             return
