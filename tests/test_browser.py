@@ -325,6 +325,21 @@ def _stale_after_a_change(page, t_end: float) -> None:
     page.locator(".iw-stale-note", has_text="damping").first.wait_for(timeout=_remaining(t_end))
 
 
+def _download_in_the_browser(page, t_end: float) -> None:
+    """The Download button offers the CSV and the PNG as links that the browser saves (no file
+    on the server): the CSV holds the statistics and each point's features."""
+    page.locator(".iw-explorer .widget-button", has_text="Download CSV").first.click()
+    for kind, check in (("csv", lambda b: b"stat: spearman" in b and b"feature: " in b),
+                        ("png", lambda b: b[:8] == b"\x89PNG\r\n\x1a\n")):
+        link = page.locator(f"a.iw-download-{kind}").first
+        link.wait_for(timeout=_remaining(t_end))
+        with page.expect_download(timeout=_remaining(t_end)) as info:
+            link.click()
+        saved = info.value
+        assert saved.suggested_filename.endswith(f".{kind}"), saved.suggested_filename
+        assert check(Path(saved.path()).read_bytes()), f"the downloaded {kind} is not right"
+
+
 @contextmanager
 def _lab_page(tmp_path: Path, deadline_s: float):
     """JupyterLab on a copy of the quickstart, and a headless Chromium page on it: yields
@@ -377,6 +392,7 @@ def test_quickstart_in_jupyterlab(tmp_path: Path) -> None:
             page.locator(".iw-explorer").first.screenshot(
                 path=str(ARTIFACTS / "quickstart-selected.png"))
             _stale_after_a_change(page, t_end)
+            _download_in_the_browser(page, t_end)
         finally:
             page.screenshot(path=str(ARTIFACTS / "quickstart.png"), full_page=True)
         page.locator(".iw-explorer").first.screenshot(path=str(ARTIFACTS / "quickstart-widget.png"))

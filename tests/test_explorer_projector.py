@@ -125,3 +125,22 @@ def test_the_live_toolbar_has_a_free_strip_above_the_title(iris_model, monkeypat
     top = ex.last_figure.bbox.height - TOOLBAR_PX
     title = ex._artists["ax"].title.get_window_extent(canvas.get_renderer())
     assert title.y1 <= top, (title, top)
+
+
+@pytest.mark.parametrize("ncols", [1, 3])
+def test_the_digit_gallery_headings_fit_the_figure(ncols):
+    import torch
+
+    X = torch.rand(10, 64)
+    y = torch.arange(10)
+    est = torch.linspace(-1, 1, 10)
+    positions = panels.extreme_positions(est.numpy(), n=ncols)
+    fig = panels.extremes_figure(X, y, positions, torch.arange(10), est, est, class_names=None,
+                                 image_shape=(1, 8, 8), info={})
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for sub in fig.subfigs:
+        box = sub._suptitle.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width + 0.5, (box, fig.bbox)
+        assert sub._suptitle.get_fontsize() >= 10

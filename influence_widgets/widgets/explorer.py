@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ from ..influence.solvers import HessianTooLargeError, SolverError
 from ..models.training import TrainedModel
 from . import panels
 from .controls import Controls
+from .export_panel import ExportPanel
 from .scatter_view import ScatterView
 from .session import (
     DEFAULT_GT_STEPS,
@@ -292,15 +292,10 @@ class InfluenceExplorer(W.VBox):
             tooltip="draw an earlier run on the same axes (grey crosses) to compare with",
             style={"description_width": "56px"}, layout=W.Layout(width="350px"))
         self.overlay_pick.observe(self._on_overlay, names="value")
-        self.export_button = W.Button(
-            description="Download CSV + PNG", icon="download", layout=W.Layout(width="165px"),
-            tooltip="the comparison (one row per dot, with its features, the statistics and the "
-            "settings) as a CSV and the figure as a PNG, saved by your browser")
-        self.export_button.on_click(lambda _b: self._guard(self._download_click, "exporting"))
-        self.download_html = W.HTML(layout=W.Layout(width="520px"))
-        self.visitor = secrets.token_hex(3)  # this explorer's own id in exported file names
-        self.history_box = W.VBox([W.HBox([self.overlay_pick, self.export_button]),
-                                   self.download_html], layout=W.Layout(width="520px"))
+        self.exporter = ExportPanel(lambda: self.outcome, self.to_frame, self.scatter.png)
+        self.exporter.button.on_click(lambda _b: self._guard(self._download_click, "exporting"))
+        self.history_box = W.VBox([W.HBox([self.overlay_pick, self.exporter.button]),
+                                   self.exporter.links], layout=W.Layout(width="520px"))
         self.intro = W.HTML(INTRO)
         self.model_line = W.HTML(layout=W.Layout(width="300px"))
         self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
@@ -810,7 +805,7 @@ class InfluenceExplorer(W.VBox):
             self._start(self._asking_job, "computing")
 
     def _show_outcome(self, out: Outcome, scatter_only: bool = False) -> None:
-        self.download_html.value = ""  # the links were for the results before these
+        self.exporter.clear()  # the links were for the results before these
         self.retrain_count = self.session.retrain_count
         self.outcome = out
         self._remember(out)
@@ -1011,7 +1006,7 @@ class InfluenceExplorer(W.VBox):
         self.agreement_html.value = AGREEMENT_PROMPT
         self.last_agreement = None
         self.stats.value = "<i>Press Compute.</i>"
-        self.download_html.value = ""
+        self.exporter.clear()
         self.diag_html.value = "<i>Diagnostics appear after a compute.</i>"
         self.controls.point.options = [("(none)", -1)]
         self._name_point_control()
@@ -1097,7 +1092,7 @@ class InfluenceExplorer(W.VBox):
         self.overlay_pick.value = -1 if run is None else int(run)
 
     def _on_overlay(self, change: dict[str, Any]) -> None:
-        self.download_html.value = ""  # the figure changes
+        self.exporter.clear()  # the figure changes
         if self.outcome is not None:
             self._guard(lambda: self._render_scatter(self.outcome), "drawing the overlay")
             if self.selected is not None:
@@ -1112,26 +1107,13 @@ class InfluenceExplorer(W.VBox):
         return out.to_frame(self.session.model(out.request.model).data)
 
     def export_stem(self) -> str:
-        """The exported files' name (without suffix): model, test point, solver, ground truth, a
-        hash of every setting, and this explorer's own id (each Voila visitor has an explorer
-        of their own, so two visitors never write the same file)."""
-        from .._cache import hash_settings
-
-        out = self.outcome
-        if out is None:
-            raise ValueError("nothing to export yet: press Compute first")
-        req = out.request
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in (
-            f"{req.model}-test{req.test_index}-{req.solver}-{req.gt_mode}-"
-            f"{hash_settings(out.settings(), length=8)}-{self.visitor}"))
+        """The exported files' name (see :meth:`ExportPanel.stem`)."""
+        return self.exporter.stem()
 
     def export_bytes(self) -> dict[str, bytes]:
         """The comparison shown as CSV bytes (one row per dot: its features, estimate, actual
         change, the statistics and every setting) and the figure as PNG bytes."""
-
-        if self.outcome is None:
-            raise ValueError("nothing to export yet: press Compute first")
-        return {"csv": self.to_frame().to_csv(index=False).encode(), "png": self.scatter.png()}
+        return self.exporter.files()
 
     def export(self, folder: Any = "influence_exports") -> dict[str, Any]:
         """Write the comparison shown as a CSV (one row per dot, with its features, the
@@ -1140,45 +1122,24 @@ class InfluenceExplorer(W.VBox):
         rename), named by :meth:`export_stem`, readable as any file you create. Returns
         ``{"csv": path, "png": path}``. In the browser, the Download button gives the same
         two files without writing on the server."""
-        import os
-        from pathlib import Path
+        return self.exporter.write(folder)
 
-        from .._cache import atomic_write_bytes
+    @property
+    def export_button(self) -> W.Button:
+        return self.exporter.button
 
-        data = self.export_bytes()
-        stem = self.export_stem()
-        folder = Path(folder).expanduser()
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(
-                f"export() writes two files into a folder, and {folder} is a file: give a "
-                "folder (it is created if missing), e.g. export('~/influence_exports')")
-        paths = {kind: folder / f"{stem}.{kind}" for kind in data}
-        umask = os.umask(0)
-        os.umask(umask)
-        try:
-            for kind, path in paths.items():
-                atomic_write_bytes(path, data[kind])
-                os.chmod(path, 0o666 & ~umask)  # as any file you create, not private
-        except PermissionError as e:
-            raise PermissionError(
-                f"cannot write into {folder} ({e.strerror}): choose a folder you can write to, "
-                "e.g. export('~/influence_exports'), or use the Download button") from None
-        return paths
+    @property
+    def download_html(self) -> W.HTML:
+        return self.exporter.links
+
+    @property
+    def visitor(self) -> str:
+        """This explorer's own id in exported file names."""
+        return self.exporter.visitor
 
     def _download_click(self) -> None:
         """The Download button: two links that save the CSV and the PNG in the browser."""
-        import base64
-
-        data = self.export_bytes()
-        stem = self.export_stem()
-        links = []
-        for kind, mime in (("csv", "text/csv"), ("png", "image/png")):
-            uri = f"data:{mime};base64,{base64.b64encode(data[kind]).decode()}"
-            links.append(f"<a class='iw-download-{kind}' download='{html.escape(stem)}.{kind}' "
-                         f"href='{uri}' style='margin-right:12px'>⬇ save {kind.upper()}</a>")
-        self.download_html.value = (
-            "<div class='iw-downloads'>" + "".join(links) +
-            "<span style='color:#666'>(saved by your browser)</span></div>")
+        stem = self.exporter.offer()
         self.controls.status.value = f"ready to save: {html.escape(stem)}.csv and .png"
 
     # ------------------------------------------------------------------ clicking and hovering

@@ -409,10 +409,15 @@ def extremes_figure(
     info: dict[str, Any],
 ) -> Figure:
     """Image thumbnails of the most helpful (top row) and most harmful (bottom row) points."""
+    import textwrap
+
     ncols = max(1, max(len(v) for v in positions.values()))
-    fig = Figure(figsize=(1.5 * ncols + 0.4, 4.6), layout="constrained")
+    width = 1.9 * ncols + 0.4
+    fig = Figure(figsize=(width, 5.4), layout="constrained")
     for sub, (kind, pos_list) in zip(fig.subfigures(2, 1), positions.items()):
-        sub.suptitle(kind, fontsize=9, fontweight="bold", x=0.02, ha="left")
+        # wrapped to the figure's width (about 13 characters of 10.5 pt per inch): never cut off
+        heading = textwrap.fill(kind, width=max(20, int(11.5 * width)))
+        sub.suptitle(heading, fontsize=10.5, fontweight="bold", x=0.02, ha="left")
         for col, ax in enumerate(sub.subplots(1, ncols, squeeze=False)[0]):
             ax.set_axis_off()
             if col >= len(pos_list):
@@ -423,7 +428,7 @@ def extremes_figure(
             ax.set_title(
                 f"#{i} ({_label(class_names, int(y[i]))})\nest {float(est[p]):+.2e}\n"
                 f"actual {float(act[p]):+.2e}",
-                fontsize=7,
+                fontsize=9,
             )
     return fig
 
