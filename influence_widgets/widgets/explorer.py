@@ -602,7 +602,7 @@ class InfluenceExplorer(W.VBox):
         (the value is not kept) with the valid ones named."""
         name, value = proposal["trait"].name, proposal["value"]
         control = getattr(self.controls, CHOICES[name])
-        valid = list(control._options_values)
+        valid = [o[1] if isinstance(o, tuple) else o for o in control.options]
         if value not in valid:
             raise TraitError(
                 f"{name} = {value!r} is not one of its choices: "
