@@ -141,3 +141,16 @@ def test_a_perturbation_only_floor_is_named_and_never_within_noise(iris_model,  
     assert "perturbation-only floor" in ex.stats.value
     assert "within noise floor" not in ex.stats.value
     assert ex._artists["band"] is None
+
+
+def test_numbers_are_plain_where_they_can_be(iris_model, monkeypatch):  # noqa: F811
+    """Item 9: an effect of 0.143 reads "+0.143", not "+1.430e-01" (tiny ones keep a power of
+    ten)."""
+    ex = _explorer(iris_model, monkeypatch, interactive=False)
+    ex.compute(raise_errors=True)
+    pos = int(np.argmax(np.abs(ex.last_estimates.numpy())))
+    label = panels.dot_label(ex.outcome, pos)
+    est = float(ex.last_estimates[pos])
+    assert f"est {est:+.3g}," in label and "e-01" not in label
+    ex.controls.point.value = pos
+    assert f"estimated {est:+.3g}" in ex.point_html.value

@@ -1282,8 +1282,8 @@ class InfluenceExplorer(W.VBox):
         i = int(out.indices[pos])
         view = self._data_view()
         extra = (
-            f"<br>estimated {float(out.estimated[pos]):+.3e}<br>"
-            f"actual {float(out.actual[pos]):+.3e}"
+            f"<br>estimated {float(out.estimated[pos]):+.3g}<br>"
+            f"actual {float(out.actual[pos]):+.3g}"
         )
         self.point_html.value = panels.point_html(
             f"training point #{i}",

@@ -314,8 +314,8 @@ def dot_label(out: Any, pos: int) -> str:
     est, act = float(out.estimated[pos]), float(out.actual[pos])
     se = "" if out.actual_se is None else f" ± {float(out.actual_se[pos]):.1e}"
     if out.request.draws_units:
-        return f"{out.request.truth.dot} {pos}: predicted {est:+.3e}, actual {act:+.3e}{se}"
-    return f"#{int(out.indices[pos])}: est {est:+.3e}, actual {act:+.3e}{se}"
+        return f"{out.request.truth.dot} {pos}: predicted {est:+.3g}, actual {act:+.3g}{se}"
+    return f"#{int(out.indices[pos])}: est {est:+.3g}, actual {act:+.3g}{se}"
 
 
 def dot_html(out: Any, pos: int) -> str:
@@ -334,8 +334,8 @@ def subset_html(out: Any, pos: int, class_names: Sequence[str] | None, y: Any) -
     )
     return (
         f"<b>{out.request.truth.dot} {pos}</b><br>removes {removed.numel()} of {len(labels_all)} "
-        f"training points ({counts})<br>predicted {float(out.estimated[pos]):+.3e} (sum of their "
-        f"estimates)<br>actual {float(out.actual[pos]):+.3e} (retrained on the rest)"
+        f"training points ({counts})<br>predicted {float(out.estimated[pos]):+.3g} (sum of their "
+        f"estimates)<br>actual {float(out.actual[pos]):+.3g} (retrained on the rest)"
     )
 
 
@@ -426,8 +426,8 @@ def extremes_figure(
             i = int(indices[p])
             thumbnail(for_display(X[i], info), ax=ax, image_shape=image_shape)
             ax.set_title(
-                f"#{i} ({_label(class_names, int(y[i]))})\nest {float(est[p]):+.2e}\n"
-                f"actual {float(act[p]):+.2e}",
+                f"#{i} ({_label(class_names, int(y[i]))})\nest {float(est[p]):+.2g}\n"
+                f"actual {float(act[p]):+.2g}",
                 fontsize=9,
             )
     return fig
@@ -461,8 +461,8 @@ def extremes_html(
             )
             rows.append(
                 f"<tr><td>#{i}</td><td>{html.escape(_label(class_names, int(y[i])))}</td>"
-                f"<td style='text-align:right;padding:0 6px'>{float(est[p]):+.3e}</td>"
-                f"<td style='text-align:right;padding:0 6px'>{float(act[p]):+.3e}</td>{feats}</tr>"
+                f"<td style='text-align:right;padding:0 6px'>{float(est[p]):+.3g}</td>"
+                f"<td style='text-align:right;padding:0 6px'>{float(act[p]):+.3g}</td>{feats}</tr>"
             )
         body = "".join(rows) or f"<tr><td colspan='{4 + n_feat}'><i>none</i></td></tr>"
         parts.append(
