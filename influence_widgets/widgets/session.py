@@ -65,7 +65,7 @@ NOISE_SEEDS = 3  # 3 seeds + the control: a rough floor that keeps a cold click 
 SMALL_WORK = 50_000_000
 # Heavy models (any convolution, or SMALL_WORK and more) start with fewer evaluated points and
 # shorter warm starts, so that a cold Compute of digits-cnn on a CPU stays within a minute.
-HEAVY_DEFAULTS = {"k": 16, "gt_steps": 100}
+HEAVY_DEFAULTS = {"k": 12, "gt_steps": 100}
 CPU_CONV_WIDTH = 4  # retrains per chunk of a conv net on CPU (see retrain_options)
 EIGEN_MAX_PARAMS = 600  # up to this size, diagnostics fit an exact Hessian for eigenvalues
 POWER_ITERS = 20  # larger models: the top eigenvalue by power iteration
