@@ -22,22 +22,27 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab $(LAB_ROOT_ARGS) $(LAB_ARGS) notebooks/00_quickstart.ipynb
 
 ## Headless variant: JupyterLab server without opening a browser (for remote machines/scripts).
+## The URL it prints opens the quickstart (not the Launcher).
 lab-headless: $(STAMP)
-	$(BIN)/jupyter lab --no-browser $(LAB_ROOT_ARGS) $(LAB_ARGS) notebooks/00_quickstart.ipynb
+	$(BIN)/jupyter lab --no-browser $(LAB_ROOT_ARGS) --LabApp.default_url=/lab/tree/00_quickstart.ipynb $(LAB_ARGS) notebooks/00_quickstart.ipynb
 
-# Workshop mode: the quickstart served by Voila as an app (outputs and widgets, no code cells),
-# with a token in the printed URL. Extra Voila options, e.g.
-# `make workshop-headless WORKSHOP_ARGS="--port=8866"` (default: localhost:8866). Voila has no
-# root check, so it needs no --allow-root.
+# Workshop mode: the explorer's participant view served by Voila as an app (widgets, no code),
+# with a token in the printed URL. Voila serves a copy written into build/workshop/ at each
+# start, never a notebook that an instructor may be editing in JupyterLab. Extra Voila options,
+# e.g. `make workshop-headless WORKSHOP_ARGS="--port=8866"` (default: localhost:8866). Voila has
+# no root check, so it needs no --allow-root.
 WORKSHOP_ARGS ?=
-WORKSHOP_NOTEBOOK := notebooks/00_quickstart.ipynb
+WORKSHOP_NOTEBOOK := build/workshop/workshop.ipynb
+WORKSHOP_APP = $(BIN)/python -m influence_widgets.widgets.workshop $(WORKSHOP_NOTEBOOK)
 
-## Workshop mode: the quickstart as an app, opened in the browser.
+## Workshop mode: the participant app, opened in the browser.
 workshop: $(STAMP)
+	$(WORKSHOP_APP)
 	$(BIN)/voila --token $(WORKSHOP_ARGS) $(WORKSHOP_NOTEBOOK)
 
 ## Headless variant: the workshop app's server without opening a browser (remote machines).
 workshop-headless: $(STAMP)
+	$(WORKSHOP_APP)
 	$(BIN)/voila --no-browser --token $(WORKSHOP_ARGS) $(WORKSHOP_NOTEBOOK)
 
 ## Headless reproduction of the depth study (table, figures and summary under reproduce_out/).

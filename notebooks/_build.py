@@ -182,7 +182,7 @@ In the explorer's scatter plot each dot is one training point:
 actual change. Pearson and Spearman correlations (with bootstrap 95% intervals) summarise the
 agreement; hover any number, or open *What do these numbers mean?*, for its definition. The
 **overlay** list draws an earlier run on the same axes (exact vs LiSSA, depth 1 vs depth 4), and
-**Export CSV + PNG** saves the comparison with every setting that produced it.
+**Download CSV + PNG** saves the comparison with every setting that produced it.
 
 **What to try** (Basu, Pope & Feizi, ICLR 2021, *Influence functions in deep learning are fragile*):
 

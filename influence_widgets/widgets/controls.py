@@ -99,6 +99,14 @@ class SettingsControls:
             for w in ws.values():
                 w.layout.display = None if name == chosen else "none"
 
+    def reset(self) -> None:
+        """Every setting back to its default."""
+        for name, infos in self.fields.items():
+            for info in infos:
+                w = self.widgets[name][info.name]
+                w.value = ("" if info.default is None else str(info.default)) if info.optional \
+                    else info.default
+
     def values(self, name: str) -> dict[str, Any]:
         """The chosen values of ``name``'s settings (blank optional fields: None)."""
         values = {}
@@ -198,10 +206,15 @@ class Controls:
             button_style="primary",
             icon="play",
             tooltip="estimate, retrain the evaluated points (only what is new), compare",
+            layout=W.Layout(width="118px"),
         )
         self.cancel = W.Button(
-            description="Cancel", icon="stop", disabled=True, tooltip="stop the running computation"
+            description="Cancel", icon="stop", disabled=True, tooltip="stop the running computation",
+            layout=W.Layout(width="92px"),
         )
+        self.reset = W.Button(
+            description="Reset", icon="undo", layout=W.Layout(width="86px"),
+            tooltip="every setting back to its default for this model (the model stays)")
         self.progress = W.FloatProgress(  # shown while a job runs
             value=0.0, min=0.0, max=1.0, layout=W.Layout(width="296px", visibility="hidden"))
         self.status = W.HTML(value="")
@@ -237,7 +250,7 @@ class Controls:
                 self.selection,
                 self.k,
                 self.device,
-                W.HBox([self.compute, self.cancel]),
+                W.HBox([self.compute, self.cancel, self.reset]),
                 self.progress,
                 self.status,
             ],

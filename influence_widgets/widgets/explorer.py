@@ -15,12 +15,13 @@ from matplotlib.figure import Figure
 from traitlets import Bool, Int, TraitError, Unicode, link, observe, validate
 
 from .._findings import TrustReport
-from ..ground_truth.truths import TRUTHS, truth_class
-from ..influence.solvers import SOLVERS, HessianTooLargeError, SolverError
+from ..ground_truth.truths import truth_class
+from ..influence.solvers import HessianTooLargeError, SolverError
 from ..models.training import TrainedModel
-from ..plots.scatter import scatter_estimated_vs_actual, set_highlight
 from . import panels
 from .controls import Controls
+from .export_panel import ExportPanel
+from .scatter_view import ScatterView
 from .session import (
     DEFAULT_GT_STEPS,
     DEFAULT_K,
@@ -30,18 +31,17 @@ from .session import (
     Outcome,
     Request,
     describe_gt,
+    expected_text,
     is_heavy,
     model_defaults,
 )
 
-INTRO = (
-    "<b>Influence explorer</b> — each dot is one training point. x: <i>estimated</i> change in the "
-    "test point's loss if that point is removed; y: <i>actual</i> change after leave-one-out "
-    "retraining. Dots on the dashed y = x line are estimated right; the shaded horizontal band "
-    "holds the dots whose actual change is below the retraining noise floor (indistinguishable "
-    "from 0). Positive: the point was helping the test point. Click a dot to see its point; "
-    "hover a number for its meaning."
-)
+INTRO = panels.intro_html()
+AGREEMENT_PROMPT = (
+    "<i>After a compute: does the agreement hold on other test points? This compares the "
+    "current solver with the current ground truth on every test point, reusing the retrains "
+    "(press the button).</i>")
+VIEWS = ("full", "participant")
 EXACT_DEFAULT_MAX_PARAMS = 2000  # larger models (and conv nets) start with CG, not exact
 STAGE_PARTS = {"estimating": "estimate", "retraining": "retraining", "noise floor": "noise"}
 LINKED = (
@@ -57,6 +57,25 @@ LINKED = (
     "k",
     "device",
 )
+
+
+# the restricted settings, each with the control that lists its choices
+CHOICES = {
+    "model_name": "model",
+    "test_pick": "test_pick",
+    "solver": "solver",
+    "curvature": "curvature",
+    "params": "params",
+    "gt_mode": "gt_mode",
+    "selection": "selection",
+    "device": "device",
+}
+CHOICE_HINTS = {
+    "model_name": " (another model is added with models={name: TrainedModel} or iw.zoo.register)",
+    "solver": " (a new one is added with influence_widgets.influence.register_solver)",
+    "gt_mode": " (a new one is added with iw.ground_truth.register_truth)",
+    "device": " (cuda is listed only where torch sees a CUDA GPU)",
+}
 
 
 def _in_kernel() -> bool:
@@ -78,11 +97,18 @@ def _interactive_canvas() -> bool:
     return True
 
 
-def _model_names(models: dict[str, TrainedModel]) -> list[str]:
+def _model_names(models: dict[str, TrainedModel], available_only: bool = False
+                 ) -> tuple[list[str], list[str]]:
+    """The models to list (given ones first, then the zoo's) and the zoo models left out
+    because their data are not on this machine (only with ``available_only``)."""
     from ..models import zoo
 
     names = list(models)
-    return names + [n for n in zoo.names() if n not in models]
+    zoo_names = [n for n in zoo.names() if n not in models]
+    if not available_only:
+        return names + zoo_names, []
+    here = set(zoo.available_names())
+    return names + [n for n in zoo_names if n in here], [n for n in zoo_names if n not in here]
 
 
 class InfluenceExplorer(W.VBox):
@@ -170,6 +196,7 @@ class InfluenceExplorer(W.VBox):
         feature_names: Any = None,
         class_names: Any = None,
         weight_decay: float | None = None,
+        view: str = "full",
         **wrap_options: Any,
     ) -> None:
         """The explorer, on the zoo's models (no arguments), on ``models`` / ``model`` (a name
@@ -180,6 +207,9 @@ class InfluenceExplorer(W.VBox):
         ``help(InfluenceExplorer)``, above."""
         from ..models.wrap import explorer_model
 
+        if view not in VIEWS:
+            raise ValueError(f"view={view!r} is not one of: {', '.join(map(repr, VIEWS))} "
+                             "(participant: the workshop app's simpler view)")
         model = explorer_model(model, train=train, test=test, data=data,
                                feature_names=feature_names, class_names=class_names,
                                weight_decay=weight_decay, **wrap_options)
@@ -194,6 +224,7 @@ class InfluenceExplorer(W.VBox):
             models[name] = model
             model = name
         self._interactive = interactive
+        self.view = view
         self.session = ExplorerSession(models)
         self.threaded = _in_kernel() if threaded is None else threaded
         self._cancel = threading.Event()
@@ -202,13 +233,12 @@ class InfluenceExplorer(W.VBox):
         self._random_draws = 0
         self._last_report = 0.0
         self.outcome: Outcome | None = None
-        self._artists: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.eta: ComputeETA | None = None  # the last compute's expected time
         self._plan: tuple[ComputeETA, float] | None = None  # (eta, start) while computing
         self._defaults = {"k": DEFAULT_K, "gt_steps": DEFAULT_GT_STEPS}
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        names = _model_names(models)
+        names, self.missing_models = _model_names(models, available_only=view == "participant")
         initial = model or (
             DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
         )
@@ -217,7 +247,20 @@ class InfluenceExplorer(W.VBox):
                 "no models to explore: pass models={name: TrainedModel} or register "
                 "one with iw.zoo.register"
             )
+        if initial not in names:
+            raise ValueError(
+                f"model={initial!r} is not a model of this explorer; its models are: "
+                f"{', '.join(names)} (pass your own with models={{name: TrainedModel}} or "
+                "model=TrainedModel)")
+        if device is not None and device not in devices:
+            raise ValueError(
+                f"device={device!r} is not available here; choose one of: {', '.join(devices)}"
+                + ("" if "cuda" in devices else " (torch sees no CUDA GPU on this machine)"))
         self.controls = Controls(names, devices, DEFAULT_GT_STEPS)
+        if view == "participant":  # models named in words
+            from .workshop import model_words
+
+            self.controls.model.options = [(model_words(n), n) for n in names]
         self.controls.model.value = initial
         if device is not None:
             self.controls.device.value = device
@@ -229,6 +272,7 @@ class InfluenceExplorer(W.VBox):
         link((self.controls.model, "value"), (self, "model_name"))  # last: loads the model
         self.controls.compute.on_click(lambda _b: self._start(self._asking_job, "computing"))
         self.controls.cancel.on_click(lambda _b: self.cancel())
+        self.controls.reset.on_click(lambda _b: self._guard(self.reset_settings, "resetting"))
         self.controls.point.observe(self._on_point_choice, names="value")
         # any setting that the results depend on: they turn stale when it no longer matches
         self.observe(self._on_setting, names=[n for n in LINKED if n != "model_name"])
@@ -241,44 +285,19 @@ class InfluenceExplorer(W.VBox):
     def _build_outputs(self) -> None:
         live = self.INTERACTIVE if self._interactive is None else self._interactive
         self.interactive = (_in_kernel() and _interactive_canvas()) if live is None else live
-        self.scatter_out = W.Output(layout=W.Layout(min_height="425px", width="520px"))
-        self.last_figure = Figure(figsize=(5.2, 5.7), dpi=100, layout="constrained")
-        self.canvas = None
-        if self.interactive:
-            from ipympl.backend_nbagg import Canvas, FigureManager
-
-            self.canvas = Canvas(self.last_figure)
-            FigureManager(self.canvas, 0)  # the canvas's manager; never registered with pyplot
-            self.canvas.header_visible = False
-            self.canvas.footer_visible = False
-            self.canvas.toolbar_visible = False
-            self.canvas.resizable = False
-            self.canvas.capture_scroll = False
-            self.canvas.mpl_connect("pick_event", self._on_pick)
-            self.canvas.mpl_connect("motion_notify_event", self._on_hover)
-            self.canvas.add_class("iw-canvas")
-        view = self.canvas if self.canvas is not None else self.scatter_out
-        self.scatter_box = W.VBox([view], layout=W.Layout(min_height="425px", width="520px"))
-        self.scatter_box.add_class("iw-scatter")
-        self.hover_html = W.HTML(
-            "<span style='color:#666'>Click a dot to select its training point.</span>"
-            if self.interactive else "",
-            layout=W.Layout(width="520px"),
-        )
-        self.hover_html.add_class("iw-hover")
+        self.scatter = ScatterView(self.interactive, self._on_pick, self._on_hover)
         self.history: list[Outcome] = []  # the last HISTORY runs, the newest first
         self.overlay_pick = W.Dropdown(
             options=[("(none)", -1)], value=-1, description="overlay",
             tooltip="draw an earlier run on the same axes (grey crosses) to compare with",
             style={"description_width": "56px"}, layout=W.Layout(width="350px"))
         self.overlay_pick.observe(self._on_overlay, names="value")
-        self.export_button = W.Button(
-            description="Export CSV + PNG", icon="download", layout=W.Layout(width="165px"),
-            tooltip="write the comparison (one row per dot, with the settings) as a CSV and the "
-            "figure as a PNG into ./influence_exports")
-        self.export_button.on_click(lambda _b: self._guard(self._export_click, "exporting"))
-        self.history_box = W.HBox([self.overlay_pick, self.export_button],
-                                  layout=W.Layout(width="520px"))
+        self.exporter = ExportPanel(lambda: self.outcome, self.to_frame, self.scatter.png)
+        self.exporter.button.on_click(lambda _b: self._guard(self._download_click, "exporting"))
+        self.history_box = W.VBox([W.HBox([self.overlay_pick, self.exporter.button]),
+                                   self.exporter.links], layout=W.Layout(width="520px"))
+        self.intro = W.HTML(INTRO)
+        self.model_line = W.HTML(layout=W.Layout(width="300px"))
         self.stats = W.HTML("<i>Press Compute.</i>", layout=W.Layout(width="520px"))
         self.test_html = W.HTML()
         self.test_out = W.Output()
@@ -287,6 +306,17 @@ class InfluenceExplorer(W.VBox):
         self.extremes_out = W.Output()
         self.extremes_html = W.HTML()
         self.diag_html = W.HTML("<i>Diagnostics appear after a compute.</i>")
+        self.agreement_button = W.Button(
+            description="Agreement per test point", icon="bar-chart",
+            layout=W.Layout(width="230px"),
+            tooltip="Spearman of this solver against this ground truth on every test point, over "
+            "the training points evaluated now (nothing is retrained)")
+        self.agreement_button.add_class("iw-agreement-button")
+        self.agreement_button.on_click(
+            lambda _b: self._start(self._agreement_job, "computing the agreement per test point"))
+        self.agreement_html = W.HTML(AGREEMENT_PROMPT)
+        self.agreement_out = W.Output()
+        self.last_agreement = None  # the last agreement per test point (a DataFrame)
         self.trace_out = W.Output()
         self.error_box = W.HTML()
         self.traceback_out = W.Output()
@@ -306,6 +336,8 @@ class InfluenceExplorer(W.VBox):
         self.confirm_buttons: list[tuple[str, dict, W.Button]] = []
 
     def _layout(self) -> list[W.Widget]:
+        if self.view == "participant":
+            return self._participant_layout()
         c = self.controls
         side = W.VBox(
             [
@@ -329,12 +361,47 @@ class InfluenceExplorer(W.VBox):
             children=[
                 W.VBox([self.extremes_html, self.extremes_out]),
                 W.VBox([self.diag_html, self.trace_out]),
+                W.VBox([self.agreement_button, self.agreement_html, self.agreement_out]),
             ]
         )
         tabs.set_title(0, "helpful / harmful")
         tabs.set_title(1, "diagnostics")
+        tabs.set_title(2, "across test points")
         row = W.HBox([c.box(), center, side], layout=W.Layout(flex_flow="row wrap"))
-        return [W.HTML(INTRO), row, tabs, self.error_box, self.traceback]
+        return [self.intro, row, tabs, self.error_box, self.traceback]
+
+    def _participant_layout(self) -> list[W.Widget]:
+        """The workshop app: errors first, the explorer at once (no long header), the basic
+        controls, every other setting folded under "Advanced settings"."""
+        from .workshop import missing_note
+
+        c = self.controls
+        advanced = W.VBox([c.settings.box, c.curvature, c.params, c.gt_mode, c.gt_steps,
+                           c.truth_settings.box, c.selection, c.k, c.device])
+        fold = W.Accordion(children=[advanced], selected_index=None)
+        fold.set_title(0, "Advanced settings")
+        fold.add_class("iw-advanced")
+        column = W.VBox([W.HTML("<b>Model</b>"), c.model, self.model_line, c.test_pick,
+                         c.test_index, c.solver, W.HBox([c.compute, c.cancel, c.reset]),
+                         c.progress, c.status, fold,
+                         W.HTML(missing_note(self.missing_models))],
+                        layout=W.Layout(flex="0 0 315px"))
+        side = W.VBox([W.HTML("<b>Test point</b>"), self.test_html, self.test_out,
+                       W.HTML("<b>Selected training point</b>"), self.point_html,
+                       self.point_out],
+                      layout=W.Layout(flex="1 1 200px", min_width="200px", max_width="340px",
+                                      padding="0 0 0 10px"))
+        center = W.VBox([self.confirm_box, self.stale_html, self.scatter_box, self.hover_html,
+                         self.stats, self.history_box, self.report_box, c.point],
+                        layout=W.Layout(flex="0 0 525px"))
+        tabs = W.Tab(children=[W.VBox([self.extremes_html, self.extremes_out]),
+                               W.VBox([self.agreement_button, self.agreement_html,
+                                       self.agreement_out])])
+        tabs.set_title(0, "helpful / harmful")
+        tabs.set_title(1, "across test points")
+        self.add_class("iw-participant")
+        row = W.HBox([column, center, side], layout=W.Layout(flex_flow="row wrap"))
+        return [self.intro, self.error_box, row, tabs]
 
     # ------------------------------------------------------------------ jobs, errors, progress
     def _start(self, job: Callable[[], Any], context: str) -> None:
@@ -394,6 +461,9 @@ class InfluenceExplorer(W.VBox):
             self.traceback_out.outputs = ()
             return
         self.error = f"{type(exc).__name__}: {exc}"
+        if self.view == "participant":  # plain words at the top, no traceback
+            self.error_box.value = panels.plain_error_html(exc, context)
+            return
         self.error_box.value = panels.error_html(exc, context)
         if isinstance(exc, SolverError | HessianTooLargeError):  # where solvers are judged:
             self.diag_html.value = panels.note_html(  # a pointer, not the message a second time
@@ -415,6 +485,9 @@ class InfluenceExplorer(W.VBox):
         def report(step: int, total: int, info: dict[str, Any]) -> None:
             if self._cancel.is_set():
                 raise InterruptedError(f"cancelled while {stage}")
+            if "note" in info:  # e.g. waiting for the same job started elsewhere
+                self.controls.status.value = f"{html.escape(stage)}: {html.escape(info['note'])}"
+                return
             now = time.monotonic()
             if step < total and now - self._last_report < 0.1:
                 return
@@ -447,7 +520,7 @@ class InfluenceExplorer(W.VBox):
         total = eta.seconds
         overall = (before + fraction * expected) / total if total > 0 else fraction
         return min(1.0, overall), (
-            f" · {now - start:.0f} s elapsed, ~{left:.0f} s left (expected {total:.0f} s)"
+            f" · {now - start:.0f} s elapsed, ~{left:.0f} s left ({expected_text(total)})"
         )
 
     # ------------------------------------------------------------------ observers
@@ -465,6 +538,10 @@ class InfluenceExplorer(W.VBox):
         tm = self.session.model(name, progress=self._progress(f"training {name}"))
         self.controls.test_index.max = tm.data.X_test.shape[0] - 1
         self.controls.progress.value = 1.0
+        if self.view == "participant":
+            from .workshop import model_line
+
+            self.model_line.value = model_line(tm)
         n_params = sum(p.numel() for p in tm.model.parameters())
         note = ""
         if (n_params > EXACT_DEFAULT_MAX_PARAMS or is_heavy(tm)) and self.solver == "exact":
@@ -519,25 +596,51 @@ class InfluenceExplorer(W.VBox):
         if self.model_name in self.session.models:
             self._guard(self._show_test_point, "showing the test point")
 
-    @validate("solver")
-    def _valid_solver(self, proposal: dict[str, Any]) -> str:
-        name = proposal["value"]
-        if name not in SOLVERS:
-            raise TraitError(f"unknown solver {name!r}; valid names: {', '.join(SOLVERS)} (a new "
-                             "one is added with influence_widgets.influence.register_solver)")
-        return name
+    @validate(*CHOICES)
+    def _valid_choice(self, proposal: dict[str, Any]) -> str:
+        """A restricted setting takes one of its control's choices; anything else is refused
+        (the value is not kept) with the valid ones named."""
+        name, value = proposal["trait"].name, proposal["value"]
+        control = getattr(self.controls, CHOICES[name])
+        valid = [o[1] if isinstance(o, tuple) else o for o in control.options]
+        if value not in valid:
+            raise TraitError(
+                f"{name} = {value!r} is not one of its choices: "
+                f"{', '.join(repr(v) for v in valid)}{CHOICE_HINTS.get(name, '')}")
+        return value
+
+    @validate("test_index")
+    def _valid_test_index(self, proposal: dict[str, Any]) -> int:
+        value, top = int(proposal["value"]), self.controls.test_index.max
+        if not 0 <= value <= top:
+            raise TraitError(f"test_index = {value} is out of range: {self.model_name!r} has "
+                             f"{top + 1} test points, 0 to {top}")
+        return value
+
+    @validate("selected")
+    def _valid_selected(self, proposal: dict[str, Any]) -> int | None:
+        value = proposal["value"]
+        if value is None:
+            return None
+        n = 0 if self.outcome is None else len(self.outcome.estimated)
+        if not 0 <= value < n:
+            what = ("nothing is computed yet: press Compute first" if self.outcome is None
+                    else f"the scatter has {n} dots: 0 to {n - 1} (None: no selection)")
+            raise TraitError(f"selected = {value} is out of range: {what}")
+        return int(value)
+
+    @validate("k", "gt_steps")
+    def _valid_count(self, proposal: dict[str, Any]) -> int:
+        name, value = proposal["trait"].name, int(proposal["value"])
+        low = 3 if name == "k" else 1
+        if value < low:
+            what = "points to compare" if name == "k" else "retraining steps"
+            raise TraitError(f"{name} = {value} is too small: at least {low} {what}")
+        return value
 
     @observe("solver")
     def _on_solver(self, change: dict[str, Any]) -> None:
         self.controls.settings.show_for(change["new"])
-
-    @validate("gt_mode")
-    def _valid_gt_mode(self, proposal: dict[str, Any]) -> str:
-        name = proposal["value"]
-        if name not in TRUTHS:
-            raise TraitError(f"unknown ground truth {name!r}; valid names: {', '.join(TRUTHS)} "
-                             "(a new one is added with iw.ground_truth.register_truth)")
-        return name
 
     @observe("gt_mode")
     def _on_gt_mode(self, change: dict[str, Any]) -> None:
@@ -548,6 +651,14 @@ class InfluenceExplorer(W.VBox):
         self.controls.selection.layout.display = "none" if cls.draws_units else None
         self.controls.k.description = f"k ({cls.dot}s)" if cls.draws_units else "k (points)"
         self.controls.truth_settings.show_for(change["new"])
+        self.intro.value = panels.intro_html(cls.dot, cls.draws_units)
+        if self.outcome is None:
+            self._name_point_control()
+
+    def _name_point_control(self) -> None:
+        """The point selector's name: what one dot is under the current ground truth."""
+        cls = truth_class(self.gt_mode)
+        self.controls.point.description = cls.dot if cls.draws_units else "training point"
 
     @observe("busy")
     def _on_busy(self, change: dict[str, Any]) -> None:
@@ -635,7 +746,7 @@ class InfluenceExplorer(W.VBox):
             self._show_outcome(out, scatter_only=True)
         self.controls.progress.value = 1.0
         self.controls.status.value = (
-            f"done in {out.seconds['total']:.2f} s (expected {eta.seconds:.1f} s) · "
+            f"done in {out.seconds['total']:.2f} s ({expected_text(eta.seconds)}) · "
             f"{out.retrains} new retrains"
         )
         return out
@@ -694,6 +805,7 @@ class InfluenceExplorer(W.VBox):
             self._start(self._asking_job, "computing")
 
     def _show_outcome(self, out: Outcome, scatter_only: bool = False) -> None:
+        self.exporter.clear()  # the links were for the results before these
         self.retrain_count = self.session.retrain_count
         self.outcome = out
         self._remember(out)
@@ -727,6 +839,32 @@ class InfluenceExplorer(W.VBox):
         if self._guard(lambda: self.apply_action(action) or True, "applying a fix"):
             self._start(self._asking_job, "computing")
 
+    def reset_settings(self) -> None:
+        """Every control back to its default for the model shown (the Reset button): test point
+        of highest loss, the model's default solver, no damping, Hessian, all parameters, LOO
+        warm start with the model's steps and k, top-k, no overlay. The results stay, marked
+        stale where they no longer match."""
+        c = self.controls
+        tm = self.session.models.get(self.model_name)
+        defaults = {"k": DEFAULT_K, "gt_steps": DEFAULT_GT_STEPS}
+        solver = "exact"
+        if tm is not None:
+            defaults.update(model_defaults(tm))
+            n_params = sum(p.numel() for p in tm.model.parameters())
+            if n_params > EXACT_DEFAULT_MAX_PARAMS or is_heavy(tm):
+                solver = "cg"
+        c.settings.reset()
+        c.truth_settings.reset()
+        c.settings.damping.value = 0.0
+        for name, value in (("solver", solver), ("curvature", "hessian"), ("params", "all"),
+                            ("gt_mode", "warm_start"), ("selection", "top"),
+                            ("k", defaults["k"]), ("gt_steps", defaults["gt_steps"]),
+                            ("test_pick", "highest")):
+            getattr(c, name).value = value
+        self._defaults = {"k": defaults["k"], "gt_steps": defaults["gt_steps"]}
+        self.overlay(None)
+        c.status.value = "settings reset to their defaults"
+
     def apply_action(self, action: Mapping[str, Any]) -> None:
         """Set the controls a finding's ``action`` names (``{"damping": 0.12}``,
         ``{"curvature": "ggn"}``, ``{"scale": 3.1}``: a setting of the chosen solver); the
@@ -754,6 +892,7 @@ class InfluenceExplorer(W.VBox):
 
     def _on_setting(self, change: dict[str, Any]) -> None:
         self._hide_confirm()  # its question was about other settings
+        self._reset_hover()  # a dot's numbers named under the scatter belong to the old settings
         self._update_stale()
 
     def _update_stale(self, reason: str | None = None) -> None:
@@ -784,6 +923,46 @@ class InfluenceExplorer(W.VBox):
         )
         for w in marked:
             w.add_class("iw-stale")
+
+    # ------------------------------------------------------------------ the scatter panel's parts
+    @property
+    def last_figure(self) -> Figure:
+        """The scatter's figure (see :class:`~influence_widgets.widgets.scatter_view.ScatterView`)."""
+        return self.scatter.figure
+
+    @property
+    def canvas(self) -> Any:
+        """The live ipympl canvas, or None (a static image)."""
+        return self.scatter.canvas
+
+    @property
+    def figure_lock(self) -> threading.RLock:
+        return self.scatter.lock
+
+    @property
+    def scatter_box(self) -> W.VBox:
+        return self.scatter.box
+
+    @property
+    def scatter_out(self) -> W.Output:
+        return self.scatter.out
+
+    @property
+    def scatter_alt(self) -> W.HTML:
+        return self.scatter.alt
+
+    @property
+    def scatter_label(self) -> str:
+        """The scatter in words (what screen readers read)."""
+        return self.scatter.label_text
+
+    @property
+    def hover_html(self) -> W.HTML:
+        return self.scatter.hover
+
+    @property
+    def _artists(self) -> dict[str, Any]:
+        return self.scatter.artists
 
     # ------------------------------------------------------------------ results
     @property
@@ -819,17 +998,19 @@ class InfluenceExplorer(W.VBox):
 
     def _clear_results(self) -> None:
         self.outcome = None
-        self._artists = {}
-        self.scatter_out.outputs = ()
-        self.last_figure.clear()
-        if self.canvas is not None:
-            self.canvas.draw_idle()
+        self.scatter.clear()
         self.extremes_out.outputs = ()
         self.extremes_html.value = ""
         self.trace_out.outputs = ()
+        self.agreement_out.outputs = ()
+        self.agreement_html.value = AGREEMENT_PROMPT
+        self.last_agreement = None
         self.stats.value = "<i>Press Compute.</i>"
+        self.exporter.clear()
         self.diag_html.value = "<i>Diagnostics appear after a compute.</i>"
         self.controls.point.options = [("(none)", -1)]
+        self._name_point_control()
+        self._reset_hover()
         self.point_html.value = ""
         self.point_out.outputs = ()
         self.report_box.children = (W.HTML("<i>The trust report appears after a compute.</i>"),)
@@ -845,21 +1026,21 @@ class InfluenceExplorer(W.VBox):
 
     def _render_scatter(self, out: Outcome) -> None:
         req = out.request
-        fig = self.last_figure
-        fig.clear()
         subsets = req.draws_units
-        self._artists = scatter_estimated_vs_actual(
+        noise_kind = self.session.noise_kind(req)
+        # a perturbation-only floor is not retraining noise: no band ("no different from 0")
+        band = None if noise_kind == "perturbation" else out.noise_std
+        self.scatter.plot(
             out.estimated.numpy(),
             out.actual.numpy(),
-            ax=fig.add_subplot(),
-            noise=out.noise_std,
+            noise=band,
             stats=out.stats,
             title=panels.plot_title(req, out.loo.dtype, len(out.indices)),
             overlay=self._overlay_series(out),
             yerr=out.actual_se,
             **panels.unit_labels(req),
         )
-        self._show_scatter()
+        self.scatter.label(panels.scatter_alt_text(out))
         self.stats.value = panels.stats_html(
             out.stats,
             index_note=out.index_note,
@@ -871,14 +1052,11 @@ class InfluenceExplorer(W.VBox):
             lds=subsets,
             vs_exact=out.vs_exact,
             noise_source=self.session.noise_source(req),
+            noise_kind=noise_kind,
         )
-
-    def _show_scatter(self) -> None:
-        """Draw the figure where the scatter lives: the live canvas, or a static image."""
-        if self.canvas is not None:
-            self.canvas.draw_idle()
-        else:
-            panels.show_figure(self.scatter_out, self.last_figure)
+        other = self._overlay
+        if other is not None and other is not out:
+            self.stats.value += panels.overlay_html(other)
 
     # ------------------------------------------------------------------ keep and compare
     def _remember(self, out: Outcome) -> None:
@@ -906,7 +1084,7 @@ class InfluenceExplorer(W.VBox):
         other = self._overlay
         if other is None or other is out:
             return []
-        return [(panels.run_label(other), other.estimated.numpy(), other.actual.numpy())]
+        return [(panels.overlay_label(other), other.estimated.numpy(), other.actual.numpy())]
 
     def overlay(self, run: int | None) -> None:
         """Draw run ``run`` of :attr:`history` (0 = the newest) on the scatter beside the
@@ -914,6 +1092,7 @@ class InfluenceExplorer(W.VBox):
         self.overlay_pick.value = -1 if run is None else int(run)
 
     def _on_overlay(self, change: dict[str, Any]) -> None:
+        self.exporter.clear()  # the figure changes
         if self.outcome is not None:
             self._guard(lambda: self._render_scatter(self.outcome), "drawing the overlay")
             if self.selected is not None:
@@ -927,72 +1106,92 @@ class InfluenceExplorer(W.VBox):
             return None
         return out.to_frame(self.session.model(out.request.model).data)
 
+    def export_stem(self) -> str:
+        """The exported files' name (see :meth:`ExportPanel.stem`)."""
+        return self.exporter.stem()
+
+    def export_bytes(self) -> dict[str, bytes]:
+        """The comparison shown as CSV bytes (one row per dot: its features, estimate, actual
+        change, the statistics and every setting) and the figure as PNG bytes."""
+        return self.exporter.files()
+
     def export(self, folder: Any = "influence_exports") -> dict[str, Any]:
-        """Write the comparison shown as a CSV (one row per dot, with the settings) and the
-        figure as a PNG into ``folder``; both written atomically (a temporary file, then a
-        rename), named by model, test point, solver, ground truth and a hash of every setting.
-        Returns ``{"csv": path, "png": path}``."""
-        import io
-        from pathlib import Path
+        """Write the comparison shown as a CSV (one row per dot, with its features, the
+        statistics and the settings) and the figure as a PNG into ``folder`` (``~`` is your
+        home folder; created if missing); both written atomically (a temporary file, then a
+        rename), named by :meth:`export_stem`, readable as any file you create. Returns
+        ``{"csv": path, "png": path}``. In the browser, the Download button gives the same
+        two files without writing on the server."""
+        return self.exporter.write(folder)
 
-        from .._cache import atomic_write_bytes, atomic_write_text, hash_settings
+    @property
+    def export_button(self) -> W.Button:
+        return self.exporter.button
 
-        out = self.outcome
-        if out is None:
-            raise ValueError("nothing to export yet: press Compute first")
-        req = out.request
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in (
-            f"{req.model}-test{req.test_index}-{req.solver}-{req.gt_mode}-"
-            f"{hash_settings(out.settings(), length=8)}"))
-        folder = Path(folder)
-        paths = {"csv": folder / f"{stem}.csv", "png": folder / f"{stem}.png"}
-        atomic_write_text(paths["csv"], self.to_frame().to_csv(index=False))
-        png = io.BytesIO()
-        self.last_figure.savefig(png, format="png", dpi=120)
-        atomic_write_bytes(paths["png"], png.getvalue())
-        return paths
+    @property
+    def download_html(self) -> W.HTML:
+        return self.exporter.links
 
-    def _export_click(self) -> None:
-        paths = self.export()
-        self.controls.status.value = (
-            f"exported {html.escape(str(paths['csv']))} and {html.escape(paths['png'].name)}")
+    @property
+    def visitor(self) -> str:
+        """This explorer's own id in exported file names."""
+        return self.exporter.visitor
+
+    def _download_click(self) -> None:
+        """The Download button: two links that save the CSV and the PNG in the browser."""
+        stem = self.exporter.offer()
+        self.controls.status.value = f"ready to save: {html.escape(stem)}.csv and .png"
 
     # ------------------------------------------------------------------ clicking and hovering
-    def _dot_at(self, event: Any) -> int | None:
-        """The position (into the evaluated arrays) of the dot under a mouse event, or None;
-        of several, the nearest."""
-        points = self._artists.get("points")
-        if points is None or event.inaxes is not points.axes:
-            return None
-        hit, info = points.contains(event)
-        if not hit or not len(info.get("ind", ())):
-            return None
-        ind = np.asarray(info["ind"])
-        xy = points.get_offset_transform().transform(np.asarray(points.get_offsets())[ind])
-        near = np.hypot(xy[:, 0] - event.x, xy[:, 1] - event.y)
-        return int(ind[int(np.argmin(near))])
-
     def _on_pick(self, event: Any) -> None:
         """A click on a dot selects it (as choosing it in the dropdown does)."""
         if event.artist is not self._artists.get("points"):
             return
-        pos = self._dot_at(event.mouseevent)
+        pos = self.scatter.dot_at(event.mouseevent)
         if pos is None:
             pos = int(np.asarray(event.ind)[0])
         self.controls.point.value = pos  # sets ``selected`` and shows the point
 
+    def _reset_hover(self) -> None:
+        """The hover line's prompt, for what the dots are now (no dot's numbers: they would
+        belong to results that changed)."""
+        cls = truth_class(self.gt_mode)
+        self.scatter.prompt(cls.dot if cls.draws_units else "training point")
+
     def _on_hover(self, event: Any) -> None:
         """Hovering a dot names it below the scatter (nothing is drawn over the data)."""
         out = self.outcome
-        pos = None if out is None else self._dot_at(event)
+        pos = None if out is None else self.scatter.dot_at(event)
         if pos is None:
-            what = "training point" if out is None else (
-                out.request.truth.dot if out.request.draws_units else "training point")
-            text = f"Click a dot to select its {what}."
-            self.hover_html.value = f"<span style='color:#666'>{text}</span>"
+            if out is None:
+                self._reset_hover()
+            else:
+                self.scatter.prompt(out.request.truth.dot if out.request.draws_units
+                                    else "training point")
             return
         self.hover_html.value = panels.dot_html(out, pos) + (
             " <span style='color:#666'>(click to select)</span>")
+
+    def agreement_by_test_point(self) -> Any:
+        """The agreement of the results shown, per test point (see
+        :meth:`~influence_widgets.widgets.session.ExplorerSession.agreement_by_test_point`),
+        drawn in the "across test points" tab; what its button does, synchronously."""
+        self.wait()
+        return self._guard(self._agreement_job, "computing the agreement per test point",
+                           raise_errors=True)
+
+    def _agreement_job(self) -> Any:
+        out = self.outcome
+        if out is None:
+            raise ValueError("nothing computed yet: press Compute first, then this button")
+        self.controls.status.value = "agreement per test point: estimating every test point…"
+        frame = self.session.agreement_by_test_point(
+            out, progress=self._progress("estimating every test point"))
+        self.last_agreement = frame
+        self.agreement_html.value = panels.agreement_html(frame, out)
+        panels.show_figure(self.agreement_out, panels.agreement_figure(frame, out))
+        self.controls.status.value = "agreement per test point: done (nothing was retrained)"
+        return frame
 
     def _data_view(self) -> dict[str, Any]:
         data = self.session.model(self.model_name).data
@@ -1068,10 +1267,9 @@ class InfluenceExplorer(W.VBox):
 
     def _render_selection(self) -> None:
         out, pos = self.outcome, self.selected
-        if out is None or not self._artists:
+        if out is None or not self.scatter.artists:
             return
-        set_highlight(self._artists, pos)
-        self._show_scatter()
+        self.scatter.highlight(pos)
         if pos is None:
             self.point_html.value, self.point_out.outputs = "", ()
             return
@@ -1084,8 +1282,8 @@ class InfluenceExplorer(W.VBox):
         i = int(out.indices[pos])
         view = self._data_view()
         extra = (
-            f"<br>estimated {float(out.estimated[pos]):+.3e}<br>"
-            f"actual {float(out.actual[pos]):+.3e}"
+            f"<br>estimated {float(out.estimated[pos]):+.3g}<br>"
+            f"actual {float(out.actual[pos]):+.3g}"
         )
         self.point_html.value = panels.point_html(
             f"training point #{i}",

@@ -58,6 +58,16 @@ def error_html(exc: BaseException, context: str = "") -> str:
     )
 
 
+def plain_error_html(exc: BaseException, context: str = "") -> str:
+    """An error for someone who does not read Python: what failed and the message's first
+    lines, no exception type, no traceback."""
+    lines = [line for line in str(exc).splitlines() if line.strip()][:3]
+    message = " ".join(lines)[:400] or "no details were given"
+    where = f" while {html.escape(context)}" if context else ""
+    return (f'<div class="iw-error" role="alert" style="{ERROR_STYLE}"><b>Something went wrong'
+            f"{where}.</b> {html.escape(message)}</div>")
+
+
 def note_html(text: str) -> str:
     return f'<div class="iw-note" style="{NOTE_STYLE}">{html.escape(text)}</div>'
 
@@ -114,6 +124,12 @@ def unit_labels(req: Any) -> dict[str, str]:
             "points_label": truth.dots()}
 
 
+def noise_number(noise: float) -> str:
+    """The noise floor as the scatter's band names it (two significant digits), so the screen
+    shows one number for it."""
+    return f"{noise:.2g}"
+
+
 def _hint(label: str, key: str) -> str:
     """``label`` with its explanation on hover (dotted underline)."""
     return (f"<span title='{html.escape(EXPLAIN[key], quote=True)}' "
@@ -131,6 +147,7 @@ def stats_html(
     lds: bool = False,
     vs_exact: dict[str, Any] | None = None,
     noise_source: str | None = None,
+    noise_kind: str | None = None,
 ) -> str:
     """Correlations with bootstrap CIs and the settings that produced them; every number with
     its explanation on hover and in a "what the numbers mean" section."""
@@ -147,6 +164,8 @@ def stats_html(
         ("sign_agreement", "sign agreement"),
         ("frac_within_noise", "within noise floor"),
     ):
+        if key == "frac_within_noise" and noise_kind == "perturbation":
+            continue  # a perturbation-only floor is not retraining noise: nothing is "within" it
         if stats.get(key) is not None:
             extra.append(f"{_hint(label, key)} {_fmt(stats[key], '.2f')}")
     rows.append(" · ".join(extra))
@@ -164,10 +183,15 @@ def stats_html(
         f"<span style='color:#555'>{html.escape(index_note)} · {_hint('n', 'n')} = "
         f"{stats.get('n', '–')}</span>"
     )
-    noise_txt = (
-        f"{_hint('noise floor', 'noise')} ±{noise:.3g} (std over "
-        f"{html.escape(noise_source or 'seeds')})" if noise is not None else "no noise floor"
-    )
+    if noise is None:
+        noise_txt = "no noise floor"
+    elif noise_kind == "perturbation":
+        noise_txt = (f"perturbation-only floor ±{noise_number(noise)} (how reproducible the "
+                     f"optimiser is from a nudged start: {html.escape(noise_source or 'seeds')}; "
+                     "not retraining noise, so no band and nothing called within noise)")
+    else:  # the same number, in the same format, as the band in the scatter's legend
+        noise_txt = (f"{_hint('noise floor', 'noise')} ±{noise_number(noise)} (std over "
+                     f"{html.escape(noise_source or 'seeds')})")
     rows.append(f"<span style='color:#555'>{html.escape(gt_note)} · {noise_txt}</span>")
     rows.append(
         f"<span style='color:#555'>{retrains} retrains computed now · "
@@ -177,6 +201,8 @@ def stats_html(
     )
     keys = ["pearson", "lds" if lds else "spearman", "ci", "topk_overlap", "sign_agreement",
             "frac_within_noise", "noise", "n"] + (["vs_exact"] if vs_exact is not None else [])
+    if noise_kind == "perturbation":
+        keys = [k for k in keys if k not in ("frac_within_noise", "noise")]
     legend = "".join(f"<li>{html.escape(EXPLAIN[k])}</li>" for k in keys)
     rows.append(
         "<details class='iw-explain'><summary style='cursor:pointer;color:#2a6f97'>What do "
@@ -195,13 +221,101 @@ def run_label(out: Any) -> str:
             f"{req.params} · {req.gt_mode} (ρ {rho})")
 
 
+PLOT_FONT = {"title": 11, "labels": 11, "ticks": 10.5, "legend": 10}  # readable on a projector
+
+
+def style_for_projector(artists: dict[str, Any]) -> None:
+    """Larger fonts on the explorer's scatter, and at most five ticks per axis, as a power of
+    ten on the axis's end instead of long tick labels that collide (1e-4 scales)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax = artists["ax"]
+    ax.title.set_fontsize(PLOT_FONT["title"])
+    ax.xaxis.label.set_fontsize(PLOT_FONT["labels"])
+    ax.yaxis.label.set_fontsize(PLOT_FONT["labels"])
+    ax.tick_params(labelsize=PLOT_FONT["ticks"])
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=5))
+    ax.ticklabel_format(style="sci", scilimits=(-2, 3), useMathText=True)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.get_offset_text().set_fontsize(PLOT_FONT["ticks"])
+    legend = artists.get("legend")
+    if legend is not None:
+        for text in legend.get_texts():
+            text.set_fontsize(PLOT_FONT["legend"])
+
+
+def scatter_alt_text(out: Any) -> str:
+    """The scatter in words, for screen readers and as the canvas's tooltip."""
+    req, stats = out.request, out.stats
+    dots = req.truth.dots(len(out.estimated)) if req.draws_units else "training points"
+    return (f"Scatter of {len(out.estimated)} {dots} of {req.model}, test point "
+            f"#{req.test_index}: estimated change in test loss (x, {req.solver}) against the "
+            f"actual change ({req.truth.short or req.gt_mode}, y); Pearson "
+            f"{_fmt(stats.get('pearson'), '.2f')}, Spearman {_fmt(stats.get('spearman'), '.2f')}")
+
+
+def agreement_html(frame: Any, out: Any) -> str:
+    """What the agreement per test point shows, in words."""
+    rho = frame["spearman"].dropna()
+    req = out.request
+    if rho.empty:
+        return note_html("no test point had enough distinct values to rank")
+    shown = frame.loc[frame["shown"], "spearman"]
+    here = "–" if shown.empty or not np.isfinite(shown.iloc[0]) else f"{shown.iloc[0]:.2f}"
+    return (
+        f"<div class='iw-agreement'><b>{html.escape(req.solver)} against "
+        f"{html.escape(req.truth.short or req.gt_mode)} on {len(frame)} test points</b> of "
+        f"{html.escape(req.model)}: Spearman median {rho.median():.2f}, from {rho.min():.2f} to "
+        f"{rho.max():.2f} (test #{req.test_index}: {here}). Every test point is compared over "
+        f"the same {len(out.indices)} training points, those evaluated for test "
+        f"#{req.test_index}; nothing was retrained.</div>")
+
+
+def agreement_figure(frame: Any, out: Any) -> Figure:
+    """One bar per test point (sorted), the one shown in crimson."""
+    fig = Figure(figsize=(6.4, 2.8), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    order = frame.sort_values("spearman", na_position="first").reset_index(drop=True)
+    colours = ["crimson" if s else "tab:blue" for s in order["shown"]]
+    ax.bar(np.arange(len(order)), order["spearman"].fillna(0.0), color=colours)
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xticks([])
+    ax.set_xlabel(f"test points, sorted (crimson: #{out.request.test_index})", fontsize=11)
+    ax.set_ylabel("Spearman ρ", fontsize=11)
+    ax.tick_params(labelsize=10)
+    return fig
+
+
+def overlay_label(out: Any) -> str:
+    """An overlaid run in the legend: short enough that the legend stays inside the figure and
+    the axes keep their size (the full settings and statistics are in :func:`overlay_html`)."""
+    req = out.request
+    rho = out.stats.get("spearman")
+    rho = "–" if rho is None else f"{rho:.2f}"
+    return f"earlier: {req.solver} · {req.truth.short or req.gt_mode} (ρ {rho})"
+
+
+def overlay_html(out: Any) -> str:
+    """The overlaid run's settings and statistics, under the current run's."""
+    stats = out.stats
+    return (
+        "<div class='iw-overlay-stats' style='color:#444;border-left:3px solid #888;"
+        "padding-left:6px;margin:2px 0'><b>overlaid run</b> (grey ×): "
+        f"{html.escape(describe_request(out.request))}<br><b>Pearson</b> "
+        f"{_fmt(stats.get('pearson'), '.3f')}{_ci(stats, 'pearson')} · <b>Spearman</b> "
+        f"{_fmt(stats.get('spearman'), '.3f')}{_ci(stats, 'spearman')} · n = "
+        f"{stats.get('n', '–')}</div>")
+
+
 def dot_label(out: Any, pos: int) -> str:
     """One dot in a line: its training point (or subset), estimate and actual change."""
     est, act = float(out.estimated[pos]), float(out.actual[pos])
     se = "" if out.actual_se is None else f" ± {float(out.actual_se[pos]):.1e}"
     if out.request.draws_units:
-        return f"{out.request.truth.dot} {pos}: predicted {est:+.3e}, actual {act:+.3e}{se}"
-    return f"#{int(out.indices[pos])}: est {est:+.3e}, actual {act:+.3e}{se}"
+        return f"{out.request.truth.dot} {pos}: predicted {est:+.3g}, actual {act:+.3g}{se}"
+    return f"#{int(out.indices[pos])}: est {est:+.3g}, actual {act:+.3g}{se}"
 
 
 def dot_html(out: Any, pos: int) -> str:
@@ -220,8 +334,8 @@ def subset_html(out: Any, pos: int, class_names: Sequence[str] | None, y: Any) -
     )
     return (
         f"<b>{out.request.truth.dot} {pos}</b><br>removes {removed.numel()} of {len(labels_all)} "
-        f"training points ({counts})<br>predicted {float(out.estimated[pos]):+.3e} (sum of their "
-        f"estimates)<br>actual {float(out.actual[pos]):+.3e} (retrained on the rest)"
+        f"training points ({counts})<br>predicted {float(out.estimated[pos]):+.3g} (sum of their "
+        f"estimates)<br>actual {float(out.actual[pos]):+.3g} (retrained on the rest)"
     )
 
 
@@ -295,10 +409,15 @@ def extremes_figure(
     info: dict[str, Any],
 ) -> Figure:
     """Image thumbnails of the most helpful (top row) and most harmful (bottom row) points."""
+    import textwrap
+
     ncols = max(1, max(len(v) for v in positions.values()))
-    fig = Figure(figsize=(1.5 * ncols + 0.4, 4.6), layout="constrained")
+    width = 1.9 * ncols + 0.4
+    fig = Figure(figsize=(width, 5.4), layout="constrained")
     for sub, (kind, pos_list) in zip(fig.subfigures(2, 1), positions.items()):
-        sub.suptitle(kind, fontsize=9, fontweight="bold", x=0.02, ha="left")
+        # wrapped to the figure's width (about 13 characters of 10.5 pt per inch): never cut off
+        heading = textwrap.fill(kind, width=max(20, int(11.5 * width)))
+        sub.suptitle(heading, fontsize=10.5, fontweight="bold", x=0.02, ha="left")
         for col, ax in enumerate(sub.subplots(1, ncols, squeeze=False)[0]):
             ax.set_axis_off()
             if col >= len(pos_list):
@@ -307,9 +426,9 @@ def extremes_figure(
             i = int(indices[p])
             thumbnail(for_display(X[i], info), ax=ax, image_shape=image_shape)
             ax.set_title(
-                f"#{i} ({_label(class_names, int(y[i]))})\nest {float(est[p]):+.2e}\n"
-                f"actual {float(act[p]):+.2e}",
-                fontsize=7,
+                f"#{i} ({_label(class_names, int(y[i]))})\nest {float(est[p]):+.2g}\n"
+                f"actual {float(act[p]):+.2g}",
+                fontsize=9,
             )
     return fig
 
@@ -342,8 +461,8 @@ def extremes_html(
             )
             rows.append(
                 f"<tr><td>#{i}</td><td>{html.escape(_label(class_names, int(y[i])))}</td>"
-                f"<td style='text-align:right;padding:0 6px'>{float(est[p]):+.3e}</td>"
-                f"<td style='text-align:right;padding:0 6px'>{float(act[p]):+.3e}</td>{feats}</tr>"
+                f"<td style='text-align:right;padding:0 6px'>{float(est[p]):+.3g}</td>"
+                f"<td style='text-align:right;padding:0 6px'>{float(act[p]):+.3g}</td>{feats}</tr>"
             )
         body = "".join(rows) or f"<tr><td colspan='{4 + n_feat}'><i>none</i></td></tr>"
         parts.append(
@@ -479,10 +598,51 @@ def describe_request(req: Any) -> str:
     )
 
 
+# Readable on a projector: 15 px text in every control of the explorer (ipywidgets reads the
+# variable), the digit gallery's headings never cut off.
+EXPLORER_CSS = (
+    "<style>.iw-explorer{--jp-widgets-font-size:15px;--jp-widgets-inline-height:30px;"
+    "font-size:15px}.iw-explorer .widget-html-content{font-size:15px;line-height:1.45}"
+    ".iw-explorer .jupyter-matplotlib-toolbar{opacity:1}</style>")
+
+FISHER_NAMES = {"sampled": "sampled Fisher", "empirical": "empirical Fisher", "ggn": "GGN"}
+
+
+def curvature_label(req: Any) -> str:
+    """The curvature the estimate really inverts: the Hessian or the GGN (``curvature=``), or the
+    solver's own (a factored solver's Fisher, the identity), which ``curvature=`` does not
+    change."""
+    fisher = getattr(req.settings, "fisher", None)
+    if fisher is not None:
+        return FISHER_NAMES.get(fisher, f"{fisher} Fisher")
+    if req.solver == "identity":
+        return "no curvature (identity)"
+    return "Hessian" if req.curvature == "hessian" else "GGN"
+
+
+def intro_html(dot: str = "training point", draws_units: bool = False) -> str:
+    """The explorer's header: what one dot is (a training point, or a random subset for a truth
+    that draws its own units) and how to read the scatter."""
+    if draws_units:
+        what = (f"each dot is one {dot} of the training set. x: the <i>predicted</i> change in "
+                "the test point's loss when the points outside it are removed (the sum of their "
+                "estimates); y: the <i>actual</i> change after retraining on it. The Spearman "
+                "correlation across the dots is the LDS.")
+    else:
+        what = ("each dot is one training point. x: <i>estimated</i> change in the test point's "
+                "loss if that point is removed; y: <i>actual</i> change after leave-one-out "
+                "retraining. Dots on the dashed y = x line are estimated right; the shaded "
+                "horizontal band holds the dots whose actual change is below the retraining "
+                "noise floor (indistinguishable from 0). Positive: the point was helping the "
+                "test point.")
+    return (f"{EXPLORER_CSS}<div class='iw-intro'><b>Influence explorer</b> — {what} Click a dot "
+            "to see it; hover a number for its meaning.</div>")
+
+
 def plot_title(req: Any, dtype: str, k: int) -> str:
     """What produced a scatter, in its title: model, test point, solver (with the settings that
     differ from its defaults), damping, curvature, parameters; then the ground truth."""
-    curv = "Hessian" if req.curvature == "hessian" else "GGN"
+    curv = curvature_label(req)
     params = "all params" if req.params == "all" else f"{req.params.replace('_', ' ')} params"
     solver = solver_label(req)
     return (f"{req.model} · test #{req.test_index}\n{solver} · damping {req.damping:g} · {curv} · "

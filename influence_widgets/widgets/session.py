@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,7 +65,7 @@ NOISE_SEEDS = 3  # 3 seeds + the control: a rough floor that keeps a cold click 
 SMALL_WORK = 50_000_000
 # Heavy models (any convolution, or SMALL_WORK and more) start with fewer evaluated points and
 # shorter warm starts, so that a cold Compute of digits-cnn on a CPU stays within a minute.
-HEAVY_DEFAULTS = {"k": 16, "gt_steps": 100}
+HEAVY_DEFAULTS = {"k": 12, "gt_steps": 100}
 CPU_CONV_WIDTH = 4  # retrains per chunk of a conv net on CPU (see retrain_options)
 EIGEN_MAX_PARAMS = 600  # up to this size, diagnostics fit an exact Hessian for eigenvalues
 POWER_ITERS = 20  # larger models: the top eigenvalue by power iteration
@@ -139,9 +140,9 @@ def _field_names(cls: type[GroundTruth]) -> set[str]:
     return {f.name for f in cls.Settings.fields()}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Outcome:
-    """One compute's results, with what produced them."""
+    """One compute's results, with what produced them (built by keyword only)."""
 
     request: Request
     estimate: InfluenceResult
@@ -183,9 +184,34 @@ class Outcome:
             frame.insert(1, "label", [names[v] if 0 <= v < len(names) else str(v) for v in y])
         if self.noise_std is not None:
             frame["within_noise"] = frame["actual"].abs() < self.noise_std
+        if not subsets and data is not None and not data.is_image:
+            from .panels import for_display
+
+            X = data.X_train[self.indices]
+            names = list(data.info.get("feature_names") or
+                         [f"x{j}" for j in range(X[0].numel())])
+            values = np.stack([for_display(x, data.info) for x in X]) if len(X) else \
+                np.empty((0, len(names)))
+            for j, name in enumerate(names):  # in the data's own units
+                frame[f"feature: {name}"] = values[:, j]
+        for key, value in self.stats_row().items():
+            frame[key] = value
         for key, value in self.settings().items():
             frame[key] = value
         return frame
+
+    def stats_row(self) -> dict[str, Any]:
+        """The agreement statistics as plain values (``stat: pearson``, ``stat: pearson CI
+        low`` ...), for a table that stands alone."""
+        out = {}
+        for key, value in self.stats.items():
+            if isinstance(value, tuple | list) and len(value) == 2:
+                name = f"{key.removesuffix('_ci')} CI" if key.endswith("_ci") else key
+                out[f"stat: {name} low"], out[f"stat: {name} high"] = (float(v) for v in value)
+            elif isinstance(value, int | float | np.floating | np.integer) and \
+                    not isinstance(value, bool):
+                out[f"stat: {key}"] = float(value)
+        return out
 
     def settings(self) -> dict[str, Any]:
         """What produced this outcome, as plain values (the request, solver settings flat)."""
@@ -235,7 +261,7 @@ class ComputeETA:
         """``expected ~N s (estimate a s, retraining b s, noise c s)``."""
         p = self.parts
         return (
-            f"expected ~{_secs(self.seconds)} (estimate {_secs(p['estimate'])}, retraining "
+            f"{expected_text(self.seconds)} (estimate {_secs(p['estimate'])}, retraining "
             f"{_secs(p['retraining'])}, noise {_secs(p['noise'])})"
         )
 
@@ -258,7 +284,15 @@ def _fewer(steps: int) -> list[int]:
 
 
 def _secs(x: float) -> str:
+    """A duration as people read it: "under 1 s", "4.2 s", "35 s" (never "0.0 s")."""
+    if x < 0.95:
+        return "under 1 s"
     return f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
+
+
+def expected_text(seconds: float) -> str:
+    """``expected ~4.2 s`` or ``expected under 1 s``."""
+    return f"expected {'' if seconds < 0.95 else '~'}{_secs(seconds)}"
 
 
 def gt_config(tm: TrainedModel, truth: Request | GroundTruth | str, steps: int | None = None,
@@ -343,6 +377,57 @@ def retrain_options(tm: TrainedModel, req: Request) -> dict[str, Any]:
             auto = choose_width(tm.model, tm.X_train, 1 << 20, names, cfg, torch.device("cpu"))
             width = min(CPU_CONV_WIDTH, auto)
     return {"dtype": dtype, "batch_width": width}
+
+
+def one_at_a_time(what: Any, should_stop: ShouldStop | None = None,
+                  waiting: Callable[[], None] | None = None) -> Any:
+    """A context in which the job ``what`` (any value with a stable ``repr``) runs in one
+    process or thread at a time, across every kernel of this machine that shares the cache
+    folder: two visitors asking for the same retrains at once compute them once, the second
+    waiting (``waiting()`` is called once when it starts to) and then loading them from the
+    store. A file lock in the cache folder; where file locks are not available (no ``fcntl``)
+    the job simply runs. ``should_stop`` is polled while waiting."""
+    return _one_at_a_time(what, should_stop, waiting)
+
+
+@contextmanager
+def _one_at_a_time(what: Any, should_stop: ShouldStop | None,
+                   waiting: Callable[[], None] | None) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    from .._cache import cache_dir, hash_settings
+
+    folder = cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{hash_settings(repr(what))}.lock", "a+") as handle:
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if should_stop is not None and should_stop():
+                    raise InterruptedError(
+                        "cancelled while waiting for the same computation started elsewhere"
+                    ) from None
+                if not told and waiting is not None:
+                    waiting()
+                    told = True
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _waiting_note(progress: Progress | None) -> Callable[[], None] | None:
+    if progress is None:
+        return None
+    return lambda: progress(0, 1, {"note": "the same retrains are running for someone else "
+                                           "(another visitor or notebook): waiting to reuse them"})
 
 
 @contextmanager
@@ -450,6 +535,51 @@ class ExplorerSession:
             self._estimates[key] = res
             self._fitted.add((req.engine_key, req.solver, req.settings))
         return res
+
+    def agreement_by_test_point(self, out: Outcome, max_points: int = 60,
+                                progress: Progress | None = None) -> Any:
+        """How well ``out``'s solver agrees with its ground truth on each test point: a
+        ``pandas.DataFrame`` with ``test_index``, ``spearman``, ``pearson``, ``test_loss`` and
+        ``shown`` (the test point of ``out``), one row per test point (at most ``max_points``,
+        evenly spaced, always with ``out``'s).
+
+        Nothing is retrained: every test point is compared over the same training points, those
+        evaluated for ``out``'s test point, whose retrains gave every test point's loss. Only
+        the estimate is solved for the other test points (one batch, same solver and settings).
+        """
+        import pandas as pd
+        from scipy.stats import pearsonr, spearmanr
+
+        req = out.request
+        if req.draws_units:
+            raise ValueError(
+                f"the agreement per test point compares training points one by one: with the "
+                f"{req.truth.short or req.gt_mode} ground truth each dot is a {req.truth.dot}; "
+                "choose a LOO ground truth (e.g. LOO warm start) and compute again")
+        tm = self.model(req.model)
+        n_test = int(tm.data.X_test.shape[0])
+        ts = list(range(n_test)) if n_test <= max_points else sorted(
+            {int(t) for t in np.linspace(0, n_test - 1, max_points).round()} | {req.test_index})
+        with self.lock, few_threads(tm):
+            res = self.engine(req).scores(tm.data.test, solver=req.solver, damping=req.damping,
+                                          settings=req.settings, test_indices=ts,
+                                          progress=progress)
+        est = res.values.detach().double().cpu()[:, out.indices].numpy()
+        act = torch.as_tensor(out.loo.values).detach().double().cpu()[ts].numpy()
+        losses = self.test_losses(req.model)
+        rows = []
+        for j, t in enumerate(ts):
+            ok = np.isfinite(est[j]) & np.isfinite(act[j])
+            a, b = est[j][ok], act[j][ok]
+            flat = ok.sum() < 3 or np.ptp(a) == 0 or np.ptp(b) == 0
+            rows.append({
+                "test_index": t,
+                "spearman": float("nan") if flat else float(spearmanr(a, b).statistic),
+                "pearson": float("nan") if flat else float(pearsonr(a, b).statistic),
+                "test_loss": float(losses[t]),
+                "shown": t == req.test_index,
+            })
+        return pd.DataFrame(rows)
 
     def eigen(self, req: Request, res: InfluenceResult) -> dict[str, Any]:
         """Top / most negative curvature eigenvalues: from the solver, an exact fit when small,
@@ -560,9 +690,11 @@ class ExplorerSession:
         res = self._loo.get(key)
         if res is None:
             tm = self.model(req.model)
-            res = req.truth.measure(tm, tm.train, tm.data.test, units, config=gt_config(tm, req),
-                                    options=self._options(req, progress, should_stop),
-                                    estimate=self._estimate_of(req))
+            with one_at_a_time(("loo", key), should_stop, _waiting_note(progress)):
+                res = req.truth.measure(tm, tm.train, tm.data.test, units,
+                                        config=gt_config(tm, req),
+                                        options=self._options(req, progress, should_stop),
+                                        estimate=self._estimate_of(req))
             self.retrain_count += int(res.n_retrains_computed)
             self._loo[key] = res
         return res
@@ -592,8 +724,9 @@ class ExplorerSession:
         key = self.noise_key(req)
         if key not in self._noise:
             tm = self.model(req.model)
-            res = req.truth.noise_floor(tm, tm.train, tm.data.test, n_seeds=NOISE_SEEDS,
-                                        options=self._options(req, progress, should_stop))
+            with one_at_a_time(("noise", key), should_stop, _waiting_note(progress)):
+                res = req.truth.noise_floor(tm, tm.train, tm.data.test, n_seeds=NOISE_SEEDS,
+                                            options=self._options(req, progress, should_stop))
             if res is not None:
                 self.retrain_count += int(res.n_retrains_computed)
             self._noise[key] = res
@@ -737,6 +870,12 @@ class ExplorerSession:
         res = self._noise.get(self.noise_key(req))
         return None if res is None else res.describe()
 
+    def noise_kind(self, req: Request) -> str | None:
+        """"retraining" (real retraining randomness: new initialisations, batch orders) or
+        "perturbation" (only a nudged start of a deterministic retrain); None if unknown."""
+        res = self._noise.get(self.noise_key(req))
+        return None if res is None else getattr(res, "kind", None)
+
     def noise_known(self, req: Request) -> bool:
         """Whether the noise floor of ``req``'s model and ground truth is already in memory."""
         return self.noise_key(req) in self._noise
@@ -769,18 +908,18 @@ class ExplorerSession:
             estimated = group_estimate(row, [list(u) for u in units]).double()
             vs_exact = self.against_exact(req, est)
             out = Outcome(
-                req,
-                est,
-                idx,
-                estimated,
-                actual,
-                loo,
-                None,
-                compare(estimated, actual, drop_nan=True),
-                note,
-                self.eigen(req, est),
-                self.retrain_count - before,
-                {
+                request=req,
+                estimate=est,
+                indices=idx,
+                estimated=estimated,
+                actual=actual,
+                loo=loo,
+                noise_std=None,
+                stats=compare(estimated, actual, drop_nan=True),
+                index_note=note,
+                eigen=self.eigen(req, est),
+                retrains=self.retrain_count - before,
+                seconds={
                     "estimate": t1 - t0,
                     "retrain": t2 - t1,
                     "noise": 0.0,
