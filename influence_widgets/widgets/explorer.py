@@ -158,6 +158,7 @@ class InfluenceExplorer(W.VBox):
     """
 
     CONFIRM_SECONDS = 60.0  # a compute expected to take longer asks first
+    FORECAST_SECONDS = 5.0  # the trust forecast is shown before the run when its estimate is cheaper
     #: The scatter as a live ipympl canvas (click or hover a dot to select it: True) or a static
     #: image with the dropdown below it (False); None: live inside a Jupyter kernel when ipympl
     #: is installed.
@@ -731,10 +732,15 @@ class InfluenceExplorer(W.VBox):
             session.choose_points(req, self._progress("estimating"))
             eta = self.eta = session.eta(req)
             long = eta.seconds > self.CONFIRM_SECONDS
+        # the trust forecast first, when its one estimate is cheap: what to expect of the
+        # retraining before it runs (else it is made inside the run, after the estimate)
+        forecast = (session.forecast(req) if long or eta.parts["estimate"] < self.FORECAST_SECONDS
+                    else None)
+        ahead = f" · {forecast.line()}" if forecast is not None else ""
         if long:
-            self._show_confirm(eta)
+            self._show_confirm(eta, forecast)
             return None
-        self.controls.status.value = html.escape(eta.describe())
+        self.controls.status.value = html.escape(eta.describe() + ahead)
         self._plan = (eta, time.monotonic())
         out = session.run(
             req, progress=self._progress, should_stop=self._should_stop, with_noise=False
@@ -745,15 +751,18 @@ class InfluenceExplorer(W.VBox):
             out = session.add_noise(out, progress=self._progress, should_stop=self._should_stop)
             self._show_outcome(out, scatter_only=True)
         self.controls.progress.value = 1.0
-        self.controls.status.value = (
+        beside = (f" · {out.forecast.beside(float(out.stats['spearman']))}"
+                  if out.forecast is not None else "")
+        self.controls.status.value = html.escape(
             f"done in {out.seconds['total']:.2f} s ({expected_text(eta.seconds)}) · "
-            f"{out.retrains} new retrains"
+            f"{out.retrains} new retrains{beside}"
         )
         return out
 
     # ------------------------------------------------------------------ asking before long work
-    def _show_confirm(self, eta: ComputeETA) -> None:
-        """The question before a long compute: run anyway, or a cheaper setting that fits."""
+    def _show_confirm(self, eta: ComputeETA, forecast: Any = None) -> None:
+        """The question before a long compute: run anyway, or a cheaper setting that fits (with
+        the trust forecast: what the retraining is expected to show)."""
         limit = self.CONFIRM_SECONDS
         alternatives = self.session.alternatives(eta, limit)
         run = W.Button(
@@ -777,7 +786,9 @@ class InfluenceExplorer(W.VBox):
         dismiss = W.Button(description="Not now", layout=W.Layout(width="auto"))
         dismiss.on_click(lambda _b: self._hide_confirm("not started"))
         self.confirm_box.children = [
-            W.HTML(panels.confirm_html(eta, limit, bool(alternatives))),
+            W.HTML(panels.confirm_html(eta, limit, bool(alternatives))
+                   + (f"<div class='iw-forecast'>Trust forecast, before any retraining: "
+                      f"{html.escape(forecast.line())}</div>" if forecast is not None else "")),
             W.HBox([b for _, _, b in self.confirm_buttons] + [dismiss],
                    layout=W.Layout(flex_flow="row wrap")),
         ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -160,6 +161,7 @@ class Outcome:
     notes: tuple[Finding, ...] = ()  # what the compute itself decided (a damping it picked)
     vs_exact: dict[str, Any] | None = None  # an iterative solver against the exact solve
     actual_se: torch.Tensor | None = None  # per dot, for a truth that averages seeds
+    forecast: Any = None  # the trust forecast (iw.trust) made before retraining, or None
 
     def to_frame(self, data: Any = None) -> Any:
         """The comparison as a ``pandas.DataFrame``: one row per dot (training point, or subset
@@ -461,6 +463,7 @@ class ExplorerSession:
         self._fitted: set[tuple] = set()  # (engine key, solver, settings) fitted once
         self._picked: dict[Request, tuple[Request, Finding]] = {}  # damping picked for a request
         self._timings: dict[tuple, StepTiming] = {}  # measured retraining steps (see eta)
+        self._forecasts: dict[tuple, Any] = {}
         self.retrain_count = 0
         self.lock = threading.RLock()
 
@@ -907,6 +910,7 @@ class ExplorerSession:
 
             estimated = group_estimate(row, [list(u) for u in units]).double()
             vs_exact = self.against_exact(req, est)
+            forecast = self.forecast(req)
             out = Outcome(
                 request=req,
                 estimate=est,
@@ -928,6 +932,7 @@ class ExplorerSession:
                 notes=notes,
                 vs_exact=vs_exact,
                 actual_se=se,
+                forecast=forecast,
             )
             out = replace(out, report=self.trust(out))
         if with_noise or self.noise_known(req):
@@ -984,7 +989,34 @@ class ExplorerSession:
             indices=out.indices,
             test_index=req.test_index,
             extra=out.notes,
+            forecast=out.forecast,
         )
+
+    def forecast(self, req: Request) -> Any:
+        """The trust forecast of ``req`` (:func:`influence_widgets.trust.predict`): the expected
+        Spearman against its ground truth and an 80% interval, from one estimate and cheap
+        diagnostics, no retraining (cached; it reuses the session's engine). None when the
+        forecaster cannot read this model (the compute goes on without it)."""
+        import dataclasses
+
+        key = (req.engine_key, req.solver, req.settings, req.damping, req.gt_mode,
+               req.gt_settings, req.k, req.test_index)
+        if key not in self._forecasts:
+            from ..forecast import forecast_point
+
+            tm = self.model(req.model)
+            try:
+                fc = forecast_point(
+                    tm, tm.train, tm.data.test, req.test_index, solver=req.solver,
+                    truth=req.gt_mode, k=req.k, engine=self.engine(req), damping=req.damping,
+                    solver_options=req.settings.options(),
+                    truth_settings=dataclasses.asdict(req.gt_settings))
+            except Exception as e:  # a forecast is an extra: never a reason to fail a compute
+                warnings.warn(f"no trust forecast for this setting ({type(e).__name__}: {e})",
+                              RuntimeWarning, stacklevel=2)
+                fc = None
+            self._forecasts[key] = fc
+        return self._forecasts[key]
 
     # ------------------------------------------------------------------ indefinite Hessians
     #: Lanczos steps for the most negative eigenvalue behind a picked damping, and how many
