@@ -214,3 +214,22 @@ def test_a_seed_set_whose_models_were_all_left_out_still_counts():
     c = difference("x", "k", "a minus b", a, b)
     assert c.main.n == 0 and c.main.verdict == NO_DATA  # nothing judged, not "not reproduced"
     assert c.check.n == 5 and c.check.verdict == HELD and c.verdict == UNSTABLE
+
+
+def test_the_depth_claim_compares_the_deepest_depth_with_enough_healthy_models():
+    """Deep Iris nets collapse from most seeds: a claim against depth 8 with 1 healthy model
+    can judge nothing, so it compares depth 1 with the deepest depth that has 5 healthy models
+    and names the depth it passed over."""
+    cols = dict(study="depth", activation="tanh", weight_decay=0.005, top_eigenvalue=1.0)
+    d1 = _both([0.9, 0.91, 0.92, 0.9, 0.91], [0.9, 0.9, 0.91, 0.92, 0.9], depth=1, **cols)
+    d4 = _both([0.7, 0.71, 0.69, 0.7, 0.72], [0.7, 0.7, 0.71, 0.69, 0.7], depth=4, **cols)
+    d8 = _both([0.3, 0.1, 0.1, 0.1, 0.1], [0.3, 0.1, 0.1, 0.1, 0.1], depth=8, **cols)
+    d8.loc[d8.spearman == 0.1, "collapsed"] = True  # 1 healthy model per seed set
+    claims = {c.key: c for c in ex.study_claims("depth", pd.concat([d1, d4, d8]))}
+    c = claims["shallow_beats_deep:tanh"]
+    assert "depth 1 minus depth 4" in c.what and c.value == pytest.approx(0.2, abs=0.01)
+    assert c.verdict == HELD and "depth 8 (1 healthy) passed over" in c.note
+    # with depth 8 healthy too, the claim is depth 1 against depth 8 again
+    d8.collapsed = False
+    claims = {c.key: c for c in ex.study_claims("depth", pd.concat([d1, d4, d8]))}
+    assert "depth 1 minus depth 8" in claims["shallow_beats_deep:tanh"].what

@@ -379,13 +379,14 @@ def _depth_like(t: pd.DataFrame, study: str, axis: str) -> list[Claim]:
     wd, no = t[t.weight_decay > 0], t[t.weight_decay == 0]
     word = {"depth": "depth", "width": "width"}[axis]
     for act, w in wd.groupby("activation", sort=False):
-        lo, hi = w[axis].min(), w[axis].max()
+        lo = w[axis].min()
+        hi, skipped = _largest_judgeable(w, axis)
         if lo == hi:
             continue
         key = "shallow_beats_deep" if axis == "depth" else "narrow_beats_wide"
         a, b = w[w[axis] == lo], w[w[axis] == hi]
         c = difference(study, f"{key}:{act}", f"({act}, weight decay) Spearman at {word} {lo:g} "
-                       f"minus {word} {hi:g}", a, b)
+                       f"minus {word} {hi:g}", a, b, note=skipped)
         out += [c, apart(c, a, b)]
         if axis == "depth" and "top_eigenvalue" in w:
             logs = w.assign(log10_top=np.log10(w.top_eigenvalue.where(w.top_eigenvalue > 0)))
@@ -399,6 +400,26 @@ def _depth_like(t: pd.DataFrame, study: str, axis: str) -> list[Claim]:
                            f"without weight decay, all {word}s", w, n_act)
             out += [c, apart(c, w, n_act)]
     return _with(out)
+
+
+def _largest_judgeable(w: pd.DataFrame, axis: str) -> tuple[float, str]:
+    """The largest ``axis`` value (depth, width) with at least :data:`MIN_MODELS` healthy model
+    units on the preset seeds, so that the claim compares something it can judge (deep Iris
+    nets collapse from most seeds); the largest value when none has, and a note naming the
+    larger values passed over and why."""
+    values = sorted(w[axis].unique())
+    passed = []
+    for v in reversed(values[1:]):
+        rows = usable(w[w[axis] == v])[0]
+        if "seed_set" in rows:
+            rows = rows[rows.seed_set == "preset"]
+        n = len(units(rows, "spearman"))
+        if n >= MIN_MODELS:
+            note = (f"{axis} {', '.join(f'{x:g} ({k} healthy)' for x, k in passed)} passed "
+                    f"over: fewer than {MIN_MODELS} healthy models") if passed else ""
+            return v, note
+        passed.append((v, n))
+    return values[-1], ""
 
 
 def _depth(t: pd.DataFrame) -> list[Claim]:
