@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ..models.losses import cast_targets, per_sample_loss
-from ..models.modes import eval_mode
+from ..models.modes import eval_mode, private_view
 from ..models.params import ParamSelection, describe_params, select_params
 
 CURVATURES = ("hessian", "ggn")
@@ -111,7 +111,9 @@ class Objective:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
-        self.model = model
+        # functional_call swaps parameters on the module it is given: work on a private view, so
+        # another thread using (or copying) the same model never sees them swapped
+        self.model = model = private_view(model)
         self.loss = loss
         self.weight_decay = float(weight_decay)
         self.curvature = curvature

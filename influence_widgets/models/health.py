@@ -44,7 +44,7 @@ from .._findings import (
     stationarity_findings,
 )
 from .losses import per_sample_loss
-from .modes import eval_mode
+from .modes import eval_mode, private_view
 
 #: The states, worst first (the first that applies is the model's ``status``).
 STATES = ("collapsed", "degenerate", "not stationary", "indefinite")
@@ -157,6 +157,7 @@ def hessian_extremes(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss
     reorthogonalisation) on the Hessian of ``mean loss + (weight_decay/2)||theta||^2`` over all
     trainable parameters: close to the top eigenvalue, and an upper bound on the smallest (a
     clearly negative one proves the Hessian indefinite)."""
+    model = private_view(model)  # functional_call below swaps parameters on the module
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     others = {k: v.detach() for k, v in {**dict(model.named_parameters()),
                                          **dict(model.named_buffers())}.items()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 from collections.abc import Iterator
 
 from torch import nn
@@ -31,3 +33,17 @@ def module_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
 def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
     """Evaluate with batch-norm running statistics and no dropout; restore the flag afterwards."""
     return module_mode(model, False)
+
+
+def private_view(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree that shares its parameters and buffers (no tensor is
+    copied): ``torch.func.functional_call`` swaps a module's parameters for the length of a call,
+    and forward hooks and train/eval flags live on the modules, so code that does any of these
+    works on its own view. Another thread (a second explorer visitor, a retrain copying the model)
+    then never sees the original half-swapped, and never gets numbers made with another call's
+    parameters."""
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        return copy.deepcopy(model, memo)
+    except (RuntimeError, TypeError):  # a module holding a non-leaf tensor or an uncopyable
+        return model  # attribute: used as it is (safe unless shared between threads)
