@@ -20,6 +20,7 @@ from influence_widgets.influence import (
     KFACSettings,
     Objective,
     UnsupportedLayerError,
+    factored,
     make_solver,
 )
 from influence_widgets.influence.factored import fisher_targets, label_noise
@@ -123,6 +124,59 @@ def test_ekfac_eigenvalues_are_the_fisher_diagonal_in_its_eigenbasis_for_convolu
     W, b = G[:, 57:138].reshape(10, 3, 27), G[:, 138:].reshape(10, 3, 1)
     proj = lin.G_evecs.T @ torch.cat([W, b], 2) @ lin.A_evecs
     assert rel_err(lin.eigenvalues, proj.square().mean(0)) < 1e-12
+
+
+@pytest.mark.parametrize("fisher", ["empirical", "ggn"])
+def test_ekfacs_nearest_basis_is_the_top_singular_pair_of_the_rearranged_fisher_block(
+        fisher, monkeypatch):
+    """``basis="nearest"``: each layer's factors are the Kronecker product nearest its Fisher block
+    ``F`` in Frobenius norm, i.e. the top singular pair of ``F`` rearranged as
+    ``R[(o, o'), (i, i')] = F[(o, i), (o', i')]`` (Van Loan & Pitsianis), computed here from the
+    dense block by an SVD: for a strided, padded convolution (9 positions) and the Linear after it.
+    The empirical block comes from the objective's own per-sample gradients; the GGN's from one
+    gradient per class weighted by the root of its probability."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(10, 2, 6, 6, generator=g, dtype=DT), torch.arange(10) % 3
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(27, 3)).to(DT)
+    obj = Objective(model, X, y, weight_decay=0.01)
+    monkeypatch.setattr(factored, "NKP_TOL", 1e-14)  # refine to rounding (default: 1e-6)
+    s = make_solver("ekfac", fisher=fisher, basis="nearest", basis_steps=400).fit(obj)
+    if fisher == "empirical":
+        rows = obj.per_sample_grads(X, y)[:, None]  # (n, targets, p)
+    else:
+        with torch.no_grad():
+            prob = torch.softmax(model(X), 1)
+        rows = torch.stack([obj.per_sample_grads(X, torch.full_like(y, c)) for c in range(3)], 1)
+        rows = rows * prob.sqrt()[:, :, None]
+    conv, lin = s.factors
+    assert s.fit_diagnostics["passes"] > 3  # refined, not K-FAC's factors
+    for f, (w0, w1, b0, b1), (d_out, d_w) in ((conv, (0, 54, 54, 57), (3, 18)),
+                                              (lin, (57, 138, 138, 141), (3, 27))):
+        M = torch.cat([rows[..., w0:w1].reshape(10, -1, d_out, d_w),
+                       rows[..., b0:b1].reshape(10, -1, d_out, 1)], 3).flatten(0, 1)
+        R = torch.einsum("noi,npj->opij", M, M).reshape(d_out ** 2, (d_w + 1) ** 2) / 10
+        U, S, Vh = torch.linalg.svd(R)
+        assert S[0] > 1.5 * S[1]  # a well-separated top pair, so the check is meaningful
+        G_ref, A_ref = U[:, 0].reshape(d_out, d_out), Vh[0].reshape(d_w + 1, d_w + 1)
+        for fitted, ref in ((f.G, G_ref), (f.A, A_ref)):
+            ref = ref * torch.sign(ref.trace())
+            assert rel_err(fitted / fitted.norm(), ref / ref.norm()) < 1e-10
+        # and K-FAC's factors are not that product here (inputs and gradients are dependent)
+    k = make_solver("ekfac", fisher=fisher, basis="kfac").fit(obj)
+    assert rel_err(k.factors[0].A / k.factors[0].A.norm(), conv.A / conv.A.norm()) > 1e-3
+
+
+def test_ekfacs_nearest_basis_stops_early_and_its_cost_counts_its_passes():
+    X, y = _data()
+    obj = Objective(_mlp(), X, y, weight_decay=0.01)
+    long = make_solver("ekfac", basis_steps=500).fit(obj)
+    assert 3 < long.fit_diagnostics["passes"] < 502  # stopped once the factors settled
+    assert make_solver("ekfac", basis="kfac").fit(obj).fit_diagnostics["passes"] == 2
+    cost = EKFACSolver.cost
+    assert cost(make_solver("ekfac").settings, 10, 10, 1, 8).fit_passes == 5
+    assert cost(make_solver("ekfac", basis="kfac").settings, 10, 10, 1, 8).fit_passes == 2
 
 
 def test_identity_is_a_gradient_dot_product():
@@ -381,8 +435,9 @@ def test_agrees_with_kronfluence_on_an_mlp(tmp_path, strategy, fisher):
     Xt, yt = _data(n=5, d=4, seed=9)
     model = _mlp(d=4, width=6)
     kron = _kronfluence_scores(tmp_path, model, (X, y), (Xt, yt), strategy, 0.01 + 0.05, fisher)
+    basis = {"basis": "kfac"} if strategy == "ekfac" else {}  # Kronfluence's eigenbasis
     ours = InfluenceEngine(model, (X, y), weight_decay=0.01).scores(
-        (Xt, yt), solver=strategy, damping=0.05, fisher=fisher).values
+        (Xt, yt), solver=strategy, damping=0.05, fisher=fisher, **basis).values
     assert rel_err(30 * ours, kron) < 1e-10
 
 
@@ -411,6 +466,9 @@ def test_agrees_with_kronfluence_on_a_convolution(tmp_path, strategy):
                                    tracked=["0"])
         engine = InfluenceEngine(model, (X, y), weight_decay=0.01, params=["0.weight", "0.bias"])
         scale = 12 * 9
-    ours = engine.scores((Xt, yt), solver=strategy, damping=0.05, fisher="empirical").values
+    basis = {"basis": "kfac"} if strategy == "ekfac" else {}  # Kronfluence's eigenbasis
+    ours = engine.scores((Xt, yt), solver=strategy, damping=0.05, fisher="empirical",
+                         **basis).values
     assert rel_err(scale * ours, kron) < 1e-10
-    assert isinstance(engine.solver(strategy, fisher="empirical"), EKFACSolver) == (strategy == "ekfac")
+    assert isinstance(engine.solver(strategy, fisher="empirical", **basis),
+                      EKFACSolver) == (strategy == "ekfac")
