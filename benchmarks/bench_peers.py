@@ -626,7 +626,8 @@ def _ratios(rows) -> list[str]:
         for key, r in rs.items():
             if key.startswith("pydvl") and default is not None:
                 out.append(f"- {name}, {METHODS[key][0]}: {r['seconds'] / default['seconds']:.1f}x "
-                           "the time of this engine's default EK-FAC (GGN Fisher)")
+                           "the time of this engine's default EK-FAC (GGN Fisher, nearest Kronecker "
+                           "basis)")
             if ours is None or key.startswith("ours"):
                 continue
             t = r["seconds"] / ours["seconds"]
