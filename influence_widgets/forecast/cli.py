@@ -120,7 +120,7 @@ def fit_and_check(args: argparse.Namespace, table: Any, held_ids: list[str]) -> 
     import numpy as np
 
     from . import corpus, shipped_path
-    from .model import LEVEL, conformal_quantile, fit
+    from .model import GBR, LEVEL, conformal_quantile, fit
     from .validation import cross_validate, heldout_check
 
     if len(table) < 10:
@@ -142,6 +142,7 @@ def fit_and_check(args: argparse.Namespace, table: Any, held_ids: list[str]) -> 
         "families": {c: sorted(table[c].astype(str).unique().tolist())
                      for c in corpus.FAMILIES if c in table},
         "command": "python -m influence_widgets forecast-corpus --fit",
+        "boosting": dict(GBR),
         "corpus_mean": float(y.mean()), "const_halfwidth": float(const_q),
         # the cases fitted (a budget or shards may leave some of the drawn ones for later)
         "case_ids": sorted(table["case_id"].astype(str).unique().tolist()),
