@@ -44,6 +44,21 @@ def _implied(solver, p: int, damping: float) -> torch.Tensor:
     return torch.linalg.inv(solver.inverse_hvp(torch.eye(p, dtype=DT), damping))
 
 
+def _conv_problem():
+    """A strided, padded nn.Conv2d (9 output positions), tanh, and a Linear: 10 rows, 3 classes."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(10, 2, 6, 6, generator=g, dtype=DT), torch.arange(10) % 3
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(27, 3)).to(DT)
+    return model, X, y
+
+
+def _kronfluence_basis(strategy: str) -> dict[str, str]:
+    """EK-FAC in K-FAC's eigenbasis, as Kronfluence fits it (our default refines it)."""
+    return {"basis": "kfac"} if strategy == "ekfac" else {}
+
+
 def _regression(n: int = 20, d: int = 3, k: int = 2):
     g = torch.Generator().manual_seed(3)
     X, Y = torch.randn(n, d, generator=g, dtype=DT), torch.randn(n, k, generator=g, dtype=DT)
@@ -107,11 +122,7 @@ def test_ekfac_eigenvalues_are_the_fisher_diagonal_in_its_eigenbasis_for_convolu
     """EK-FAC's correction is ``diag(Q^T F Q)`` for the layer's Fisher block ``F`` (here empirical,
     from the objective's own per-sample gradients): it checks the patches, the bias column and the
     parameter layout of a strided, padded convolution against an independent route."""
-    g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(10, 2, 6, 6, generator=g, dtype=DT), torch.arange(10) % 3
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(),
-                          nn.Linear(27, 3)).to(DT)
+    model, X, y = _conv_problem()
     obj = Objective(model, X, y, weight_decay=0.01)
     s = make_solver("ekfac", fisher="empirical").fit(obj)
     G = obj.per_sample_grads(X, y)
@@ -135,11 +146,7 @@ def test_ekfacs_nearest_basis_is_the_top_singular_pair_of_the_rearranged_fisher_
     dense block by an SVD: for a strided, padded convolution (9 positions) and the Linear after it.
     The empirical block comes from the objective's own per-sample gradients; the GGN's from one
     gradient per class weighted by the root of its probability."""
-    g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(10, 2, 6, 6, generator=g, dtype=DT), torch.arange(10) % 3
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(),
-                          nn.Linear(27, 3)).to(DT)
+    model, X, y = _conv_problem()
     obj = Objective(model, X, y, weight_decay=0.01)
     monkeypatch.setattr(factored, "NKP_TOL", 1e-14)  # refine to rounding (default: 1e-6)
     s = make_solver("ekfac", fisher=fisher, basis="nearest", basis_steps=400).fit(obj)
@@ -435,7 +442,7 @@ def test_agrees_with_kronfluence_on_an_mlp(tmp_path, strategy, fisher):
     Xt, yt = _data(n=5, d=4, seed=9)
     model = _mlp(d=4, width=6)
     kron = _kronfluence_scores(tmp_path, model, (X, y), (Xt, yt), strategy, 0.01 + 0.05, fisher)
-    basis = {"basis": "kfac"} if strategy == "ekfac" else {}  # Kronfluence's eigenbasis
+    basis = _kronfluence_basis(strategy)
     ours = InfluenceEngine(model, (X, y), weight_decay=0.01).scores(
         (Xt, yt), solver=strategy, damping=0.05, fisher=fisher, **basis).values
     assert rel_err(30 * ours, kron) < 1e-10
@@ -466,7 +473,7 @@ def test_agrees_with_kronfluence_on_a_convolution(tmp_path, strategy):
                                    tracked=["0"])
         engine = InfluenceEngine(model, (X, y), weight_decay=0.01, params=["0.weight", "0.bias"])
         scale = 12 * 9
-    basis = {"basis": "kfac"} if strategy == "ekfac" else {}  # Kronfluence's eigenbasis
+    basis = _kronfluence_basis(strategy)
     ours = engine.scores((Xt, yt), solver=strategy, damping=0.05, fisher="empirical",
                          **basis).values
     assert rel_err(scale * ours, kron) < 1e-10

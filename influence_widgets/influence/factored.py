@@ -113,11 +113,18 @@ class _FisherSolver(Solver):
     Diagnostics = FisherDiagnostics
 
     @classmethod
+    def fit_passes(cls, settings: SolverSettings) -> float:
+        """Passes over the training gradients a fit counts as (see :meth:`cost`)."""
+        return 2.0
+
+    @classmethod
     def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
         # fitting streams the per-sample gradients (or the layers' inputs and output
         # gradients) about twice; its factors take about p numbers per layer pair
-        return Cost(fit_passes=2.0, fit_bytes=2 * p * itemsize, solve_bytes=2 * k * p * itemsize,
-                    note=f"{cls.name}: fitting counted as two passes over the training gradients")
+        passes = cls.fit_passes(settings)
+        return Cost(fit_passes=passes, fit_bytes=2 * p * itemsize, solve_bytes=2 * k * p * itemsize,
+                    note=f"{cls.name}: fitting counted as {passes:g} passes over the training "
+                         "gradients")
 
     def _targets(self, obj: Objective, outputs: torch.Tensor, yc: torch.Tensor, start: int
                  ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -429,6 +436,7 @@ class _KroneckerSolver(_FisherSolver):
     eigenbases."""
 
     corrected: ClassVar[bool] = False
+    _kept: tuple | None = None  # the one chunk, kept for the passes of a fit (see _chunks)
 
     def _fit(self, objective: Objective) -> None:
         obj = objective
@@ -437,7 +445,8 @@ class _KroneckerSolver(_FisherSolver):
         self.layers = factored_layers(obj, self.name)
         size = st.chunk_size or obj.chunk_size or self._auto_chunk(obj)
         passes = 2 if self.corrected else 1
-        total = passes * obj.n
+        nearest = self.corrected and st.basis == "nearest"
+        total = (passes + (st.basis_steps if nearest else 0)) * obj.n  # at most: it may stop early
         # pass 1: the Kronecker factors A = E[a a^T], G = E[ds ds^T] (per row and position)
         A = [torch.zeros(lay.d_in, lay.d_in, dtype=obj.dtype, device=obj.device) for lay in self.layers]
         G = [torch.zeros(lay.d_out, lay.d_out, dtype=obj.dtype, device=obj.device) for lay in self.layers]
@@ -452,10 +461,9 @@ class _KroneckerSolver(_FisherSolver):
                     d2 = ds.reshape(-1, ds.shape[2])
                     G[i] += d2.T @ d2
             self._report(min(obj.n, start + size), total, {"stage": "covariance"})
-        nearest = self.corrected and getattr(st, "basis", "kfac") == "nearest"
         refined = 0
         if nearest:
-            A, G, refined = self._nearest_kronecker(obj, size, A, G, T)
+            A, G, refined = self._nearest_kronecker(obj, size, A, G, total)
             total = (passes + refined) * obj.n
         factors = []
         for lay, a, g, t in zip(self.layers, A, G, T):
@@ -493,7 +501,7 @@ class _KroneckerSolver(_FisherSolver):
                       + (", nearest Kronecker basis)" if nearest else ")"))
 
     def _nearest_kronecker(self, obj: Objective, size: int, A: list[torch.Tensor],
-                           G: list[torch.Tensor], T: list[int]
+                           G: list[torch.Tensor], total: int
                            ) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
         """The Kronecker product ``G kron A`` nearest each layer's Fisher block
         ``F = (1/n) sum_n vec(M_n) vec(M_n)^T`` in Frobenius norm (Van Loan & Pitsianis 1993; the
@@ -530,8 +538,8 @@ class _KroneckerSolver(_FisherSolver):
                 for i, a in enumerate(acts):
                     if wg[i] is not None:
                         newA[i] += (a[:, 0] * wg[i]).T @ a[:, 0]
-                self._report((1 + step) * obj.n + min(obj.n, start + size),
-                             (3 + st.basis_steps) * obj.n, {"stage": "nearest Kronecker basis"})
+                self._report((1 + step) * obj.n + min(obj.n, start + size), total,
+                             {"stage": "nearest Kronecker basis"})
             # G from the previous A, A from the previous G: both halves of one alternating step
             # (the fixed point is the same), so one pass serves both
             change = 0.0
@@ -563,26 +571,37 @@ class _KroneckerSolver(_FisherSolver):
 
     # ------------------------------------------------------------------ streaming
     def _chunks(self, obj: Objective, size: int):
-        """:meth:`_stream`, except that when the training set is one chunk whose inputs and
-        output gradients (every target) take at most an eighth of the memory budget, they are
-        computed once per fit and served to every pass (EK-FAC makes 2 to 2 + basis_steps): the
-        same numbers, without repeating the forward and backward passes."""
+        """:meth:`_stream`, except that when the training set is one chunk, the first pass keeps
+        its layers' inputs and output gradients (every target) as it reads them, up to an eighth
+        of the memory budget, and every later pass of the fit (EK-FAC makes 2 to
+        2 + basis_steps) is served from them: the same numbers, without repeating the forward and
+        backward passes. :meth:`_fit` clears them at its start and end."""
         if obj.n > size or not self.corrected:  # several chunks, or one pass (K-FAC)
             yield from self._stream(obj, size)
             return
-        kept = getattr(self, "_kept", None)
-        if kept is None or kept[0] is not obj:
-            out1, captured = self._forward(obj, obj.X[:1])  # one probe row: positions, outputs
-            targets = out1.shape[-1] if self.settings.fisher == "ggn" else 1
-            numbers = sum(obj.n * _positions(lay.module, captured[lay.name][0])
-                          * (lay.d_in + targets * lay.d_out) for lay in self.layers)
-            if numbers * obj.dtype.itemsize > memory_budget(obj.device) // 8:
-                yield from self._stream(obj, size)
-                return
-            start, acts, per_target = next(iter(self._stream(obj, size)))
-            kept = self._kept = (obj, start, acts, [list(g) for g in per_target])
-        _, start, acts, grads = kept
-        yield start, acts, iter(grads)
+        if self._kept is not None:
+            start, acts, grads = self._kept
+            yield start, acts, iter(grads)
+            return
+        limit = memory_budget(obj.device) // (8 * obj.dtype.itemsize)
+        for start, acts, per_target in self._stream(obj, size):
+            grads: list[list[torch.Tensor]] | None = []
+            numbers = sum(a.numel() for a in acts)
+
+            def keeping(per_target=per_target):
+                nonlocal grads, numbers
+                for g in per_target:
+                    if grads is not None:
+                        numbers += sum(t.numel() for t in g)
+                        if numbers <= limit:
+                            grads.append(g)
+                        else:
+                            grads = None  # too large: not kept
+                    yield g
+
+            yield start, acts, keeping()
+            if grads is not None:
+                self._kept = (start, acts, grads)
 
     def _stream(self, obj: Objective, size: int):
         """For each chunk: its first row, the layers' input rows ``(N, T, d_in)``, and an iterator
@@ -720,12 +739,9 @@ class EKFACSolver(_KroneckerSolver):
     corrected = True
 
     @classmethod
-    def cost(cls, settings: SolverSettings, p: int, n: int, k: int, itemsize: int) -> Cost:
-        passes = 2.0 + (settings.basis_steps if settings.basis == "nearest" else 0)
-        return Cost(fit_passes=passes, fit_bytes=2 * p * itemsize,
-                    solve_bytes=2 * k * p * itemsize,
-                    note=f"{cls.name}: fitting counted as {passes:g} passes over the training "
-                         "gradients (factors, the nearest Kronecker basis, the correction)")
+    def fit_passes(cls, settings: SolverSettings) -> float:
+        # factors, the nearest Kronecker basis (at most basis_steps), the correction
+        return 2.0 + (settings.basis_steps if settings.basis == "nearest" else 0)
 
 
 for _cls in (KFACSolver, EKFACSolver, IdentitySolver, DiagonalSolver):
